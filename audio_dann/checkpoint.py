@@ -1,0 +1,77 @@
+"""Self-describing model bundles: one file, loadable with ``torch.load(weights_only=True)``.
+
+A bundle holds its format version, the resolved configuration, class and
+domain names, normalisation stats, the weights, and (for ``last.pt``) the
+optimizer and loop state to resume from. Only plain containers, numbers,
+strings and tensors go in, so the safe loader reads it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_path
+from .config import Config, config_from_dict, config_to_dict
+
+__all__ = ["FORMAT_VERSION", "BundleError", "save_bundle", "load_bundle", "make_bundle"]
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "config", "classes", "domains", "model_state")
+
+
+class BundleError(ValueError):
+    """A model bundle is missing, foreign, damaged or from a newer format."""
+
+
+def make_bundle(config: Config, classes: list[str], domains: list[str], model_state: dict[str, torch.Tensor],
+                **extra: Any) -> dict[str, Any]:
+    """A bundle dict; ``extra`` may hold ``step``, ``optimizer_state``, ``loop_state``, ``summary``..."""
+    import numpy, torchaudio  # noqa: E401 - versions recorded for reproducibility
+    from . import __version__
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": config_to_dict(config),
+        "classes": list(classes),
+        "domains": list(domains),
+        "model_state": {k: v.detach().cpu() for k, v in model_state.items()},
+        "versions": {"audio_dann": __version__, "torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__),
+                     "numpy": str(numpy.__version__), "python": sys.version.split()[0]},
+        **extra,
+    }
+
+
+def save_bundle(bundle: dict[str, Any], path: str | Path) -> None:
+    """Write atomically (temp file, then rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(bundle, tmp)
+
+
+def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
+    """Load and check a bundle; returns ``(bundle, config)``.
+
+    Raises:
+        BundleError: the file is missing, not a bundle, lacks a key, or is from a newer format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: model file not found")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
+        raise BundleError(f"{path}: not an audio-dann model bundle ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(bundle, dict) or "format_version" not in bundle:
+        raise BundleError(f"{path}: not an audio-dann model bundle (no format_version)")
+    if int(bundle["format_version"]) > FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format {bundle['format_version']} is newer than this audio-dann "
+                          f"understands ({FORMAT_VERSION}); upgrade audio-dann")
+    missing = [k for k in REQUIRED_KEYS if k not in bundle]
+    if missing:
+        raise BundleError(f"{path}: model bundle is missing key(s): {', '.join(missing)}")
+    try:
+        config = config_from_dict(bundle["config"])
+    except ValueError as exc:
+        raise BundleError(f"{path}: bad configuration in bundle: {exc}") from None
+    return bundle, config

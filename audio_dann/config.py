@@ -1,0 +1,282 @@
+"""Frozen configuration dataclasses, YAML in and out, dotted overrides.
+
+Every value is plain YAML (numbers, strings, booleans, lists). Unknown keys and
+wrong types are errors that name the key, e.g. ``train.stepz: unknown key``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+__all__ = [
+    "ConfigError", "FeatureConfig", "ModelConfig", "TrainConfig", "DataConfig", "Config",
+    "load_config", "dump_config", "config_from_dict", "config_to_dict", "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is not valid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes log-mel "images" (fixed at ``prepare`` time)."""
+
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0        # every clip is this long
+    hop_seconds: float = 0.5         # hop between clips cut from one long file
+    pad_mode: str = "tile"           # short files: "tile" (repeat) or "zero" (pad with silence)
+    n_fft: int = 512
+    win_seconds: float = 0.025
+    frame_hop_seconds: float = 0.010
+    n_mels: int = 64
+    f_min: float = 20.0
+    f_max: float | None = None       # None: sample_rate / 2
+    log_floor: float = 1e-3          # log(mel + floor); a floor well above 0 ignores the noise floor
+
+    def validate(self) -> None:
+        _positive(self, "sample_rate", "clip_seconds", "hop_seconds", "n_fft", "win_seconds",
+                  "frame_hop_seconds", "n_mels", "log_floor")
+        _choice(self, "pad_mode", ("tile", "zero"))
+        if self.win_length > self.n_fft:
+            raise ConfigError(f"features.win_seconds: window of {self.win_length} samples exceeds n_fft={self.n_fft}")
+        top = self.sample_rate / 2 if self.f_max is None else self.f_max
+        if not (0 <= self.f_min < top <= self.sample_rate / 2):
+            raise ConfigError(f"features.f_max: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={top}")
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.win_seconds * self.sample_rate))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.frame_hop_seconds * self.sample_rate))
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        return self.clip_samples // self.hop_length + 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: backbone, heads and the input normalisation inside the model."""
+
+    backbone: str = "cnn"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    embedding_dim: int = 128
+    dropout: float = 0.2
+    domain_hidden: int = 128
+    domain_layers: int = 2           # hidden layers of the domain head (0: logistic regression)
+    domain_dropout: float = 0.5
+    input_norm: str = "clip_mean"    # "global": per-mel standardisation; "clip_mean": then remove each clip's per-mel mean
+
+    def validate(self) -> None:
+        _positive(self, "embedding_dim", "domain_hidden")
+        _choice(self, "input_norm", ("global", "clip_mean"))
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ConfigError(f"model.channels: need positive channel counts, got {list(self.channels)}")
+        for name in ("dropout", "domain_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name}: must lie in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop. Defaults follow the paper where it speaks."""
+
+    method: str = "dann"             # "dann" or "source-only" (the same loop, no target data)
+    steps: int = 1500
+    batch_size: int = 32             # per domain and per step: 32 source + 32 target
+    optimizer: str = "sgd"           # "sgd" (momentum 0.9, paper) or "adamw"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_alpha: float = 10.0           # lr_p = lr / (1 + alpha p) ** beta
+    lr_beta: float = 0.75
+    domain_weight: float = 1.0       # weight of the domain loss; 0 keeps only target batch-norm statistics
+    lambda_max: float = 1.0          # lambda_p = lambda_max * (2 / (1 + exp(-gamma p)) - 1)
+    lambda_gamma: float = 10.0
+    domain_lr_mult: float = 1.0      # the domain head's learning rate relative to lr
+    entropy_weight: float = 0.0      # target entropy minimisation
+    eval_every: int = 100
+    amp: str = "auto"                # "auto" (bf16 on CUDA), "off", "bf16", "fp16"
+    select: str = "source-val"       # checkpoint selection criterion (never target labels)
+    sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
+    seed: int = 0
+
+    def validate(self) -> None:
+        _choice(self, "method", ("dann", "source-only"))
+        _choice(self, "optimizer", ("sgd", "adamw"))
+        _choice(self, "amp", ("auto", "off", "bf16", "fp16"))
+        _choice(self, "select", ("source-val",))
+        _positive(self, "steps", "batch_size", "lr", "eval_every")
+        for name in ("domain_weight", "lambda_max", "entropy_weight", "weight_decay", "domain_lr_mult"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How ``prepare`` splits and reads the data."""
+
+    val_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 2
+    batch_size: int = 64             # clips per frontend batch in prepare
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction: must lie in [0, 1), got {self.val_fraction}")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers: must be >= 0, got {self.workers}")
+        _positive(self, "batch_size")
+
+
+@dataclass(frozen=True)
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> "Config":
+        for f in fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+
+def _section_name(obj: Any) -> str:
+    return {FeatureConfig: "features", ModelConfig: "model", TrainConfig: "train", DataConfig: "data"}[type(obj)]
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ConfigError(f"{_section_name(obj)}.{name}: must be > 0, got {getattr(obj, name)}")
+
+
+def _choice(obj: Any, name: str, options: Iterable[str]) -> None:
+    options = tuple(options)
+    if getattr(obj, name) not in options:
+        raise ConfigError(f"{_section_name(obj)}.{name}: must be one of {', '.join(options)}; got {getattr(obj, name)!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type hint ``hint``; ints widen to floats, lists to tuples."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")  # pragma: no cover
+
+
+def _section_from_dict(cls: type, prefix: str, values: Mapping[str, Any], base: Any = None) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
+    return replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def config_from_dict(values: Mapping[str, Any] | None, base: Config | None = None) -> Config:
+    """Build (and validate) a :class:`Config` from nested plain values, on top of ``base``."""
+    base = base or Config()
+    values = values or {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(values).__name__}")
+    sections = {f.name: f for f in fields(Config)}
+    updated = {}
+    for name, sub in values.items():
+        if name not in sections:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
+        current = getattr(base, name)
+        updated[name] = _section_from_dict(type(current), name, sub or {}, current)
+    return replace(base, **updated).validate()
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Plain nested dict (tuples as lists) for YAML and checkpoints."""
+    out = {}
+    for f in fields(config):
+        section = dataclasses.asdict(getattr(config, f.name))
+        out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), base: Config | None = None) -> Config:
+    """Read a YAML file (optional) and apply ``section.key=value`` overrides."""
+    config = base or Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        config = config_from_dict(values, config)
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """Apply dotted overrides such as ``train.steps=3000`` (values parsed as YAML)."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{item}: an override must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"{key}: an override key must look like section.key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        nested.setdefault(parts[0], {})[parts[1]] = value
+    return config_from_dict(nested, config) if nested else config.validate()
+
+
+def dump_config(config: Config, path: str | Path | None = None) -> str:
+    """YAML text of ``config``; written atomically to ``path`` when given."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    if path is not None:
+        from .atomic import atomic_write_text
+        atomic_write_text(Path(path), text)
+    return text

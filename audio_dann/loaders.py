@@ -1,0 +1,53 @@
+"""Which clips each step trains on: a pure function of (seed, step, rank).
+
+The global stream of a domain is a sequence of epoch permutations (epoch ``e``
+shuffled with seed ``(seed, e)``); step ``s`` takes positions
+``[s * B, (s + 1) * B)`` of it, and rank ``r`` of ``W`` takes its contiguous
+``B / W`` slice. Because nothing is kept between steps, a resumed run sees the
+same batches as an uninterrupted one, and ``W`` ranks together see exactly the
+batches one process would.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["epoch_permutation", "batch_indices", "take"]
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, epoch, 0x5EED])
+    return rng.permutation(n)
+
+
+def batch_indices(n: int, global_batch: int, step: int, seed: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """Indices (into a domain of ``n`` clips) of this rank's share of the batch at ``step``."""
+    if n <= 0:
+        raise ValueError("cannot draw a batch from an empty set of clips")
+    if global_batch % world:
+        raise ValueError(f"train.batch_size={global_batch} must be divisible by the number of processes ({world})")
+    local = global_batch // world
+    start = step * global_batch + rank * local
+    out = np.empty(local, dtype=np.int64)
+    filled = 0
+    while filled < local:
+        epoch, offset = divmod(start + filled, n)
+        perm = epoch_permutation(n, seed, epoch)
+        take_n = min(local - filled, n - offset)
+        out[filled:filled + take_n] = perm[offset:offset + take_n]
+        filled += take_n
+    return out
+
+
+def take(array, idx: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Rows ``idx`` of an array, memmap or tensor as a float32 tensor on ``device``.
+
+    Memmaps are read in sorted order (sequential disk access), then put back in order.
+    """
+    if isinstance(array, torch.Tensor):
+        return array[torch.as_tensor(idx)].to(device=device, dtype=torch.float32, non_blocking=True)
+    order = np.argsort(idx, kind="stable")
+    rows = np.asarray(array[idx[order]])
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return torch.from_numpy(rows[back]).to(device=device, dtype=torch.float32)

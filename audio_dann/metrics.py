@@ -1,0 +1,65 @@
+"""Classification metrics and confidence intervals (pure functions on numpy arrays)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["accuracy", "confusion_matrix", "per_class_recall", "macro_f1", "wilson_interval", "classification_report"]
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``C[i, j]`` = clips of true class i predicted as j."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    support = cm.sum(1)
+    return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Mean F1 over classes present in the truth or the predictions."""
+    tp = np.diag(cm).astype(float)
+    precision = tp / np.maximum(cm.sum(0), 1)
+    recall = tp / np.maximum(cm.sum(1), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    present = (cm.sum(0) + cm.sum(1)) > 0
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    denom = 1 + z ** 2 / n
+    centre = (p + z ** 2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """The ``evaluate`` JSON: accuracy (+ 95% CI), macro-F1, per-class recall, confusion, classes."""
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    recall = per_class_recall(cm)
+    n = int(len(y_true))
+    correct = int(np.trace(cm))
+    lo, hi = wilson_interval(correct, n)
+    return {
+        "accuracy": correct / n if n else float("nan"),
+        "accuracy_ci95": [lo, hi],
+        "macro_f1": macro_f1(cm),
+        "n": n,
+        "per_class": {c: {"recall": (None if math.isnan(r) else float(r)), "support": int(cm[i].sum())}
+                      for i, (c, r) in enumerate(zip(classes, recall))},
+        "confusion": cm.tolist(),
+        "classes": list(classes),
+    }

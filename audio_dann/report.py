@@ -1,0 +1,65 @@
+"""Plots and run reports (matplotlib, no screen needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+
+__all__ = ["plot_curves", "plot_confusion"]
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(history: list[dict], path: str | Path) -> None:
+    """Losses, accuracies (target test marked report only), lambda and domain accuracy over steps."""
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in ("class_loss", "domain_loss", "entropy"):
+        if any(key in h for h in history):
+            axes[0].plot(steps, [h.get(key, np.nan) for h in history], label=key)
+    axes[0].set_title("training losses")
+    axes[0].legend()
+    for key, label in (("train_acc", "source train"), ("source_val_acc", "source val")):
+        axes[1].plot(steps, [h.get(key) if h.get(key) is not None else np.nan for h in history], label=label)
+    if any("report_only" in h for h in history):
+        axes[1].plot(steps, [h.get("report_only", {}).get("target_test_acc", np.nan) for h in history], "--",
+                     label="target test (report only)")
+    axes[1].set_title("accuracy")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].legend()
+    axes[2].plot(steps, [h.get("lambda", np.nan) for h in history], label="lambda (GRL)")
+    if any("domain_acc" in h for h in history):
+        axes[2].plot(steps, [h.get("domain_acc", np.nan) for h in history], label="domain accuracy")
+        axes[2].axhline(0.5, color="grey", lw=0.5)
+    axes[2].set_title("adversary")
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("step")
+    _save(fig, Path(path))
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
+    cm = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    _save(fig, Path(path))
