@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -118,7 +119,12 @@ def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> str:
     h.update(json.dumps(config_to_dict(config)["features"], sort_keys=True).encode())
     h.update(json.dumps(classes).encode())
     for it in items:
-        h.update(f"{it.path}\t{it.label}\t{it.domain}\t{it.split}\n".encode())
+        try:
+            st = os.stat(it.path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{it.path}\t{it.label}\t{it.domain}\t{it.split}\t{stamp}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -1,0 +1,235 @@
+"""The ``audio-dann`` command line: parse, call one library function, print a summary.
+
+Every user error (bad path, bad file, bad config) ends in one line on stderr
+and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adapt audio classifiers to new recording conditions without new labels (DANN).")
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .audio import AudioError
+    from .checkpoint import BundleError
+    from .config import ConfigError
+    from .prepare import PrepareError
+    from .run import RunError
+    from .scan import ScanError
+    from .store import StoreError
+    return (AudioError, BundleError, ConfigError, PrepareError, RunError, ScanError, StoreError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[None]:
+    """Turn user errors into one line and exit code 2; Ctrl-C into exit 130."""
+    try:
+        yield
+    except _user_errors() as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted; run the same command again (with --resume for train) to continue")
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _bar(quiet: bool, description: str, unit: str = "files") -> Iterator[callable]:
+    """A rich progress bar on a terminal; silent when piped or --quiet. Yields ``update(done, total, text)``."""
+    if quiet or not err_console.is_terminal:
+        yield lambda done, total, text="": None
+        return
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+               TextColumn("{task.fields[text]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(description, total=None, text="")
+
+        def update(done: int, total: int, text: str = "") -> None:
+            progress.update(task, completed=done, total=total, text=text)
+        yield update
+
+
+def _config(config: Optional[Path], overrides: List[str]):
+    from .config import load_config
+    return load_config(config, overrides or [])
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Recipe YAML (features/model/train/data sections).")
+SetOpt = typer.Option(None, "--set", help="Override one setting, e.g. --set train.steps=3000 (repeatable).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
+@app.command()
+def prepare(
+    source: Path = typer.Option(..., "--source", "-s", help="Labelled folder (SRC/<class>/**) or CSV manifest."),
+    target: List[Path] = typer.Option(..., "--target", "-t", help="Unlabelled folder or manifest; repeat for several target domains."),
+    out: Path = typer.Option(..., "--out", "-o", help="Prepared folder to write."),
+    target_eval: Optional[Path] = typer.Option(None, "--target-eval", help="Labelled target clips for reporting only (split 'test')."),
+    config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of source files held out for validation."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Decoding processes."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the train/val split."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Decode, resample and slice recordings into a log-mel feature store (resumable)."""
+    with _guard():
+        from .prepare import prepare as run_prepare
+        extra = [f"data.{k}={v}" for k, v in (("val_fraction", val_fraction), ("workers", workers), ("seed", seed))
+                 if v is not None]
+        cfg = _config(config, list(set_ or []) + extra)
+        with _bar(quiet, "prepare") as update:
+            summary = run_prepare(source, target, out, target_eval=target_eval, config=cfg,
+                                  progress=lambda d, t, c, s: update(d, t, f"{c} clips, {s / 3600:.2f} h audio"))
+        if summary.already_complete:
+            out_console.print(f"already prepared (same inputs and settings): {summary.line()}")
+        else:
+            out_console.print(summary.line())
+            out_console.print("clips: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.clips_by_split.items())))
+            if summary.files_skipped:
+                out_console.print(f"skipped files and reasons: {out / 'skipped.csv'}")
+
+
+@app.command()
+def train(
+    prepared: Path = typer.Argument(..., help="Folder written by `audio-dann prepare`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="dann | source-only (default: config)."),
+    config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train DANN (or source-only) on a prepared folder; writes model.pt, last.pt, metrics and plots."""
+    with _guard():
+        from .run import train as run_train
+        if method is not None and method not in ("dann", "source-only"):
+            raise typer.BadParameter("--method must be dann or source-only")
+        cfg = _config(config, set_)
+
+        with _bar(quiet, "train", unit="steps") as update:
+            def cb(step, total, m):
+                text = " ".join(f"{k.replace('_loss', '')} {v:.3f}" for k, v in m.items())
+                update(step, total, text)
+            summary = run_train(prepared, out, config=cfg, method=method, seed=seed, device=device, resume=resume,
+                                progress=cb)
+        sel = summary["selected"]
+        out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
+                          f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
+        if "report_only" in summary:
+            r = summary["report_only"]
+            out_console.print(f"target test accuracy (report only, not used for selection): "
+                              f"selected {r['target_test_acc_selected']:.3f}, final {r['target_test_acc_final']:.3f}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="model.pt bundle."),
+    data: Path = typer.Argument(..., help="Labelled folder (DIR/<class>/**) or CSV manifest."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: int = typer.Option(0, "--workers", "-w"),
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Accuracy (95% CI), macro-F1, per-class recall and confusion matrix on labelled audio."""
+    with _guard():
+        from .predict import evaluate as run_evaluate
+        from .run import resolve_device
+        with _bar(quiet, "evaluate") as update:
+            report = run_evaluate(model, data, batch_size=batch_size, workers=workers,
+                                  device=resolve_device(device), progress=update)
+        lo, hi = report["accuracy_ci95"]
+        out_console.print(f"accuracy {report['accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}, n={report['n']}), "
+                          f"macro-F1 {report['macro_f1']:.4f}")
+        table = Table("class", "recall", "support")
+        for c, v in report["per_class"].items():
+            table.add_row(c, "-" if v["recall"] is None else f"{v['recall']:.3f}", str(v["support"]))
+        out_console.print(table)
+        for d, v in report.get("per_domain", {}).items():
+            out_console.print(f"  domain {d}: accuracy {v['accuracy']:.4f} (n={v['n']})")
+        if report["skipped"]:
+            out_console.print(f"{len(report['skipped'])} files skipped, e.g. {report['skipped'][0]['file']}: "
+                              f"{report['skipped'][0]['reason']}")
+        if json_out:
+            from .store import write_json
+            write_json(json_out, report)
+        if plot:
+            from .report import plot_confusion
+            plot_confusion(report["confusion"], report["classes"], plot, title=f"{model}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="model.pt bundle."),
+    wav_dir: Path = typer.Argument(..., help="Folder of audio files (recursive) or one file."),
+    out: Path = typer.Option(..., "--out", "-o", help="predictions.csv (or .jsonl)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
+    workers: int = typer.Option(2, "--workers", "-w", help="Decoding processes."),
+    window_seconds: Optional[float] = typer.Option(None, "--window-seconds", help="Window length (default: the model's clip length)."),
+    hop_seconds: Optional[float] = typer.Option(None, "--hop-seconds", help="Hop between windows of long files."),
+    per_window: bool = typer.Option(False, "--per-window", help="One row per window instead of per file."),
+    fmt: str = typer.Option("csv", "--format", help="csv | jsonl"),
+    device: str = typer.Option("auto", "--device"),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Classify every audio file of a folder; unreadable files get an error row, the rest go on."""
+    with _guard():
+        from .predict import predict as run_predict
+        from .run import resolve_device
+        if fmt not in ("csv", "jsonl"):
+            raise typer.BadParameter("--format must be csv or jsonl")
+        with _bar(quiet, "predict") as update:
+            counts = run_predict(model, wav_dir, out, batch_size=batch_size, workers=workers,
+                                 window_seconds=window_seconds, hop_seconds=hop_seconds, per_window=per_window,
+                                 fmt=fmt, device=resolve_device(device), progress=update)
+        out_console.print(f"{counts['ok']} files predicted, {counts['errors']} unreadable -> {out}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for data, runs and demo_results.json."),
+    quick: bool = typer.Option(False, "--quick", help="A seconds-long smoke version (tiny data, few steps)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Synthetic studio -> field shift: prepare, train source-only and DANN, compare on field clips."""
+    with _guard():
+        from .demo import run_demo
+        with _bar(quiet, "demo", unit="steps") as update:
+            results = run_demo(out, quick=quick, seed=seed, device=device,
+                               log=lambda m: err_console.print(m) if not quiet else None,
+                               progress=lambda name, s, t: update(s, t, name))
+        table = Table("method", "studio test acc", "field test acc (report only)", "95% CI", "train s",
+                      title="studio -> field (synthetic)")
+        for key, name in (("source_only", "source-only"), ("dann", "DANN")):
+            r = results[key]
+            lo, hi = r["target_accuracy_ci95"]
+            table.add_row(name, f"{r['source_accuracy']:.3f}", f"{r['target_accuracy']:.3f}", f"{lo:.3f}-{hi:.3f}",
+                          f"{r['train_seconds']:.0f}")
+        out_console.print(table)
+        out_console.print(f"DANN - source-only on field: {results['gain'] * 100:+.1f} points; "
+                          f"{results['note']}; results -> {out / 'demo_results.json'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
