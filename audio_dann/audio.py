@@ -26,6 +26,8 @@ class AudioError(Exception):
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode ``path`` to float32 mono in [-1, 1] at its own rate: ``(samples,), sample_rate``."""
     path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:

@@ -106,7 +106,7 @@ class TrainConfig:
     lambda_max: float = 1.0          # lambda_p = lambda_max * (2 / (1 + exp(-gamma p)) - 1)
     lambda_gamma: float = 10.0
     domain_lr_mult: float = 1.0      # the domain head's learning rate relative to lr
-    entropy_weight: float = 0.0      # target entropy minimisation
+    entropy_weight: float = 0.1      # target entropy minimisation (0: the paper's DANN)
     eval_every: int = 100
     amp: str = "auto"                # "auto" (bf16 on CUDA), "off", "bf16", "fp16"
     select: str = "source-val"       # checkpoint selection criterion (never target labels)
