@@ -255,10 +255,8 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     pending_wave: list[np.ndarray] = []
     pending_rows: list[list[str]] = []
     pending_skips: list[list[str]] = []
-    last_save = time.monotonic()
 
     def flush(save_state: bool) -> None:
-        nonlocal last_save
         if pending_wave:
             waves = torch.from_numpy(np.concatenate(pending_wave))
             with torch.inference_mode():
@@ -277,7 +275,6 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             features.flush(), index_f.flush(), skipped_f.flush()
             state.update(clips=features.rows, index_bytes=index_f.tell(), skipped_bytes=skipped_f.tell())
             write_json(progress_path, state)
-            last_save = time.monotonic()
 
     try:
         n_pending = 0
@@ -299,7 +296,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
                 state["audio_seconds"] += float(info)
             state["files_done"] = i + 1
             if n_pending >= config.data.batch_size:
-                flush(save_state=time.monotonic() - last_save > 2.0)
+                flush(save_state=True)
                 n_pending = 0
             if progress is not None:
                 progress(state["files_done"], len(items), features.rows + n_pending, state["audio_seconds"])

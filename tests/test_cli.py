@@ -1,0 +1,126 @@
+import csv
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from audio_dann.cli import app
+
+from audio_files import class_folders, tone, write
+
+runner = CliRunner()
+TINY = ["--set", "features.n_mels=16", "--set", "data.workers=0"]
+TRAIN = ["--set", "train.steps=8", "--set", "train.eval_every=4", "--set", "train.batch_size=8",
+         "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16", "--device", "cpu"]
+
+
+def _ok(args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _fails(args, match):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert match in result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    src = class_folders(root / "src", per_class=6)
+    tgt = class_folders(root / "tgt", per_class=4, shift=1.2)
+    test = class_folders(root / "tgt_test", per_class=2, shift=1.2)
+    out = root / "prepared"
+    res = _ok(["prepare", "--source", src, "--target", tgt, "--target-eval", test, "--out", out, *TINY])
+    assert "files read" in res.output
+    return root
+
+
+def test_train_evaluate_predict(prepared, tmp_path):
+    run = tmp_path / "run"
+    res = _ok(["train", prepared / "prepared", "--out", run, *TRAIN])
+    assert "report only" in res.output
+    for name in ("model.pt", "last.pt", "config.yaml", "metrics.jsonl", "summary.json", "curves.png"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [4, 8]
+    for key in ("class_loss", "domain_loss", "lambda", "lr", "source_val_acc", "domain_acc"):
+        assert key in lines[-1], key
+    assert "target_test_acc" in lines[-1]["report_only"] and "never used" in lines[-1]["report_only"]["note"]
+    assert torch.load(run / "model.pt", weights_only=True)["summary"]["method"] == "dann"
+
+    report = tmp_path / "eval.json"
+    _ok(["evaluate", run / "model.pt", prepared / "tgt_test", "--json", report, "--plot", tmp_path / "cm.png"])
+    data = json.loads(report.read_text())
+    assert {"accuracy", "macro_f1", "n", "per_class", "confusion", "classes"} <= set(data)
+    assert data["n"] == 4 and data["classes"] == ["high", "low"] and (tmp_path / "cm.png").is_file()
+
+    wavs = tmp_path / "wavs"
+    write(wavs / "a.wav", tone(300, 0.5, 16000), 16000)
+    write(wavs / "sub" / "long.wav", tone(2000, 3.2, 22050, channels=2), 22050)
+    (wavs / "broken.wav").write_text("nope")
+    out = tmp_path / "pred.csv"
+    res = _ok(["predict", run / "model.pt", wavs, "--out", out, "--workers", "0"])
+    assert "1 unreadable" in res.output
+    rows = list(csv.DictReader(open(out)))
+    assert [r["path"].split("/")[-1] for r in rows] == ["a.wav", "broken.wav", "long.wav"]
+    assert list(rows[0]) == ["path", "label", "confidence", "p_high", "p_low", "status"]
+    assert rows[1]["status"].startswith("error:") and rows[0]["status"] == rows[2]["status"] == "ok"
+    assert abs(float(rows[2]["p_high"]) + float(rows[2]["p_low"]) - 1) < 1e-4
+    _ok(["predict", run / "model.pt", wavs, "--out", tmp_path / "w.jsonl", "--format", "jsonl", "--per-window",
+         "--workers", "0"])
+    per_window = [json.loads(x) for x in (tmp_path / "w.jsonl").read_text().splitlines()]
+    assert sum(1 for r in per_window if r["path"].endswith("long.wav")) == 6  # 3.2 s: windows at 0,.5,..,2,2.2
+
+
+def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    _ok(["train", prepared / "prepared", "--out", full, *TRAIN])
+    killed = tmp_path / "killed"
+    import audio_dann.loop as loop
+    real_fit = loop.fit
+
+    def dying_fit(*args, progress_cb=None, **kwargs):
+        def cb(step, total, m):
+            if step == 6:
+                raise KeyboardInterrupt
+        return real_fit(*args, progress_cb=cb, **kwargs)
+
+    monkeypatch.setattr("audio_dann.run.fit", dying_fit)
+    res = runner.invoke(app, [str(a) for a in ["train", prepared / "prepared", "--out", killed, *TRAIN]])
+    assert res.exit_code == 130 and "--resume" in res.output
+    monkeypatch.setattr("audio_dann.run.fit", real_fit)
+    _fails(["train", prepared / "prepared", "--out", killed, *TRAIN], "--resume")
+    _ok(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN])
+    a = torch.load(full / "last.pt", weights_only=True)["model_state"]
+    b = torch.load(killed / "last.pt", weights_only=True)["model_state"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert (killed / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+
+
+def test_errors_are_one_line_exit_2(prepared, tmp_path):
+    _fails(["evaluate", tmp_path / "nope.pt", prepared / "tgt_test"], "model file not found")
+    (tmp_path / "foreign.pt").write_text("hello")
+    _fails(["predict", tmp_path / "foreign.pt", prepared / "tgt_test", "--out", tmp_path / "p.csv"],
+           "not an audio-dann model bundle")
+    (tmp_path / "half").mkdir()
+    _fails(["train", tmp_path / "half", "--out", tmp_path / "r"], "incomplete")
+    _fails(["train", prepared / "prepared", "--out", tmp_path / "r", "--set", "train.stepz=1"], "train.stepz")
+    if not torch.cuda.is_available():
+        _fails(["train", prepared / "prepared", "--out", tmp_path / "r", "--device", "cuda"], "no CUDA device")
+    _fails(["prepare", "--source", tmp_path / "none", "--target", prepared / "tgt", "--out", tmp_path / "o"],
+           "no such file")
+
+
+def test_demo_quick(tmp_path):
+    res = _ok(["demo", "--quick", "--out", tmp_path / "demo", "--device", "cpu"])
+    assert "DANN" in res.output
+    results = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
+    for key in ("source_only", "dann"):
+        assert 0.0 <= results[key]["target_accuracy"] <= 1.0
