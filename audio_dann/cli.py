@@ -26,11 +26,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .audio import AudioError
     from .checkpoint import BundleError
     from .config import ConfigError
+    from .manifest import ManifestError
     from .prepare import PrepareError
     from .run import RunError
     from .scan import ScanError
     from .store import StoreError
-    return (AudioError, BundleError, ConfigError, PrepareError, RunError, ScanError, StoreError, FileNotFoundError)
+    return (AudioError, BundleError, ConfigError, ManifestError, PrepareError, RunError, ScanError, StoreError, FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -225,6 +226,29 @@ def demo(
         out_console.print(table)
         out_console.print(f"DANN - source-only on field: {results['gain'] * 100:+.1f} points; "
                           f"{results['note']}; results -> {out / 'demo_results.json'}")
+
+
+@app.command()
+def manifest(
+    root: Path = typer.Argument(..., help="Folder of audio files (searched recursively)."),
+    pattern: str = typer.Option(..., "--pattern", "-p", help='File-name pattern, e.g. "{label}_{speaker}_{index}.wav".'),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV manifest to write."),
+    where: List[str] = typer.Option(None, "--where", help='Keep rows where e.g. "speaker in a,b" or "index>=5" (repeatable).'),
+    domain: Optional[str] = typer.Option(None, "--domain", help="Field naming the recording condition (domain column)."),
+    label: str = typer.Option("label", "--label", help="Field holding the class label."),
+    val_where: Optional[str] = typer.Option(None, "--val-where", help='Mark matching rows split=val, the rest train, e.g. "index<5".'),
+) -> None:
+    """Write a path,label,domain[,split] manifest from labels and domains held in file names."""
+    with _guard():
+        from .manifest import build_manifest, write_manifest
+        rows, unmatched = build_manifest(root, pattern, where or [], domain, label, val_where)
+        write_manifest(rows, out)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["domain"] or "-"] = counts.get(r["domain"] or "-", 0) + 1
+        out_console.print(f"{len(rows)} files -> {out} ({len({r['label'] for r in rows})} labels; "
+                          f"domains: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); "
+                          f"{unmatched} files did not match the pattern")
 
 
 def main() -> None:

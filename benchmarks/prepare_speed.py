@@ -1,0 +1,87 @@
+"""Audio-seconds per second: `audio-dann prepare` vs the naive per-file librosa loop, one run.
+
+    python benchmarks/prepare_speed.py [--files 400] [--workers 2]
+
+Both read the same files (44.1 kHz stereo 16-bit WAVs of 4 s, resampled to 16 kHz) and produce
+64-band log-mels. Peak memory of `prepare` is measured in a child process for N and 3N files.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def make_files(root: Path, n: int, seconds: float = 4.0, sr: int = 44100) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        cls = "a" if i % 2 else "b"
+        t = np.arange(int(seconds * sr)) / sr
+        x = 0.3 * np.sin(2 * np.pi * (200 + 50 * (i % 17)) * t) + 0.05 * rng.standard_normal(len(t))
+        p = root / cls / f"{i:05d}.wav"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, np.stack([x, x], 1).astype(np.float32), sr, subtype="PCM_16")
+        paths.append(p)
+    return paths
+
+
+def naive(paths: list[Path]) -> float:
+    import librosa
+    t0 = time.perf_counter()
+    for p in paths:
+        y, _ = librosa.load(p, sr=16000)
+        m = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=160, win_length=400, n_mels=64,
+                                           fmin=20)
+        librosa.power_to_db(m)
+    return time.perf_counter() - t0
+
+
+def ours(src: Path, tgt: Path, out: Path, workers: int) -> float:
+    """Wall time of `audio-dann prepare` in a child process (process start included)."""
+    cmd = [sys.executable, "-m", "audio_dann.cli", "prepare", "--source", str(src), "--target", str(tgt),
+           "--out", str(out), "--workers", str(workers), "--quiet", "--set", "features.n_mels=64"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=400)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = make_files(tmp / "src", args.files)
+        make_files(tmp / "tgt", 4)
+        audio_s = args.files * 4.0
+        naive_s = naive(paths)
+        ours_s = ours(tmp / "src", tmp / "tgt", tmp / "out1", args.workers)
+        print(f"files: {args.files} x 4 s, 44.1 kHz stereo -> 16 kHz 64-mel; workers={args.workers}")
+        print(f"naive librosa loop : {audio_s / naive_s:8.1f} audio-s/s ({naive_s:.1f} s)")
+        print(f"audio-dann prepare : {audio_s / ours_s:8.1f} audio-s/s ({ours_s:.1f} s, incl. process start)")
+        print(f"ratio (ours/naive) : {naive_s / ours_s:8.2f}x")
+        # peak memory must not grow with the number of files
+        make_files(tmp / "src3", 3 * args.files)
+        cmd_peak = []
+        for src, out in ((tmp / "src", tmp / "m1"), (tmp / "src3", tmp / "m3")):
+            r = subprocess.run([sys.executable, "-c",
+                                "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,"
+                                "stdout=subprocess.DEVNULL);print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+                                sys.executable, "-m", "audio_dann.cli", "prepare", "--source", str(src), "--target",
+                                str(tmp / "tgt"), "--out", str(out), "--workers", str(args.workers), "--quiet"],
+                               check=True, capture_output=True, text=True)
+            cmd_peak.append(int(r.stdout.strip().splitlines()[-1]))
+        print(f"peak RSS of one prepare process: {cmd_peak[0] / 1024:.0f} MiB for {args.files} files, "
+              f"{cmd_peak[1] / 1024:.0f} MiB for {3 * args.files} files (ratio {cmd_peak[1] / cmd_peak[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()

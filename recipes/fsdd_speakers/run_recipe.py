@@ -1,0 +1,115 @@
+"""FSDD speakers recipe: manifests, prepare, source-only / DANN / target oracle over seeds, results table.
+
+    python recipes/fsdd_speakers/run_recipe.py --fsdd ../shared/data/fsdd/recordings --work data/fsdd \
+        [--tasks A B] [--seeds 0 1 2] [--set train.steps=1500 ...] [--subset N]
+
+Every step is the library call behind an `audio-dann` command (see README.md in this folder).
+Target labels are used only to report accuracy (test clips and the transductive pool).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audio_dann.config import load_config
+from audio_dann.manifest import build_manifest, write_manifest
+from audio_dann.metrics import wilson_interval
+from audio_dann.predict import evaluate
+from audio_dann.prepare import prepare
+from audio_dann.run import train
+
+HERE = Path(__file__).resolve().parent
+GROUPS = {"A": (["jackson", "nicolas", "theo"], ["george", "lucas", "yweweler"])}
+GROUPS["B"] = (GROUPS["A"][1], GROUPS["A"][0])
+PATTERN = "{label}_{speaker}_{index}.wav"
+
+
+def manifests(fsdd: Path, work: Path, task: str, subset: int | None) -> dict[str, Path]:
+    src, tgt = (",".join(s) for s in GROUPS[task])
+    top = [f"index<{subset}"] if subset else []
+    spec = {
+        "source": ([f"speaker in {src}", *top], "index<5"),
+        "target": ([f"speaker in {tgt}", "index>=5", *top], None),
+        "test": ([f"speaker in {tgt}", "index<5"], None),
+        "oracle": ([f"speaker in {tgt}", "index>=5", *top], None),
+    }
+    out = {}
+    for name, (where, val_where) in spec.items():
+        rows, _ = build_manifest(fsdd, PATTERN, where, domain="speaker", val_where=val_where)
+        out[name] = work / f"{task}_{name}.csv"
+        write_manifest(rows, out[name])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
+    ap.add_argument("--work", type=Path, default=Path("data/fsdd"))
+    ap.add_argument("--tasks", nargs="+", default=["A", "B"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=["source-only", "dann", "oracle"])
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--tag", default="default", help="name of this configuration (run folders, results)")
+    ap.add_argument("--subset", type=int, default=None, help="use only file index < N (smoke test)")
+    args = ap.parse_args()
+    config = load_config(HERE / "config.yaml", args.overrides)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for task in args.tasks:
+        m = manifests(args.fsdd, args.work, task, args.subset)
+        prep = args.work / f"{task}_prepared"
+        prepare(m["source"], [m["target"]], prep, target_eval=m["test"], config=config)
+        oracle_prep = args.work / f"{task}_oracle_prepared"
+        if "oracle" in args.methods:
+            prepare(m["oracle"], [m["target"]], oracle_prep, target_eval=m["test"], config=config)
+        for seed in args.seeds:
+            for method in args.methods:
+                run = args.work / "runs" / args.tag / f"{task}_{method}_s{seed}"
+                t0 = time.perf_counter()
+                if (run / "summary.json").exists():
+                    summary = json.loads((run / "summary.json").read_text())
+                else:
+                    summary = train(oracle_prep if method == "oracle" else prep, run, config=config,
+                                    method="source-only" if method == "oracle" else method, seed=seed,
+                                    device="cpu", resume=(run / "last.pt").exists())
+                test = evaluate(run / "model.pt", m["test"])
+                pool = evaluate(run / "model.pt", m["target"])  # report only: the unlabelled pool's labels
+                row = {"task": task, "method": method, "seed": seed, "test_acc": test["accuracy"],
+                       "test_n": test["n"], "pool_acc": pool["accuracy"], "pool_n": pool["n"],
+                       "selected_step": summary["selected"]["step"], "train_seconds": summary["train_seconds"],
+                       "wall_seconds": time.perf_counter() - t0}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    out = args.work / f"results_{args.tag}.json"
+    out.write_text(json.dumps({"config": args.overrides, "results": results}, indent=1))
+    print(table(results))
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| task | method | target test acc (mean +- std) | 95% CI (pooled seeds) | pool acc | gap closed | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for task in sorted({r["task"] for r in results}):
+        by = {m: [r for r in results if r["task"] == task and r["method"] == m] for m in ("source-only", "dann", "oracle")}
+        mean = {m: np.mean([r["test_acc"] for r in rs]) for m, rs in by.items() if rs}
+        for method, rs in by.items():
+            if not rs:
+                continue
+            acc = np.array([r["test_acc"] for r in rs])
+            n = sum(r["test_n"] for r in rs)
+            lo, hi = wilson_interval(int(round(sum(r["test_acc"] * r["test_n"] for r in rs))), n)
+            pool = np.array([r["pool_acc"] for r in rs])
+            gap = ""
+            if method == "dann" and {"source-only", "oracle"} <= set(mean) and mean["oracle"] > mean["source-only"]:
+                gap = f"{(mean['dann'] - mean['source-only']) / (mean['oracle'] - mean['source-only']) * 100:+.0f}%"
+            lines.append(f"| {task} | {method} | {acc.mean():.3f} +- {acc.std():.3f} | {lo:.3f}-{hi:.3f} | "
+                         f"{pool.mean():.3f} +- {pool.std():.3f} | {gap} | "
+                         f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
