@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
+from .distributed import rank_world
 from .loaders import batch_indices, take
 from .models import DANN
 from .schedules import grl_coeff, lr_factor, progress
@@ -67,11 +68,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside ``torchrun``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+dist_info = rank_world
 
 
 def autocast_for(device: torch.device, amp: str):
@@ -164,6 +161,9 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     net: nn.Module = model
     if world > 1:
         if cfg.sync_bn:
+            if device.type != "cuda":
+                raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA devices; on CPU (gloo) each rank "
+                                 "normalises with its own batch statistics (set train.sync_bn=false)")
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None,

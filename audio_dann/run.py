@@ -18,7 +18,8 @@ from .atomic import atomic_write_text
 from .checkpoint import BundleError, load_bundle, make_bundle, save_bundle
 from .classifier import build_classifier
 from .config import Config, dump_config
-from .loop import TrainData, TrainState, dist_info, fit, predict_logits, seed_everything
+from .distributed import all_reduce_sum, barrier, init_from_env, rank_world, shard_range, shutdown
+from .loop import TrainData, TrainState, fit, predict_logits, seed_everything
 from .store import PreparedData, open_prepared, write_json
 
 __all__ = ["train", "resolve_device", "RunError", "REPORT_ONLY_NOTE"]
@@ -62,10 +63,17 @@ class _RowView:
 
 
 def _accuracy(model, x, y, device, amp) -> float | None:
+    """Accuracy on ``x``; under DDP each rank scores its shard and the counts are summed."""
     if x is None or len(x) == 0:
         return None
-    pred = predict_logits(model, x, device=device, amp=amp).argmax(1).numpy()
-    return float((pred == y).mean())
+    rank, world = rank_world()
+    start, stop = shard_range(len(x), rank, world)
+    correct = 0.0
+    if stop > start:
+        pred = predict_logits(model, x[start:stop], device=device, amp=amp).argmax(1).numpy()
+        correct = float((pred == y[start:stop]).sum())
+    correct, total = all_reduce_sum([correct, float(stop - start)])
+    return correct / total
 
 
 def train(prepared: str | Path, out: str | Path, *, config: Config | None = None, method: str | None = None,
@@ -85,10 +93,19 @@ def train(prepared: str | Path, out: str | Path, *, config: Config | None = None
     Returns:
         the run summary (also written to ``summary.json``).
     """
+    started = init_from_env(resolve_device(device).type)
+    try:
+        return _train(prepared, out, config=config, method=method, seed=seed, device=device, resume=resume,
+                      progress=progress)
+    finally:
+        shutdown(started)
+
+
+def _train(prepared, out, *, config, method, seed, device, resume, progress) -> dict:
     t0 = time.perf_counter()
     prep = open_prepared(prepared)
     out = Path(out)
-    rank, world = dist_info()
+    rank, world = rank_world()
     config = config or Config()
     train_cfg = config.train
     if method is not None:
@@ -110,11 +127,11 @@ def train(prepared: str | Path, out: str | Path, *, config: Config | None = None
         opt_state = start_bundle["optimizer_state"]
     elif (out / "summary.json").exists() or last.exists():
         raise RunError(f"{out}: run folder already holds a run; use --resume to continue it or choose a new --out")
+    barrier()  # every rank has checked the run folder before rank 0 writes to it
 
     device_t = resolve_device(device)
     if device_t.type == "cuda" and world > 1:
-        device_t = torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device_t)
+        device_t = torch.device("cuda", torch.cuda.current_device())
     cfg = config.train
     seed_everything(cfg.seed)
     adapt = cfg.method == "dann"
