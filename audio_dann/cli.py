@@ -251,6 +251,45 @@ def manifest(
                           f"{unmatched} files did not match the pattern")
 
 
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A finished run folder."),
+    prepared: Optional[Path] = typer.Option(None, "--prepared", help="Prepared folder (default: the one the run used)."),
+) -> None:
+    """Write RUN/report.md: curves, embedding maps before/after, A-distance, confusion, selection table."""
+    with _guard():
+        from .runreport import make_report
+        out_console.print(f"report -> {make_report(run, prepared)}")
+
+
+@app.command()
+def select(
+    runs: List[Path] = typer.Argument(..., help="Finished run folders to rank."),
+    criterion: str = typer.Option("dev", "--criterion", help="source-val | dev | snd | rv"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON."),
+) -> None:
+    """Rank finished runs by a label-free criterion (target accuracy shown as report only)."""
+    with _guard():
+        from .selection import CRITERIA, rank_runs
+        if criterion not in CRITERIA:
+            raise typer.BadParameter(f"--criterion must be one of {', '.join(CRITERIA)}")
+        result = rank_runs(runs, criterion)
+        keys = list(CRITERIA)
+        table = Table("rank", "run", *keys, "target test acc (report only)", title=f"ranked by {criterion}")
+        for i, r in enumerate(result["runs"], start=1):
+            table.add_row(str(i), r["run"], *[("-" if r[k] is None else f"{r[k]:.4f}") for k in keys],
+                          "-" if r["target_test_acc"] is None else f"{r['target_test_acc']:.4f}")
+        out_console.print(table)
+        if result.get("spearman") is not None:
+            out_console.print(f"Spearman rank correlation of {criterion} (higher = better) with target test accuracy "
+                              f"(report only): {result['spearman']:+.3f}; the pick leaves "
+                              f"{result['regret']:.4f} accuracy on the table vs the best-on-target run")
+        out_console.print("Selection used no target labels; target accuracy is shown for reporting only.")
+        if json_out:
+            from .store import write_json
+            write_json(json_out, result)
+
+
 def main() -> None:
     app()
 

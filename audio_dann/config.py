@@ -109,7 +109,9 @@ class TrainConfig:
     entropy_weight: float = 0.1      # target entropy minimisation (0: the paper's DANN)
     eval_every: int = 100
     amp: str = "auto"                # "auto" (bf16 on CUDA), "off", "bf16", "fp16"
-    select: str = "source-val"       # checkpoint selection criterion (never target labels)
+    select: str = "source-val"       # picks model.pt: source-val | dev | snd | rv (never target labels)
+    rv_steps: int = 25               # reverse-validation training steps per evaluation (0: skip rv)
+    selection_clips: int = 1000      # at most this many source / target clips per criterion
     sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
     seed: int = 0
 
@@ -117,7 +119,9 @@ class TrainConfig:
         _choice(self, "method", ("dann", "source-only"))
         _choice(self, "optimizer", ("sgd", "adamw"))
         _choice(self, "amp", ("auto", "off", "bf16", "fp16"))
-        _choice(self, "select", ("source-val",))
+        _choice(self, "select", ("source-val", "dev", "snd", "rv"))
+        if self.select == "rv" and self.rv_steps <= 0:
+            raise ConfigError("train.rv_steps: must be > 0 when train.select is rv")
         _positive(self, "steps", "batch_size", "lr", "eval_every")
         for name in ("domain_weight", "lambda_max", "entropy_weight", "weight_decay", "domain_lr_mult"):
             if getattr(self, name) < 0:

@@ -63,3 +63,35 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
     ax.set_ylabel("true")
     ax.set_title(title)
     _save(fig, Path(path))
+
+
+def _project_2d(z: np.ndarray, method: str) -> np.ndarray:
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+        return TSNE(n_components=2, init="pca", perplexity=min(30, max(5, len(z) // 10)),
+                    random_state=0).fit_transform(z)
+    z = z - z.mean(0)
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    return z @ vt[:2].T
+
+
+def plot_embeddings(maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: list[str],
+                    path: str | Path, method: str = "pca") -> None:
+    """One row per model (``name -> (embeddings, is_target, class_index)``): coloured by domain, then by class."""
+    fig, axes = plt.subplots(len(maps), 2, figsize=(11, 5 * len(maps)), squeeze=False)
+    for row, (name, (z, is_target, label)) in enumerate(maps.items()):
+        xy = _project_2d(z, method)
+        ax = axes[row, 0]
+        ax.scatter(*xy[~is_target].T, s=6, alpha=0.6, label="source")
+        ax.scatter(*xy[is_target].T, s=6, alpha=0.6, label="target")
+        ax.set_title(f"{name}: by domain ({method.upper()})")
+        ax.legend()
+        ax = axes[row, 1]
+        known = label >= 0
+        sc = ax.scatter(*xy[known].T, c=label[known], cmap="tab10", s=6, alpha=0.7,
+                        marker="o", vmin=0, vmax=max(len(classes) - 1, 1))
+        ax.set_title(f"{name}: by class (target classes are report only)")
+        handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i)), label=c)
+                   for i, c in enumerate(classes[:10])]
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    _save(fig, Path(path))

@@ -6,6 +6,7 @@ computed for the record only and stored under ``report_only``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .atomic import atomic_write_text
 from .checkpoint import BundleError, load_bundle, make_bundle, save_bundle
@@ -20,6 +22,8 @@ from .classifier import build_classifier
 from .config import Config, dump_config
 from .distributed import all_reduce_sum, barrier, init_from_env, rank_world, shard_range, shutdown
 from .loop import TrainData, TrainState, fit, predict_logits, seed_everything
+from .selection import dev_risk, embed_outputs, proxy_a_distance, reverse_validation_risk, snd
+from .selection import score as criterion_score
 from .store import PreparedData, open_prepared, write_json
 
 __all__ = ["train", "resolve_device", "RunError", "REPORT_ONLY_NOTE"]
@@ -60,6 +64,25 @@ class _RowView:
 
     def __getitem__(self, idx):
         return self.features[self.rows[idx]]
+
+
+def _criteria(model, cfg, src_x, src_y, val_x, val_y, tgt_x, val_acc, device) -> dict:
+    """Every label-free selection criterion for the current weights (see selection.py)."""
+    out = {"source_val_acc": val_acc}
+    if len(tgt_x) == 0:
+        return out
+    src_z, _ = embed_outputs(model, src_x, device)
+    tgt_z, tgt_logits = embed_outputs(model, tgt_x, device)
+    out["snd"] = snd(tgt_logits)
+    if len(val_x) > 1:
+        val_z, val_logits = embed_outputs(model, val_x, device)
+        losses = F.cross_entropy(val_logits, torch.as_tensor(val_y), reduction="none")
+        out["dev_risk"] = dev_risk(src_z, tgt_z, val_z, losses)
+        if cfg.rv_steps > 0:
+            out["rv_risk"] = reverse_validation_risk(model, src_x, src_y, val_x, val_y, tgt_x, cfg, cfg.rv_steps,
+                                                     device)
+    out["proxy_a_distance"] = proxy_a_distance(src_z, tgt_z)
+    return out
 
 
 def _accuracy(model, x, y, device, amp) -> float | None:
@@ -163,20 +186,38 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
         dump_config(config, out / "config.yaml")
         # metrics.jsonl mirrors the saved history (a resumed run drops lines logged after last.pt)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in (state.history if state else [])))
+        if start_bundle is None:  # the initial weights, for the report's before/after embedding maps
+            save_bundle(make_bundle(config, prep.classes, prep.domains, model.state_dict(), step=0), out / "init.pt")
+
+    # Fixed subsets (at most train.selection_clips) for the label-free selection criteria.
+    pick = np.random.default_rng([cfg.seed, 0x5E1])
+    sel_src = np.sort(pick.permutation(len(src_rows))[: cfg.selection_clips])
+    sel_tgt = np.sort(pick.permutation(len(tgt_rows))[: cfg.selection_clips])
+    sel_src_x = _rows_data(prep, src_rows[sel_src], True)
+    sel_tgt_x = _rows_data(prep, tgt_rows[sel_tgt], True)
+    pool_y = prep.labels(tgt_rows)
+    has_pool_labels = len(tgt_rows) > 0 and bool((pool_y >= 0).all())
+    pool_x = _rows_data(prep, tgt_rows, in_memory) if has_pool_labels else None
 
     def evaluate(dann, step: int) -> dict:
         m = {"source_val_acc": _accuracy(dann, val_x, val_y, device_t, cfg.amp)}
+        m["selection"] = _criteria(dann, cfg, sel_src_x, data.source_y[sel_src], val_x, val_y, sel_tgt_x,
+                                   m["source_val_acc"], device_t)
+        report = {}
         if len(test_rows):
-            m["report_only"] = {"target_test_acc": _accuracy(dann, test_x, test_y, device_t, cfg.amp),
-                                "note": REPORT_ONLY_NOTE}
+            report["target_test_acc"] = _accuracy(dann, test_x, test_y, device_t, cfg.amp)
+        if has_pool_labels:
+            report["target_pool_acc"] = _accuracy(dann, pool_x, pool_y, device_t, cfg.amp)
+        if report:
+            m["report_only"] = {**report, "note": REPORT_ONLY_NOTE}
         return m
 
     def bundle(dann, **extra) -> dict:
         return make_bundle(config, prep.classes, prep.domains, model.state_dict(), **extra)
 
     def on_eval(dann, optimizer, st: TrainState, metrics: dict) -> None:
-        score = metrics.get("source_val_acc")
-        score = -1.0 if score is None else score
+        score = criterion_score(cfg.select, metrics)
+        score = -math.inf if score is None else score
         if st.best is None or score >= st.best["score"]:
             st.best = {"step": st.step, "score": score, "criterion": cfg.select}
             if is_main:
@@ -194,6 +235,7 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
 
     final = state.history[-1] if state.history else {}
     summary = {
+        "prepared": str(prep.root.resolve()),
         "method": cfg.method, "steps": cfg.steps, "seed": cfg.seed, "device": str(device_t), "world_size": world,
         "selected": {"step": state.best["step"], "criterion": cfg.select, "score": state.best["score"]},
         "final": {k: v for k, v in final.items() if k != "report_only"},
@@ -212,11 +254,8 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
         sel = load_bundle(out / "model.pt")[0]
         sel["summary"] = summary
         save_bundle(sel, out / "model.pt")
-        try:
-            from .report import plot_curves
-            plot_curves(state.history, out / "curves.png")
-        except ImportError:  # pragma: no cover - matplotlib is a dependency; keep training results regardless
-            pass
+        from .runreport import make_report
+        make_report(out, prep.root)
     return summary
 
 

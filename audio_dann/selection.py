@@ -1,0 +1,190 @@
+"""Model selection without target labels, and domain-distance diagnostics.
+
+Every criterion reads source labels and *unlabelled* target clips only:
+
+- ``source-val``: accuracy on the held-out source clips (higher is better).
+- ``dev``: deep embedded validation (You et al., ICML 2019): the source validation loss weighted
+  by the density ratio p_target(z)/p_source(z) from a domain classifier on embeddings, with the
+  control variate that lowers its variance (lower risk is better).
+- ``snd``: soft neighbourhood density (Saito et al., ICCV 2021): the mean entropy of each target
+  clip's softmax-similarity distribution over the other target clips, computed on L2-normalised
+  class-probability vectors with temperature 0.05 (higher is better).
+- ``rv``: reverse validation (Ganin et al., JMLR 2016, sec. 5.1.2): pseudo-label the target with the
+  model, train a reverse model from the model's own weights for a few steps with the pseudo-labelled
+  target as source and the source as unlabelled target, and score it on held-out source clips
+  (lower reverse risk is better).
+
+``score(name, value)`` turns each into "higher is better" for ranking.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .loaders import take
+from .schedules import lr_factor
+
+__all__ = ["CRITERIA", "score", "logistic_regression", "proxy_a_distance", "dev_risk", "snd", "embed_outputs",
+           "reverse_validation_risk", "spearman", "rank_runs"]
+
+CRITERIA = {"source-val": "source_val_acc", "dev": "dev_risk", "snd": "snd", "rv": "rv_risk"}
+_HIGHER_IS_BETTER = {"source_val_acc": True, "snd": True, "dev_risk": False, "rv_risk": False}
+
+
+def score(criterion: str, metrics: dict) -> float | None:
+    """The value of ``criterion`` in one evaluation's metrics, signed so that higher is better."""
+    key = CRITERIA[criterion]
+    value = metrics.get("selection", {}).get(key, metrics.get(key))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value if _HIGHER_IS_BETTER[key] else -value
+
+
+@torch.no_grad()
+def embed_outputs(model, x, device="cpu", batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(embeddings (N, E), class logits (N, C))`` in eval mode, float32 on the CPU."""
+    was = model.training
+    model.eval()
+    zs, ls = [], []
+    for s in range(0, len(x), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(x)))
+        logits, _, z = model(take(x, idx, device), 0.0, with_domain=False)
+        zs.append(z.float().cpu())
+        ls.append(logits.float().cpu())
+    model.train(was)
+    return torch.cat(zs), torch.cat(ls)
+
+
+def logistic_regression(x: torch.Tensor, y: torch.Tensor, steps: int = 200, weight_decay: float = 1e-3):
+    """A linear classifier (standardised inputs, L-BFGS); returns ``predict_proba(x_new) -> (N, K)``."""
+    x = x.double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    xs = (x - mean) / std
+    k = int(y.max()) + 1
+    w = torch.zeros(xs.shape[1], k, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(xs @ w + b, y) + weight_decay * (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    w, b = w.detach(), b.detach()
+    return lambda x_new: torch.softmax(((x_new.double() - mean) / std) @ w + b, 1)
+
+
+def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[: n // 2], perm[n // 2:]
+
+
+def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:
+    """``2 (1 - 2 err)`` of a linear domain classifier trained on half the clips, tested on the rest.
+
+    About 0 when the two sets are indistinguishable, 2 when they are disjoint.
+    """
+    x = torch.cat([source, target]).float()
+    y = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).long()
+    tr, te = _halves(len(x), seed)
+    proba = logistic_regression(x[tr], y[tr])(x[te])
+    err = float((proba.argmax(1) != y[te]).float().mean())
+    return 2.0 * (1.0 - 2.0 * min(err, 0.5))
+
+
+def dev_risk(source_train_z: torch.Tensor, target_z: torch.Tensor, val_z: torch.Tensor,
+             val_losses: torch.Tensor) -> float:
+    """Deep embedded validation risk of one model (lower is better)."""
+    x = torch.cat([source_train_z, target_z]).float()
+    y = torch.cat([torch.zeros(len(source_train_z)), torch.ones(len(target_z))]).long()
+    proba = logistic_regression(x, y)(val_z.float())
+    n_s, n_t = len(source_train_z), len(target_z)
+    w = (proba[:, 1] / proba[:, 0].clamp_min(1e-6)) * (n_s / n_t)
+    w = w.clamp(max=1e3)
+    weighted = w * val_losses.double()
+    var_w = w.var(unbiased=True)
+    eta = 0.0 if float(var_w) < 1e-12 else float(-torch.stack([weighted, w]).cov()[0, 1] / var_w)
+    return float(weighted.mean() + eta * w.mean() - eta)
+
+
+def snd(target_logits: torch.Tensor, temperature: float = 0.05) -> float:
+    """Soft neighbourhood density of target predictions (higher is better)."""
+    p = F.normalize(torch.softmax(target_logits.float(), 1), dim=1)
+    sim = p @ p.T
+    sim.fill_diagonal_(float("-inf"))
+    q = torch.softmax(sim / temperature, 1)
+    ent = -(q * torch.log(q.clamp_min(1e-12))).sum(1)
+    return float(ent.mean())
+
+
+def reverse_validation_risk(model, source_x, source_y: torch.Tensor, val_x, val_y: np.ndarray, target_x,
+                            cfg: TrainConfig, steps: int = 25, device="cpu") -> float:
+    """Reverse risk (1 - accuracy on held-out source) of a reverse model trained for ``steps`` steps."""
+    from .loop import TrainData, fit, predict_logits  # local: loop imports nothing of this module
+    if steps <= 0 or len(target_x) == 0:
+        return float("nan")
+    pseudo = predict_logits(model, target_x, device=device).argmax(1)
+    reverse = copy.deepcopy(model)
+    rcfg = replace(cfg, steps=steps, eval_every=10 ** 9, lr=cfg.lr * lr_factor(1.0, cfg.lr_alpha, cfg.lr_beta),
+                   lr_alpha=0.0, entropy_weight=0.0, method="dann" if cfg.method == "dann" else "source-only")
+    data = TrainData(target_x, pseudo, source_x, torch.ones(len(source_x), dtype=torch.long))
+    with torch.random.fork_rng(devices=[]):
+        fit(reverse, data, rcfg, device=device)
+    pred = predict_logits(reverse, val_x, device=device).argmax(1).numpy()
+    return float(1.0 - (pred == val_y).mean())
+
+
+def rank_runs(runs, criterion: str) -> dict:
+    """Each finished run's criteria at its selected checkpoint, ranked by ``criterion`` (best first).
+
+    Where the runs logged target-test accuracy (report only) it is included, with the Spearman
+    correlation between the criterion and that accuracy and the regret (best accuracy among the
+    runs minus the accuracy of the run the criterion picks).
+    """
+    import json
+    from pathlib import Path
+    rows = []
+    for run in runs:
+        run = Path(run)
+        if not (run / "summary.json").is_file():
+            raise FileNotFoundError(f"{run}: not a finished run (no summary.json)")
+        summary = json.loads((run / "summary.json").read_text())
+        history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        at = next((h for h in history if h["step"] == summary["selected"]["step"]), history[-1])
+        row = {"run": str(run), "step": at["step"]}
+        for name in CRITERIA:
+            row[name] = at.get("selection", {}).get(CRITERIA[name], at.get(CRITERIA[name]))
+        row["target_test_acc"] = at.get("report_only", {}).get("target_test_acc")
+        row["_score"] = score(criterion, at)
+        rows.append(row)
+    rows.sort(key=lambda r: -math.inf if r["_score"] is None else r["_score"], reverse=True)
+    result = {"criterion": criterion, "runs": [{k: v for k, v in r.items() if k != "_score"} for r in rows]}
+    accs = [r["target_test_acc"] for r in rows]
+    scores = [r["_score"] for r in rows]
+    if len(rows) > 1 and None not in accs and None not in scores:
+        result["spearman"] = spearman(scores, accs)
+        result["regret"] = max(accs) - accs[0]
+    return result
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = v.argsort()
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for val in np.unique(v):
+            r[v == val] = r[v == val].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
