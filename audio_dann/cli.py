@@ -255,11 +255,12 @@ def manifest(
 def report(
     run: Path = typer.Argument(..., help="A finished run folder."),
     prepared: Optional[Path] = typer.Option(None, "--prepared", help="Prepared folder (default: the one the run used)."),
+    tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Also t-SNE maps (needs scikit-learn; slower)."),
 ) -> None:
     """Write RUN/report.md: curves, embedding maps before/after, A-distance, confusion, selection table."""
     with _guard():
         from .runreport import make_report
-        out_console.print(f"report -> {make_report(run, prepared)}")
+        out_console.print(f"report -> {make_report(run, prepared, tsne=tsne)}")
 
 
 @app.command()

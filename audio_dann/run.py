@@ -255,7 +255,7 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
         sel["summary"] = summary
         save_bundle(sel, out / "model.pt")
         from .runreport import make_report
-        make_report(out, prep.root)
+        make_report(out, prep.root, tsne=False)  # `audio-dann report RUN` adds t-SNE maps
     return summary
 
 

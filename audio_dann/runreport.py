@@ -45,8 +45,11 @@ def selection_table(history: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def make_report(run: str | Path, prepared: str | Path | None = None, max_clips: int = 600) -> Path:
-    """Write ``RUN/report.md`` and its PNGs; returns the report path."""
+def make_report(run: str | Path, prepared: str | Path | None = None, max_clips: int = 600, tsne: bool = True) -> Path:
+    """Write ``RUN/report.md`` and its PNGs; returns the report path.
+
+    ``tsne``: add t-SNE maps where scikit-learn is installed (tens of seconds; PCA maps always).
+    """
     run = Path(run)
     if not (run / "summary.json").is_file():
         raise RunError(f"{run}: not a finished run (no summary.json)")
@@ -73,11 +76,12 @@ def make_report(run: str | Path, prepared: str | Path | None = None, max_clips: 
         if len(tgt):
             pad[name] = proxy_a_distance(z[~torch.from_numpy(is_target)], z[torch.from_numpy(is_target)])
     methods = ["pca"]
-    try:
-        import sklearn  # noqa: F401
-        methods.append("tsne")
-    except ImportError:
-        pass
+    if tsne:
+        try:
+            import sklearn  # noqa: F401
+            methods.append("tsne")
+        except ImportError:
+            pass
     for method in methods:
         plot_embeddings(maps, prep.classes, run / f"embeddings_{method}.png", method)
 

@@ -12,7 +12,8 @@ from audio_files import class_folders, tone, write
 runner = CliRunner()
 TINY = ["--set", "features.n_mels=16", "--set", "data.workers=0"]
 TRAIN = ["--set", "train.steps=8", "--set", "train.eval_every=4", "--set", "train.batch_size=8",
-         "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16", "--device", "cpu"]
+         "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16", "--set", "train.rv_steps=3",
+         "--device", "cpu"]
 
 
 def _ok(args):
@@ -102,6 +103,32 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert (killed / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+
+
+def test_report_and_select(prepared, tmp_path):
+    runs = []
+    for k, lam in enumerate(("0.1", "1.0")):
+        run = tmp_path / f"run{k}"
+        _ok(["train", prepared / "prepared", "--out", run, *TRAIN, "--set", f"train.lambda_max={lam}"])
+        runs.append(run)
+    text = (runs[0] / "report.md").read_text()
+    for part in ("curves.png", "embeddings_pca.png", "proxy A-distance", "report only", "| step |"):
+        assert part in text, part
+    for png in ("curves.png", "embeddings_pca.png", "confusion_target_test.png"):
+        assert (runs[0] / png).stat().st_size > 1000
+    (runs[0] / "report.md").unlink()
+    _ok(["report", runs[0], "--no-tsne"])
+    assert (runs[0] / "report.md").is_file()
+    last = json.loads((runs[0] / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"source_val_acc", "dev_risk", "snd", "rv_risk", "proxy_a_distance"} <= set(last["selection"])
+    res = _ok(["select", *runs, "--criterion", "snd", "--json", tmp_path / "sel.json"])
+    assert "report only" in res.output
+    ranked = json.loads((tmp_path / "sel.json").read_text())
+    assert len(ranked["runs"]) == 2 and "spearman" in ranked
+    snds = [r["snd"] for r in ranked["runs"]]
+    assert snds == sorted(snds, reverse=True)
+    _ok(["train", prepared / "prepared", "--out", tmp_path / "by_dev", *TRAIN, "--set", "train.select=dev"])
+    assert json.loads((tmp_path / "by_dev" / "summary.json").read_text())["selected"]["criterion"] == "dev"
 
 
 def test_errors_are_one_line_exit_2(prepared, tmp_path):
