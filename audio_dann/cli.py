@@ -105,7 +105,7 @@ def prepare(
 
 @app.command()
 def train(
-    prepared: Path = typer.Argument(..., help="Folder written by `audio-dann prepare`."),
+    prepared: List[Path] = typer.Argument(..., help="Folder(s) written by `audio-dann prepare` (several: shards of one corpus)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="dann | source-only (default: config)."),
     config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,

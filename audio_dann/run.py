@@ -24,7 +24,7 @@ from .distributed import all_reduce_sum, barrier, init_from_env, rank_world, sha
 from .loop import TrainData, TrainState, fit, predict_logits, seed_everything
 from .selection import dev_risk, embed_outputs, proxy_a_distance, reverse_validation_risk, snd
 from .selection import score as criterion_score
-from .store import PreparedData, open_prepared, write_json
+from .store import PreparedData, open_prepared_many, write_json
 
 __all__ = ["train", "resolve_device", "RunError", "REPORT_ONLY_NOTE"]
 
@@ -99,13 +99,13 @@ def _accuracy(model, x, y, device, amp) -> float | None:
     return correct / total
 
 
-def train(prepared: str | Path, out: str | Path, *, config: Config | None = None, method: str | None = None,
+def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None, method: str | None = None,
           seed: int | None = None, device: str = "auto", resume: bool = False,
           progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train on a prepared folder and write the run folder ``out``.
 
     Args:
-        prepared: the folder ``prepare`` wrote.
+        prepared: the folder ``prepare`` wrote, or several (shards of one corpus, prepared alike).
         out: the run folder (created).
         config: model and training settings (features always come from ``prepared``).
         method: ``"dann"`` or ``"source-only"`` (overrides ``config.train.method``).
@@ -126,7 +126,7 @@ def train(prepared: str | Path, out: str | Path, *, config: Config | None = None
 
 def _train(prepared, out, *, config, method, seed, device, resume, progress) -> dict:
     t0 = time.perf_counter()
-    prep = open_prepared(prepared)
+    prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
     out = Path(out)
     rank, world = rank_world()
     config = config or Config()
@@ -235,7 +235,7 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
 
     final = state.history[-1] if state.history else {}
     summary = {
-        "prepared": str(prep.root.resolve()),
+        "prepared": [str(Path(r).resolve()) for r in (prep.roots or [prep.root])],
         "method": cfg.method, "steps": cfg.steps, "seed": cfg.seed, "device": str(device_t), "world_size": world,
         "selected": {"step": state.best["step"], "criterion": cfg.select, "score": state.best["score"]},
         "final": {k: v for k, v in final.items() if k != "report_only"},
@@ -255,7 +255,7 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
         sel["summary"] = summary
         save_bundle(sel, out / "model.pt")
         from .runreport import make_report
-        make_report(out, prep.root, tsne=False)  # `audio-dann report RUN` adds t-SNE maps
+        make_report(out, prep.roots or [prep.root], tsne=False)  # `audio-dann report RUN` adds t-SNE maps
     return summary
 
 

@@ -20,7 +20,7 @@ from .metrics import classification_report
 from .report import plot_confusion, plot_curves, plot_embeddings
 from .run import REPORT_ONLY_NOTE, RunError
 from .selection import CRITERIA, embed_outputs, proxy_a_distance
-from .store import open_prepared
+from .store import open_prepared_many
 
 __all__ = ["make_report", "selection_table"]
 
@@ -45,7 +45,7 @@ def selection_table(history: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def make_report(run: str | Path, prepared: str | Path | None = None, max_clips: int = 600, tsne: bool = True) -> Path:
+def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool = True) -> Path:
     """Write ``RUN/report.md`` and its PNGs; returns the report path.
 
     ``tsne``: add t-SNE maps where scikit-learn is installed (tens of seconds; PCA maps always).
@@ -55,7 +55,8 @@ def make_report(run: str | Path, prepared: str | Path | None = None, max_clips: 
         raise RunError(f"{run}: not a finished run (no summary.json)")
     summary = json.loads((run / "summary.json").read_text())
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    prep = open_prepared(prepared or summary["prepared"])
+    where = prepared or summary["prepared"]
+    prep = open_prepared_many(list(where) if isinstance(where, (list, tuple)) else [where])
     plot_curves(history, run / "curves.png")
 
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ from .atomic import atomic_write_text
 from .config import Config, load_config
 
 __all__ = ["StoreError", "INDEX_COLUMNS", "FeatureFile", "PreparedData", "open_prepared", "write_json",
-           "PREPARED_MARKER", "FORMAT_VERSION"]
+           "PREPARED_MARKER", "FORMAT_VERSION", "open_prepared_many", "ConcatRows"]
 
 INDEX_COLUMNS = ("clip_id", "file", "offset", "domain", "label", "split")
 PREPARED_MARKER = "prepared.json"
@@ -94,6 +94,7 @@ class PreparedData:
     classes: list[str]
     domains: list[str]            # domains[0] is the source
     stats: dict[str, list[float]]
+    roots: list[Path] | None = None  # all folders when several are opened together
 
     def rows(self, split: str, domain: str | None = None, source: bool | None = None) -> np.ndarray:
         """Row numbers of clips in ``split`` (optionally one domain, or source / non-source)."""
@@ -111,6 +112,60 @@ class PreparedData:
     def domain_ids(self, rows: np.ndarray) -> np.ndarray:
         lookup = {d: i for i, d in enumerate(self.domains)}
         return np.asarray([lookup[self.index[i]["domain"]] for i in rows], dtype=np.int64)
+
+
+class ConcatRows:
+    """Rows of several feature memmaps seen as one array (read-only, fancy-indexable)."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, (int, np.integer)):
+            k = int(np.searchsorted(self.offsets, idx, side="right") - 1)
+            return self.parts[k][idx - self.offsets[k]]
+        idx = np.arange(len(self))[idx] if isinstance(idx, slice) else np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        for k in np.unique(which):
+            mask = which == k
+            out[mask] = self.parts[k][idx[mask] - self.offsets[k]]
+        return out
+
+
+def open_prepared_many(roots: list[str | Path]) -> PreparedData:
+    """Several prepared folders (e.g. shards of one corpus) as one: same features and classes required.
+
+    Domains are merged by name (the source first); normalisation stats are pooled, weighted by the
+    number of training clips of each folder.
+    """
+    if len(roots) == 1:
+        return open_prepared(roots[0])
+    parts = [open_prepared(r) for r in roots]
+    first = parts[0]
+    for p in parts[1:]:
+        if p.config.features != first.config.features:
+            raise StoreError(f"{p.root}: prepared with other feature settings than {first.root}; prepare both alike")
+        if p.classes != first.classes:
+            raise StoreError(f"{p.root}: classes {p.classes} differ from {first.classes} in {first.root}")
+    domains = list(first.domains)
+    for p in parts[1:]:
+        domains += [d for d in p.domains if d not in domains]
+    weights = np.array([sum(1 for r in p.index if r["split"] == "train") for p in parts], dtype=float)
+    weights = weights / max(weights.sum(), 1)
+    means = np.array([p.stats["mean"] for p in parts])
+    second = np.array([np.square(p.stats["std"]) + np.square(p.stats["mean"]) for p in parts])
+    mean = weights @ means
+    std = np.sqrt(np.maximum(weights @ second - mean ** 2, 1e-10))
+    return PreparedData(first.root, first.config, ConcatRows([p.features for p in parts]),
+                        [r for p in parts for r in p.index], first.classes, domains,
+                        {"mean": mean.tolist(), "std": std.tolist()}, roots=[p.root for p in parts])
 
 
 def open_prepared(root: str | Path) -> PreparedData:

@@ -131,6 +131,30 @@ def test_report_and_select(prepared, tmp_path):
     assert json.loads((tmp_path / "by_dev" / "summary.json").read_text())["selected"]["criterion"] == "dev"
 
 
+def test_train_on_several_prepared_shards(tmp_path):
+    """A corpus prepared as two shards trains as one: clips and domains add up, stats are pooled."""
+    import numpy as np
+    from audio_dann.store import open_prepared, open_prepared_many
+    shards = []
+    for k, shift in enumerate((1.0, 1.05)):
+        src = class_folders(tmp_path / f"src{k}", per_class=4, shift=shift)
+        tgt = class_folders(tmp_path / f"dev{k}", per_class=3, shift=1.3)
+        _ok(["prepare", "--source", src, "--target", tgt, "--out", tmp_path / f"p{k}", *TINY])
+        shards.append(tmp_path / f"p{k}")
+    both = open_prepared_many(shards)
+    one = [open_prepared(s) for s in shards]
+    assert len(both.features) == sum(len(p.features) for p in one)
+    assert both.domains == ["source", "dev0", "dev1"]
+    np.testing.assert_array_equal(both.features[[0, len(one[0].features)]],
+                                  np.stack([one[0].features[0], one[1].features[0]]))
+    run = tmp_path / "run"
+    _ok(["train", *shards, "--out", run, *TRAIN])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["clips"]["source_train"] == sum(len(p.rows("train", source=True)) for p in one)
+    assert len(summary["prepared"]) == 2
+    assert torch.load(run / "model.pt", weights_only=True)["domains"] == ["source", "dev0", "dev1"]
+
+
 def test_errors_are_one_line_exit_2(prepared, tmp_path):
     _fails(["evaluate", tmp_path / "nope.pt", prepared / "tgt_test"], "model file not found")
     (tmp_path / "foreign.pt").write_text("hello")

@@ -9,13 +9,14 @@ Target labels are used only to report accuracy (test clips and the transductive 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from audio_dann.config import load_config
+from audio_dann.config import config_to_dict, load_config
 from audio_dann.manifest import build_manifest, write_manifest
 from audio_dann.metrics import wilson_interval
 from audio_dann.predict import evaluate
@@ -28,7 +29,7 @@ GROUPS["B"] = (GROUPS["A"][1], GROUPS["A"][0])
 PATTERN = "{label}_{speaker}_{index}.wav"
 
 
-def manifests(fsdd: Path, work: Path, task: str, subset: int | None) -> dict[str, Path]:
+def manifests(fsdd: Path, work: Path, task: str, subset: int | None, one_target_domain: bool = False) -> dict[str, Path]:
     src, tgt = (",".join(s) for s in GROUPS[task])
     top = [f"index<{subset}"] if subset else []
     spec = {
@@ -40,7 +41,10 @@ def manifests(fsdd: Path, work: Path, task: str, subset: int | None) -> dict[str
     out = {}
     for name, (where, val_where) in spec.items():
         rows, _ = build_manifest(fsdd, PATTERN, where, domain="speaker", val_where=val_where)
-        out[name] = work / f"{task}_{name}.csv"
+        if one_target_domain and name == "target":  # ablation: one binary domain head instead of K-way
+            rows = [{**r, "domain": "target"} for r in rows]
+        suffix = "_1dom" if one_target_domain and name == "target" else ""
+        out[name] = work / f"{task}_{name}{suffix}.csv"
         write_manifest(rows, out[name])
     return out
 
@@ -55,15 +59,20 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--tag", default="default", help="name of this configuration (run folders, results)")
     ap.add_argument("--subset", type=int, default=None, help="use only file index < N (smoke test)")
+    ap.add_argument("--one-target-domain", action="store_true",
+                    help="treat the three target speakers as one domain (binary domain head)")
     args = ap.parse_args()
     config = load_config(HERE / "config.yaml", args.overrides)
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for task in args.tasks:
-        m = manifests(args.fsdd, args.work, task, args.subset)
-        prep = args.work / f"{task}_prepared"
+        m = manifests(args.fsdd, args.work, task, args.subset, args.one_target_domain)
+        # one prepared folder per feature setting and domain layout, so ablations never clobber each other
+        key = hashlib.sha256(json.dumps([config_to_dict(config)["features"], args.one_target_domain, args.subset],
+                                        sort_keys=True).encode()).hexdigest()[:8]
+        prep = args.work / f"{task}_prepared_{key}"
         prepare(m["source"], [m["target"]], prep, target_eval=m["test"], config=config)
-        oracle_prep = args.work / f"{task}_oracle_prepared"
+        oracle_prep = args.work / f"{task}_oracle_prepared_{key}"
         if "oracle" in args.methods:
             prepare(m["oracle"], [m["target"]], oracle_prep, target_eval=m["test"], config=config)
         for seed in args.seeds:
