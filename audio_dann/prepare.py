@@ -1,8 +1,8 @@
 """``prepare``: folders or manifests of recordings -> a training-ready feature store.
 
 Files are decoded in parallel DataLoader workers (decode, mono, resample,
-slice), the frontend runs on batches of clips in the main process, and
-float16 features stream into ``features.npy``. Bad files are skipped and listed
+slice, and the batched log-mel frontend on each file's clips), and the main
+process streams the float16 features into ``features.npy``. Bad files are skipped and listed
 in ``skipped.csv``. Progress is checkpointed in ``progress.json`` so a killed
 run resumes where it stopped; ``prepared.json``, written last, marks the
 folder complete.
@@ -129,10 +129,20 @@ def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> str:
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Worker side: one file -> windows (or the reason it failed)."""
+    """Worker side: one file -> float16 log-mel clips (or the reason it failed)."""
 
     def __init__(self, items: list[Item], start: int, config: Config) -> None:
         self.items, self.start, self.cfg = items, start, config.features
+        self.batch = config.data.batch_size
+        self._frontend: LogMel | None = None
+
+    def _logmel(self, windows: np.ndarray) -> np.ndarray:
+        if self._frontend is None:  # built lazily, once per worker process
+            self._frontend = LogMel.from_config(self.cfg).eval()
+        waves = torch.from_numpy(windows)
+        with torch.inference_mode():
+            return torch.cat([self._frontend(waves[s:s + self.batch])
+                              for s in range(0, len(waves), self.batch)]).numpy().astype(np.float16)
 
     def __len__(self) -> int:
         return len(self.items) - self.start
@@ -146,7 +156,7 @@ class _Decode(torch.utils.data.Dataset):
                 return i, None, None, "all samples are zero (silent file)"
             windows, offsets = slice_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
                                              cfg.pad_mode)
-            return i, windows, offsets / cfg.sample_rate, len(x) / cfg.sample_rate
+            return i, self._logmel(windows), offsets / cfg.sample_rate, len(x) / cfg.sample_rate
         except AudioError as exc:
             return i, None, None, exc.reason
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
@@ -246,23 +256,18 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             f.write(",".join(header) + "\n")
     class_ok = set(classes)
 
-    frontend = LogMel.from_config(cfg).eval()
     loader = torch.utils.data.DataLoader(
         _Decode(items, state["files_done"], config), batch_size=None, shuffle=False,
         num_workers=config.data.workers, worker_init_fn=_worker_init if config.data.workers else None,
         prefetch_factor=4 if config.data.workers else None, persistent_workers=False)
 
-    pending_wave: list[np.ndarray] = []
+    pending_feats: list[np.ndarray] = []
     pending_rows: list[list[str]] = []
     pending_skips: list[list[str]] = []
 
     def flush(save_state: bool) -> None:
-        if pending_wave:
-            waves = torch.from_numpy(np.concatenate(pending_wave))
-            with torch.inference_mode():
-                feats = torch.cat([frontend(waves[s:s + config.data.batch_size])
-                                   for s in range(0, len(waves), config.data.batch_size)])
-            features.append(feats.numpy().astype(np.float16))
+        if pending_feats:
+            features.append(np.concatenate(pending_feats))
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(pending_rows)
             index_f.write(buf.getvalue())
@@ -270,7 +275,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(pending_skips)
             skipped_f.write(buf.getvalue())
-        pending_wave.clear(), pending_rows.clear(), pending_skips.clear()
+        pending_feats.clear(), pending_rows.clear(), pending_skips.clear()
         if save_state:
             features.flush(), index_f.flush(), skipped_f.flush()
             state.update(clips=features.rows, index_bytes=index_f.tell(), skipped_bytes=skipped_f.tell())
@@ -278,20 +283,20 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
 
     try:
         n_pending = 0
-        for i, windows, offsets, info in loader:
+        for i, clips, offsets, info in loader:
             item = items[i]
-            if windows is None:
+            if clips is None:
                 pending_skips.append([item.path, info])
                 state["files_skipped"] += 1
             elif item.label is not None and item.label not in class_ok:
                 pending_skips.append([item.path, f"label {item.label!r} is not a source class"])
                 state["files_skipped"] += 1
             else:
-                pending_wave.append(windows)
+                pending_feats.append(clips)
                 base = len(pending_rows) + features.rows
                 pending_rows.extend([str(base + k), item.path, f"{off:.3f}", item.domain, item.label or "",
                                      item.split] for k, off in enumerate(offsets))
-                n_pending += len(windows)
+                n_pending += len(clips)
                 state["files_read"] += 1
                 state["audio_seconds"] += float(info)
             state["files_done"] = i + 1
