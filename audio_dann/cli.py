@@ -91,9 +91,11 @@ def prepare(
         extra = [f"data.{k}={v}" for k, v in (("val_fraction", val_fraction), ("workers", workers), ("seed", seed))
                  if v is not None]
         cfg = _config(config, list(set_ or []) + extra)
+        import time
+        t0 = time.perf_counter()
         with _bar(quiet, "prepare") as update:
-            summary = run_prepare(source, target, out, target_eval=target_eval, config=cfg,
-                                  progress=lambda d, t, c, s: update(d, t, f"{c} clips, {s / 3600:.2f} h audio"))
+            summary = run_prepare(source, target, out, target_eval=target_eval, config=cfg, progress=lambda d, t, c, s: update(
+                d, t, f"{c} clips, {s / 3600:.2f} h audio ({s / max(time.perf_counter() - t0, 1e-9):.0f} audio-s/s)"))
         if summary.already_complete:
             out_console.print(f"already prepared (same inputs and settings): {summary.line()}")
         else:

@@ -59,3 +59,9 @@ def test_dcase_recipe_names_a_missing_layout(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "recipes" / "dcase_devices" / "run_recipe.py"), "--dataset",
                           str(tmp_path), "--work", str(tmp_path / "w")], capture_output=True, text=True)
     assert res.returncode != 0 and "meta.csv: not found" in res.stderr
+
+
+def test_studio_to_field_recipe_matches_the_demo():
+    from audio_dann.config import load_config
+    from audio_dann.demo import demo_config
+    assert load_config(ROOT / "recipes" / "studio_to_field" / "config.yaml") == demo_config(quick=False)[1]
