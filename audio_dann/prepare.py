@@ -10,6 +10,7 @@ folder complete.
 from __future__ import annotations
 
 import csv
+from array import array
 import hashlib
 import io
 import json
@@ -311,30 +312,33 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
         skipped_f.close()
         features.close()
 
-    # Validate the result before calling it complete.
+    # Validate the result before calling it complete (one streaming pass over index.csv).
+    n_clips, train_classes, target_domains = 0, set(), set()
+    by_split: dict[str, int] = defaultdict(int)
+    train_rows = array("q")
     with open(out / "index.csv", newline="") as f:
-        index = list(csv.DictReader(f))
-    if not index:
+        for k, r in enumerate(csv.DictReader(f)):
+            n_clips += 1
+            by_split[f"{'source' if r['domain'] == 'source' else 'target'}_{r['split']}"] += 1
+            if r["split"] == "train":
+                train_rows.append(k)
+                (train_classes.add(r["label"]) if r["domain"] == "source" else target_domains.add(r["domain"]))
+    if not n_clips:
         raise PrepareError(f"{source}: no usable audio files (all {len(items)} skipped; see {out / 'skipped.csv'})")
-    train_classes = {r["label"] for r in index if r["domain"] == "source" and r["split"] == "train"}
     missing = [c for c in classes if c not in train_classes]
     if missing:
         raise PrepareError(f"{source}: source class {missing[0]!r} has no usable training files "
                            f"(see {out / 'skipped.csv'})")
     for d in domains[1:]:
-        if not any(r["domain"] == d and r["split"] == "train" for r in index):
+        if d not in target_domains:
             raise PrepareError(f"target domain {d!r}: no usable files (see {out / 'skipped.csv'})")
-    features = FeatureFile(out / "features.npy", row_shape, rows=len(index))
+    features = FeatureFile(out / "features.npy", row_shape, rows=n_clips)
     features.finish()
     mm = np.load(out / "features.npy", mmap_mode="r")
-    train_rows = np.asarray([k for k, r in enumerate(index) if r["split"] == "train"], dtype=np.int64)
-    write_json(out / "stats.json", _stats(mm, train_rows))
-    by_split: dict[str, int] = defaultdict(int)
-    for r in index:
-        by_split[f"{'source' if r['domain'] == 'source' else 'target'}_{r['split']}"] += 1
+    write_json(out / "stats.json", _stats(mm, np.frombuffer(train_rows, dtype=np.int64)))
     summary.files_read = state["files_read"]
     summary.files_skipped = state["files_skipped"]
-    summary.clips_written = len(index)
+    summary.clips_written = n_clips
     summary.audio_seconds = state["audio_seconds"]
     summary.clips_by_split = dict(by_split)
     summary.seconds = time.perf_counter() - t0
