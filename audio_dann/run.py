@@ -197,7 +197,9 @@ def _train(prepared, out, *, config, method, seed, device, resume, progress) -> 
     sel_tgt_x = _rows_data(prep, tgt_rows[sel_tgt], True)
     pool_y = prep.labels(tgt_rows)
     has_pool_labels = len(tgt_rows) > 0 and bool((pool_y >= 0).all())
-    pool_x = _rows_data(prep, tgt_rows, in_memory) if has_pool_labels else None
+    pool_x = None
+    if has_pool_labels:  # the target pool's labels, when a manifest carried them: report only
+        pool_x = data.target_x if data.target_x is not None else _rows_data(prep, tgt_rows, in_memory)
 
     def evaluate(dann, step: int) -> dict:
         m = {"source_val_acc": _accuracy(dann, val_x, val_y, device_t, cfg.amp)}
