@@ -78,10 +78,17 @@ class ModelConfig:
     domain_layers: int = 2           # hidden layers of the domain head (0: logistic regression)
     domain_dropout: float = 0.5
     input_norm: str = "clip_mean"    # "global": per-mel standardisation; "clip_mean": then remove each clip's per-mel mean
+    freq_masks: int = 0              # SpecAugment in training (source and target alike): masks over mel bands
+    freq_mask_width: int = 7         #   up to this many bands each
+    time_masks: int = 0              #   and masks over frames
+    time_mask_width: int = 10        #   up to this many frames each
 
     def validate(self) -> None:
-        _positive(self, "embedding_dim", "domain_hidden")
+        _positive(self, "embedding_dim", "domain_hidden", "freq_mask_width", "time_mask_width")
         _choice(self, "input_norm", ("global", "clip_mean"))
+        for name in ("freq_masks", "time_masks", "domain_layers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}: must be >= 0, got {getattr(self, name)}")
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ConfigError(f"model.channels: need positive channel counts, got {list(self.channels)}")
         for name in ("dropout", "domain_dropout"):

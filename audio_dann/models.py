@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torchaudio
 from torch import nn
 
 from .config import ModelConfig
@@ -112,15 +113,21 @@ class DomainHead(nn.Module):
 
 
 class InputNorm(nn.Module):
-    """Per-mel standardisation with stored stats, then optionally each clip's per-mel mean removed.
+    """Per-mel standardisation with stored stats, then optionally each clip's per-mel mean removed,
+    then (in training only) SpecAugment masks.
 
     ``(B, n_mels, frames) -> (B, n_mels, frames)``. Removing the clip mean in the
-    log domain cancels a fixed gain and a fixed microphone response per clip.
+    log domain cancels a fixed gain and a fixed microphone response per clip, which
+    is why no random gain/EQ augmentation is offered: it would be removed here.
+    Masked cells are set to 0, the standardised mean.
     """
 
-    def __init__(self, n_mels: int, mode: str = "clip_mean") -> None:
+    def __init__(self, n_mels: int, mode: str = "clip_mean", freq_masks: int = 0, freq_mask_width: int = 7,
+                 time_masks: int = 0, time_mask_width: int = 10) -> None:
         super().__init__()
         self.mode = mode
+        self.masks = ([torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)] * freq_masks +
+                      [torchaudio.transforms.TimeMasking(time_mask_width, iid_masks=True)] * time_masks)
         self.register_buffer("mean", torch.zeros(n_mels))
         self.register_buffer("std", torch.ones(n_mels))
 
@@ -132,6 +139,11 @@ class InputNorm(nn.Module):
         x = (x - self.mean[:, None]) / self.std[:, None]
         if self.mode == "clip_mean":
             x = x - x.mean(dim=-1, keepdim=True)
+        if self.training and self.masks:
+            x = x.unsqueeze(1)
+            for mask in self.masks:
+                x = mask(x)
+            x = x.squeeze(1)
         return x
 
 
@@ -170,6 +182,7 @@ def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int, n_mels: int | N
     if in_features is not None:
         kwargs["in_features"] = in_features
     extractor = build_backbone(cfg.backbone, **kwargs)
-    norm = InputNorm(n_mels, cfg.input_norm) if n_mels is not None else None
+    norm = (InputNorm(n_mels, cfg.input_norm, cfg.freq_masks, cfg.freq_mask_width, cfg.time_masks,
+                      cfg.time_mask_width) if n_mels is not None else None)
     return DANN(extractor, n_classes, max(n_domains, 2), cfg.domain_hidden, cfg.domain_dropout,
                 with_domain_head=True, input_norm=norm, domain_layers=cfg.domain_layers)

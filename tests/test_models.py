@@ -1,0 +1,35 @@
+import torch
+
+from audio_dann.config import ModelConfig
+from audio_dann.models import BACKBONES, InputNorm, build_dann
+
+
+def test_default_cnn_size_and_shapes():
+    model = build_dann(ModelConfig(), n_classes=10, n_domains=4, n_mels=40)
+    n_extractor = sum(p.numel() for p in model.extractor.parameters())
+    assert 100_000 <= n_extractor <= 300_000
+    logits, dom, z = model(torch.randn(5, 40, 101), 0.5)
+    assert logits.shape == (5, 10) and dom.shape == (5, 4) and z.shape == (5, 128)
+    assert build_dann(ModelConfig(), 10, 2, n_mels=40)(torch.randn(2, 40, 101), 1.0)[1].shape == (2, 1)
+    assert {"cnn", "mlp"} <= set(BACKBONES)
+
+
+def test_clip_mean_norm_cancels_gain_and_fixed_eq():
+    norm = InputNorm(8, "clip_mean").eval()
+    x = torch.randn(2, 8, 30)
+    eq = torch.linspace(-3, 3, 8)[None, :, None]   # a fixed microphone response, in the log domain
+    torch.testing.assert_close(norm(x), norm(x + 2.5 + eq))
+    glob = InputNorm(8, "global").eval()
+    assert not torch.allclose(glob(x), glob(x + 2.5))
+
+
+def test_spec_augment_only_in_training_and_per_example():
+    norm = InputNorm(16, "clip_mean", freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=8)
+    x = torch.randn(4, 16, 60) + 3
+    norm.train()
+    torch.manual_seed(0)
+    y = norm(x)
+    zeros = (y == 0).float().mean(dim=(1, 2))
+    assert (zeros > 0).all() and len(set(zeros.tolist())) > 1
+    norm.eval()
+    assert not (norm(x) == 0).any()
