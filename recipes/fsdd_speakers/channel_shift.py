@@ -20,9 +20,8 @@ import soundfile as sf
 from audio_dann.audio import read_audio
 from audio_dann.config import load_config
 from audio_dann.manifest import build_manifest, write_manifest
-from audio_dann.predict import evaluate
 from audio_dann.prepare import prepare
-from audio_dann.run import train
+from run_recipe import train_and_score  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,13 +75,8 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for method in args.methods:
-            run = args.work / "runs" / args.tag / f"{method}_s{seed}"
-            if not (run / "summary.json").exists():
-                train(prep, run, config=config, method=method, seed=seed, device="cpu", resume=(run / "last.pt").exists())
-            test = evaluate(run / "model.pt", m["test"])
-            pool = evaluate(run / "model.pt", m["target"])
-            row = {"method": method, "seed": seed, "test_acc": test["accuracy"], "test_n": test["n"],
-                   "pool_acc": pool["accuracy"], "pool_n": pool["n"]}
+            row = {"method": method, **train_and_score(prep, args.work / "runs" / args.tag / f"{method}_s{seed}",
+                                                       config, method, seed, m["test"], m["target"])}
             results.append(row)
             print(json.dumps(row), flush=True)
     (args.work / f"results_{args.tag}.json").write_text(json.dumps(results, indent=1))

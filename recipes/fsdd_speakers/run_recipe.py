@@ -49,6 +49,21 @@ def manifests(fsdd: Path, work: Path, task: str, subset: int | None, one_target_
     return out
 
 
+def train_and_score(prep: Path, run: Path, config, method: str, seed: int, test_csv: Path, pool_csv: Path) -> dict:
+    """Train (or reuse / resume) one run, then score it on the test clips and the target pool (report only)."""
+    t0 = time.perf_counter()
+    if (run / "summary.json").exists():
+        summary = json.loads((run / "summary.json").read_text())
+    else:
+        summary = train(prep, run, config=config, method=method, seed=seed, device="cpu",
+                        resume=(run / "last.pt").exists())
+    test = evaluate(run / "model.pt", test_csv)
+    pool = evaluate(run / "model.pt", pool_csv)  # report only: the unlabelled pool's labels
+    return {"seed": seed, "test_acc": test["accuracy"], "test_n": test["n"], "pool_acc": pool["accuracy"],
+            "pool_n": pool["n"], "selected_step": summary["selected"]["step"],
+            "train_seconds": summary["train_seconds"], "wall_seconds": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
@@ -78,19 +93,9 @@ def main() -> None:
         for seed in args.seeds:
             for method in args.methods:
                 run = args.work / "runs" / args.tag / f"{task}_{method}_s{seed}"
-                t0 = time.perf_counter()
-                if (run / "summary.json").exists():
-                    summary = json.loads((run / "summary.json").read_text())
-                else:
-                    summary = train(oracle_prep if method == "oracle" else prep, run, config=config,
-                                    method="source-only" if method == "oracle" else method, seed=seed,
-                                    device="cpu", resume=(run / "last.pt").exists())
-                test = evaluate(run / "model.pt", m["test"])
-                pool = evaluate(run / "model.pt", m["target"])  # report only: the unlabelled pool's labels
-                row = {"task": task, "method": method, "seed": seed, "test_acc": test["accuracy"],
-                       "test_n": test["n"], "pool_acc": pool["accuracy"], "pool_n": pool["n"],
-                       "selected_step": summary["selected"]["step"], "train_seconds": summary["train_seconds"],
-                       "wall_seconds": time.perf_counter() - t0}
+                row = train_and_score(oracle_prep if method == "oracle" else prep, run, config,
+                                      "source-only" if method == "oracle" else method, seed, m["test"], m["target"])
+                row = {"task": task, "method": method, **row}
                 results.append(row)
                 print(json.dumps(row), flush=True)
     out = args.work / f"results_{args.tag}.json"
