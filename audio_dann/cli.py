@@ -146,7 +146,7 @@ def evaluate(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(0, "--workers", "-w"),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Accuracy (95% CI), macro-F1, per-class recall and confusion matrix on labelled audio."""
@@ -187,7 +187,7 @@ def predict(
     hop_seconds: Optional[float] = typer.Option(None, "--hop-seconds", help="Hop between windows of long files."),
     per_window: bool = typer.Option(False, "--per-window", help="One row per window instead of per file."),
     fmt: str = typer.Option("csv", "--format", help="csv | jsonl"),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Classify every audio file of a folder; unreadable files get an error row, the rest go on."""
@@ -208,7 +208,7 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for data, runs and demo_results.json."),
     quick: bool = typer.Option(False, "--quick", help="A seconds-long smoke version (tiny data, few steps)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     quiet: bool = QuietOpt,
 ) -> None:
     """Synthetic studio -> field shift: prepare, train source-only and DANN, compare on field clips."""
