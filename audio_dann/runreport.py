@@ -55,7 +55,9 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
         raise RunError(f"{run}: not a finished run (no summary.json)")
     summary = json.loads((run / "summary.json").read_text())
     history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    where = prepared or summary["prepared"]
+    where = prepared or summary.get("prepared")
+    if not where:
+        raise RunError(f"{run}: summary.json does not name the prepared folder; pass --prepared")
     prep = open_prepared_many(list(where) if isinstance(where, (list, tuple)) else [where])
     plot_curves(history, run / "curves.png")
 
