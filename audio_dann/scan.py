@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
@@ -111,6 +111,5 @@ def scan_input(path: str | Path, domain: str, labelled: bool) -> list[Item]:
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise ScanError(f"{path}: expected a folder or a .csv manifest")
-        items = read_manifest(path, domain, require_label=labelled)
-        return items if labelled else [replace(i, label=i.label) for i in items]
+        return read_manifest(path, domain, require_label=labelled)
     return scan_labelled(path, domain) if labelled else scan_unlabelled(path, domain)
