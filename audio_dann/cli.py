@@ -6,8 +6,6 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import json
-import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
 

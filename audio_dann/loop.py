@@ -31,7 +31,7 @@ from .models import DANN
 from .schedules import grl_coeff, lr_factor, progress
 
 __all__ = ["TrainData", "TrainState", "fit", "domain_loss", "make_optimizer", "autocast_for",
-           "predict_logits", "dist_info", "seed_everything"]
+           "predict_logits", "seed_everything"]
 
 
 @dataclass
@@ -66,9 +66,6 @@ class TrainState:
 def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-dist_info = rank_world
 
 
 def autocast_for(device: torch.device, amp: str):
@@ -152,7 +149,7 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
         the final :class:`TrainState` (``history`` holds one dict per evaluation).
     """
     device = torch.device(device)
-    rank, world = dist_info()
+    rank, world = rank_world()
     adapt = cfg.method == "dann"
     if adapt and (data.target_x is None or len(data.target_x) == 0):
         raise ValueError("method 'dann' needs unlabelled target clips; none were given")

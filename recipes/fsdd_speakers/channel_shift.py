@@ -11,7 +11,6 @@ only). Different utterances on each side, so the target never holds degraded cop
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from audio_dann.audio import read_audio
 from audio_dann.config import load_config
 from audio_dann.manifest import build_manifest, write_manifest
 from audio_dann.prepare import prepare
-from run_recipe import train_and_score  # noqa: E402 (same folder)
+from run_recipe import score_grid  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,15 +71,8 @@ def main() -> None:
     write_manifest(build_manifest(degraded, pattern, ["index<5"])[0], m["test"])
     prep = args.work / "prepared"
     prepare(m["source"], [m["target"]], prep, target_eval=m["test"], config=config)
-    results = []
-    for seed in args.seeds:
-        for method in args.methods:
-            row = {"method": method, **train_and_score(prep, args.work / "runs" / args.tag / f"{method}_s{seed}",
-                                                       config, method, seed, m["test"], m["target"])}
-            results.append(row)
-            print(json.dumps(row), flush=True)
-    (args.work / f"results_{args.tag}.json").write_text(json.dumps(results, indent=1))
-
+    score_grid(prep, args.work / "runs" / args.tag, config, args.methods, args.seeds, m["test"], m["target"],
+               args.work / f"results_{args.tag}.json")
 
 if __name__ == "__main__":
     main()

@@ -64,6 +64,20 @@ def train_and_score(prep: Path, run: Path, config, method: str, seed: int, test_
             "train_seconds": summary["train_seconds"], "wall_seconds": time.perf_counter() - t0}
 
 
+def score_grid(prep: Path, runs: Path, config, methods, seeds, test_csv: Path, pool_csv: Path,
+               out_json: Path) -> list[dict]:
+    """``train_and_score`` for every seed and method into ``runs/{method}_s{seed}``; rows also go to ``out_json``."""
+    results = []
+    for seed in seeds:
+        for method in methods:
+            row = {"method": method, **train_and_score(prep, runs / f"{method}_s{seed}", config, method, seed,
+                                                       test_csv, pool_csv)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    out_json.write_text(json.dumps(results, indent=1))
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))

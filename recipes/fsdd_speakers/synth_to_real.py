@@ -10,7 +10,6 @@ only): FSDD index 0-4 (300 clips). Needs the `espeak-ng` program (Debian/Ubuntu:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 from audio_dann.config import load_config
 from audio_dann.manifest import build_manifest, write_manifest
 from audio_dann.prepare import prepare
-from run_recipe import train_and_score  # noqa: E402 (same folder)
+from run_recipe import score_grid  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -62,15 +61,8 @@ def main() -> None:
     write_manifest(build_manifest(args.fsdd, pattern, ["index<5"], domain="speaker")[0], m["test"])
     prep = args.work / "prepared"
     prepare(args.work / "espeak", [m["target"]], prep, target_eval=m["test"], config=config)
-    results = []
-    for seed in args.seeds:
-        for method in args.methods:
-            row = {"method": method, **train_and_score(prep, args.work / "runs" / args.tag / f"{method}_s{seed}",
-                                                       config, method, seed, m["test"], m["target"])}
-            results.append(row)
-            print(json.dumps(row), flush=True)
-    (args.work / f"results_{args.tag}.json").write_text(json.dumps(results, indent=1))
-
+    score_grid(prep, args.work / "runs" / args.tag, config, args.methods, args.seeds, m["test"], m["target"],
+               args.work / f"results_{args.tag}.json")
 
 if __name__ == "__main__":
     main()
