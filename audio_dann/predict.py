@@ -24,6 +24,7 @@ from .classifier import AudioClassifier, load_model
 from .distributed import barrier, init_from_env, rank_world, shard_range, shutdown
 from .metrics import classification_report
 from .scan import Item, ScanError, find_audio, scan_input
+from .workers import file_loader
 
 __all__ = ["FileResult", "iter_predictions", "predict", "evaluate", "list_inputs"]
 
@@ -58,10 +59,6 @@ class _Windows(torch.utils.data.Dataset):
             return i, None, None, f"{type(exc).__name__}: {exc}"
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def list_inputs(path: str | Path) -> list[str]:
     """A single audio file, or every audio file below a folder (recursive, sorted)."""
     path = Path(path)
@@ -85,9 +82,7 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
     hop = int(round((hop_seconds or window_seconds or feats.hop_seconds) * sr))
     if window <= 0 or hop <= 0:
         raise ValueError("--window-seconds and --hop-seconds must be > 0")
-    loader = torch.utils.data.DataLoader(
-        _Windows(paths, sr, window, hop, feats.pad_mode), batch_size=None, shuffle=False, num_workers=workers,
-        worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None)
+    loader = file_loader(_Windows(paths, sr, window, hop, feats.pad_mode), workers)
     device = torch.device(device)
     model = model.to(device).eval()
     pending: list[tuple[int, np.ndarray | None, np.ndarray | None, str | None]] = []

@@ -10,7 +10,6 @@ folder complete.
 from __future__ import annotations
 
 import csv
-from array import array
 import hashlib
 import io
 import json
@@ -29,6 +28,7 @@ from .config import Config, config_to_dict, dump_config
 from .frontend import LogMel
 from .scan import Item, ScanError, scan_input
 from .store import FORMAT_VERSION, INDEX_COLUMNS, PREPARED_MARKER, FeatureFile, write_json
+from .workers import file_loader
 
 __all__ = ["PrepareError", "PrepareSummary", "plan_items", "prepare"]
 
@@ -154,18 +154,17 @@ class _Decode(torch.utils.data.Dataset):
         try:
             x = load_mono(self.items[i].path, cfg.sample_rate)
             if float(np.abs(x).max()) == 0.0:
-                return i, None, None, "all samples are zero (silent file)"
+                return i, None, None, "all samples are zero (silent file)", None
             windows, offsets = slice_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
                                              cfg.pad_mode)
-            return i, self._logmel(windows), offsets / cfg.sample_rate, len(x) / cfg.sample_rate
+            clips = self._logmel(windows)
+            wide = clips.astype(np.float64)  # the stored float16 values, summed in float64
+            sums = np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
+            return i, clips, offsets / cfg.sample_rate, len(x) / cfg.sample_rate, sums
         except AudioError as exc:
-            return i, None, None, exc.reason
+            return i, None, None, exc.reason, None
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
-            return i, None, None, f"cannot read ({type(exc).__name__}: {exc})"
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
+            return i, None, None, f"cannot read ({type(exc).__name__}: {exc})", None
 
 
 def _check_out(out: Path) -> None:
@@ -178,18 +177,18 @@ def _check_out(out: Path) -> None:
                                "choose an empty or new folder")
 
 
-def _stats(features: np.ndarray, rows: np.ndarray, chunk: int = 2048) -> dict[str, list[float]]:
-    """Per-mel mean and std over all frames of ``rows``, streamed in chunks."""
-    n_mels = features.shape[1]
-    s, ss, count = np.zeros(n_mels), np.zeros(n_mels), 0
-    for start in range(0, len(rows), chunk):
-        block = np.asarray(features[rows[start:start + chunk]], dtype=np.float64)
-        s += block.sum(axis=(0, 2))
-        ss += (block ** 2).sum(axis=(0, 2))
-        count += block.shape[0] * block.shape[2]
-    mean = s / max(count, 1)
-    std = np.sqrt(np.maximum(ss / max(count, 1) - mean ** 2, 1e-10))
+def _stats(sums: list[list[float]], frames: int) -> dict[str, list[float]]:
+    """Per-mel mean and std from running ``[sum, sum of squares]`` over ``frames`` frames."""
+    total, total_sq = np.asarray(sums[0]), np.asarray(sums[1])
+    mean = total / max(frames, 1)
+    std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean ** 2, 1e-10))
     return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+# Progress (and the features behind it) is made durable at most this often: each save
+# rewrites progress.json, which cost more than decoding a file when done per batch.
+_SAVE_EVERY_SECONDS = 2.0
+_MAX_PENDING_CLIPS = 2048
 
 
 def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, *,
@@ -231,12 +230,13 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     cfg = config.features
     row_shape = (cfg.n_mels, cfg.n_frames)
     state = {"fingerprint": fp, "files_done": 0, "clips": 0, "index_bytes": 0, "skipped_bytes": 0,
-             "files_read": 0, "files_skipped": 0, "audio_seconds": 0.0}
+             "files_read": 0, "files_skipped": 0, "audio_seconds": 0.0,
+             "stats_sums": np.zeros((2, cfg.n_mels)).tolist(), "stats_frames": 0}
     progress_path = out / "progress.json"
     if progress_path.is_file():
         try:
             old = json.loads(progress_path.read_text())
-            if old.get("fingerprint") == fp and (out / "features.npy").is_file():
+            if old.get("fingerprint") == fp and "stats_sums" in old and (out / "features.npy").is_file():
                 state = old
         except ValueError:
             pass
@@ -257,10 +257,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             f.write(",".join(header) + "\n")
     class_ok = set(classes)
 
-    loader = torch.utils.data.DataLoader(
-        _Decode(items, state["files_done"], config), batch_size=None, shuffle=False,
-        num_workers=config.data.workers, worker_init_fn=_worker_init if config.data.workers else None,
-        prefetch_factor=4 if config.data.workers else None, persistent_workers=False)
+    loader = file_loader(_Decode(items, state["files_done"], config), config.data.workers)
 
     pending_feats: list[np.ndarray] = []
     pending_rows: list[list[str]] = []
@@ -282,9 +279,11 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             state.update(clips=features.rows, index_bytes=index_f.tell(), skipped_bytes=skipped_f.tell())
             write_json(progress_path, state)
 
+    stats_sums = np.asarray(state["stats_sums"], dtype=np.float64)
+    last_save = time.monotonic()
     try:
         n_pending = 0
-        for i, clips, offsets, info in loader:
+        for i, clips, offsets, info, sums in loader:
             item = items[i]
             if clips is None:
                 pending_skips.append([item.path, info])
@@ -300,12 +299,17 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
                 n_pending += len(clips)
                 state["files_read"] += 1
                 state["audio_seconds"] += float(info)
+                if item.split == "train":  # normalisation stats: training clips of every domain
+                    stats_sums += sums
+                    state["stats_frames"] += clips.shape[0] * clips.shape[2]
             state["files_done"] = i + 1
-            if n_pending >= config.data.batch_size:
+            if n_pending >= _MAX_PENDING_CLIPS or time.monotonic() - last_save >= _SAVE_EVERY_SECONDS:
+                state["stats_sums"] = stats_sums.tolist()
                 flush(save_state=True)
-                n_pending = 0
+                n_pending, last_save = 0, time.monotonic()
             if progress is not None:
                 progress(state["files_done"], len(items), features.rows + n_pending, state["audio_seconds"])
+        state["stats_sums"] = stats_sums.tolist()
         flush(save_state=True)
     finally:
         index_f.close()
@@ -315,13 +319,11 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     # Validate the result before calling it complete (one streaming pass over index.csv).
     n_clips, train_classes, target_domains = 0, set(), set()
     by_split: dict[str, int] = defaultdict(int)
-    train_rows = array("q")
     with open(out / "index.csv", newline="") as f:
-        for k, r in enumerate(csv.DictReader(f)):
+        for r in csv.DictReader(f):
             n_clips += 1
             by_split[f"{'source' if r['domain'] == 'source' else 'target'}_{r['split']}"] += 1
             if r["split"] == "train":
-                train_rows.append(k)
                 (train_classes.add(r["label"]) if r["domain"] == "source" else target_domains.add(r["domain"]))
     if not n_clips:
         raise PrepareError(f"{source}: no usable audio files (all {len(items)} skipped; see {out / 'skipped.csv'})")
@@ -334,8 +336,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             raise PrepareError(f"target domain {d!r}: no usable files (see {out / 'skipped.csv'})")
     features = FeatureFile(out / "features.npy", row_shape, rows=n_clips)
     features.finish()
-    mm = np.load(out / "features.npy", mmap_mode="r")
-    write_json(out / "stats.json", _stats(mm, np.frombuffer(train_rows, dtype=np.int64)))
+    write_json(out / "stats.json", _stats(state["stats_sums"], state["stats_frames"]))
     summary.files_read = state["files_read"]
     summary.files_skipped = state["files_skipped"]
     summary.clips_written = n_clips

@@ -1,6 +1,7 @@
 import librosa
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from audio_dann.audio import AudioError, load_mono, read_audio, slice_windows
@@ -32,6 +33,33 @@ def test_logmel_batch_equals_single():
     assert batch.shape == (4, 64, 101)
     for i in range(4):
         torch.testing.assert_close(batch[i], m(x[i:i + 1])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_logmel_equals_torchaudio_melspectrogram():
+    """The forward computes |X|^2 itself (faster); it must equal torchaudio's own module."""
+    m = LogMel()
+    x = torch.randn(3, 12000)
+    ref = torch.log(m.mel(x) + m.log_floor)
+    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mix_to_mono_averages_any_channel_count(tmp_path):
+    rng = np.random.default_rng(1)
+    for channels in (1, 2, 3, 6):
+        data = (0.3 * rng.standard_normal((800, channels))).astype(np.float32)
+        path = write(tmp_path / f"c{channels}.wav", data if channels > 1 else data[:, 0], 8000, "FLOAT")
+        x, _ = read_audio(path)
+        np.testing.assert_allclose(x, data.mean(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_integer_reads_equal_libsndfile_float_conversion(tmp_path, subtype):
+    data = (0.4 * np.random.default_rng(2).standard_normal((4000, 2))).clip(-1, 1).astype(np.float32)
+    path = write(tmp_path / "x.wav", data, 16000, subtype)
+    ref = sf.read(str(path), dtype="float64", always_2d=True)[0].mean(1)
+    x, sr = read_audio(path)
+    assert x.dtype == np.float32 and sr == 16000
+    np.testing.assert_allclose(x, ref, atol=1e-6)
 
 
 def test_read_formats_mono_and_resample(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from audio_dann.config import Config, apply_overrides
+import importlib
 from audio_dann.prepare import PrepareError, prepare
 from audio_dann.scan import ScanError
 from audio_dann.store import StoreError, open_prepared
@@ -69,6 +70,11 @@ def test_prepare_messy_inputs_follows_the_contract(tmp_path):
     assert {r["split"] for r in rows if r["domain"] == "source"} == {"train", "val"}
     stats = json.loads((out / "stats.json").read_text())
     assert len(stats["mean"]) == len(stats["std"]) == 16 and min(stats["std"]) > 0
+    # streamed from the workers' sums = computed directly over every frame of the training clips
+    feats = np.load(out / "features.npy").astype(np.float64)
+    train = feats[[int(r["clip_id"]) for r in rows if r["split"] == "train"]]
+    np.testing.assert_allclose(stats["mean"], train.mean(axis=(0, 2)), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats["std"], train.std(axis=(0, 2)), rtol=1e-6, atol=1e-9)
 
     again = prepare(src, [tgt], out, config=CFG)
     assert again.already_complete and again.clips_written == summary.clips_written
@@ -103,7 +109,8 @@ def test_manifests_domains_and_target_eval(tmp_path):
     assert set(prep.domain_ids(prep.rows("train", source=False)).tolist()) == {1, 2}
 
 
-def test_interrupted_prepare_resumes_to_the_same_result(tmp_path):
+def test_interrupted_prepare_resumes_to_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("audio_dann.prepare"), "_SAVE_EVERY_SECONDS", 0.0)  # save after every file
     src = class_folders(tmp_path / "src", per_class=8)
     tgt = class_folders(tmp_path / "tgt", per_class=6, shift=1.1)
     ref = open_prepared(prepare(src, [tgt], tmp_path / "ref", config=CFG).out)
@@ -127,6 +134,7 @@ def test_interrupted_prepare_resumes_to_the_same_result(tmp_path):
     got = open_prepared(out)
     assert got.index == [{**r, "file": r["file"]} for r in ref.index]
     assert np.array_equal(np.asarray(got.features), np.asarray(ref.features))
+    assert (out / "stats.json").read_text() == (tmp_path / "ref" / "stats.json").read_text()
 
 
 def test_clear_errors(tmp_path):
