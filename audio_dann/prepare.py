@@ -30,7 +30,7 @@ from .scan import Item, ScanError, scan_input
 from .store import FORMAT_VERSION, INDEX_COLUMNS, PREPARED_MARKER, FeatureFile, write_json
 from .workers import file_loader
 
-__all__ = ["PrepareError", "PrepareSummary", "plan_items", "prepare"]
+__all__ = ["PrepareError", "PrepareSummary", "file_chunks", "plan_items", "prepare"]
 
 _OUR_FILES = {"config.yaml", "index.csv", "features.npy", "stats.json", "classes.json", "domains.json",
               "skipped.csv", "progress.json", PREPARED_MARKER}
@@ -115,25 +115,47 @@ def plan_items(source: str | Path, targets: Sequence[str | Path], target_eval: s
     return items, classes, ["source", *target_domains]
 
 
-def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> str:
+def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> tuple[str, list[int]]:
+    """A hash of the settings and inputs (paths, labels, splits, sizes, mtimes); and each file's size."""
     h = hashlib.sha256()
     h.update(json.dumps(config_to_dict(config)["features"], sort_keys=True).encode())
     h.update(json.dumps(classes).encode())
+    sizes = []
     for it in items:
         try:
             st = os.stat(it.path)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            stamp, size = f"{st.st_size}:{st.st_mtime_ns}", st.st_size
         except OSError:
-            stamp = "missing"
+            stamp, size = "missing", 0
+        sizes.append(size)
         h.update(f"{it.path}\t{it.label}\t{it.domain}\t{it.split}\t{stamp}\n".encode())
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:16], sizes
+
+
+def file_chunks(sizes: Sequence[int], start: int = 0, max_files: int = 16,
+                max_bytes: int = 8 << 20) -> list[tuple[int, int]]:
+    """Consecutive ``[lo, hi)`` runs of files from ``start``: up to ``max_files`` files and
+    about ``max_bytes`` of input each (a larger file is a chunk on its own).
+
+    Workers take a chunk at a time: handing files over one by one cost the main process
+    more than writing their features; capping the bytes bounds the memory a chunk holds.
+    """
+    chunks, lo, total = [], start, 0
+    for i in range(start, len(sizes)):
+        if i > lo and (i - lo >= max_files or total + sizes[i] > max_bytes):
+            chunks.append((lo, i))
+            lo, total = i, 0
+        total += sizes[i]
+    if lo < len(sizes):
+        chunks.append((lo, len(sizes)))
+    return chunks
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Worker side: one file -> float16 log-mel clips (or the reason it failed)."""
+    """Worker side: a chunk of files -> per file, float16 log-mel clips (or the reason it failed)."""
 
-    def __init__(self, items: list[Item], start: int, config: Config) -> None:
-        self.items, self.start, self.cfg = items, start, config.features
+    def __init__(self, items: list[Item], chunks: list[tuple[int, int]], config: Config) -> None:
+        self.items, self.chunks, self.cfg = items, chunks, config.features
         self.batch = config.data.batch_size
         self._frontend: LogMel | None = None
 
@@ -143,17 +165,19 @@ class _Decode(torch.utils.data.Dataset):
         waves = torch.from_numpy(windows)
         with torch.inference_mode():
             return torch.cat([self._frontend(waves[s:s + self.batch])
-                              for s in range(0, len(waves), self.batch)]).numpy().astype(np.float16)
+                              for s in range(0, len(waves), self.batch)]).half().numpy()
 
     def __len__(self) -> int:
-        return len(self.items) - self.start
+        return len(self.chunks)
 
-    def __getitem__(self, k: int):
-        i = self.start + k
+    def __getitem__(self, k: int) -> list[tuple]:
+        return [self._one(i) for i in range(*self.chunks[k])]
+
+    def _one(self, i: int) -> tuple:
         cfg = self.cfg
         try:
             x = load_mono(self.items[i].path, cfg.sample_rate)
-            if float(np.abs(x).max()) == 0.0:
+            if not x.any():
                 return i, None, None, "all samples are zero (silent file)", None
             windows, offsets = slice_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
                                              cfg.pad_mode)
@@ -213,7 +237,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     if not targets:
         raise PrepareError("prepare needs at least one --target folder or manifest of unlabelled clips")
     items, classes, domains = plan_items(source, targets, target_eval, config.data.val_fraction, config.data.seed)
-    fp = _fingerprint(config, items, classes)
+    fp, sizes = _fingerprint(config, items, classes)
     summary = PrepareSummary(out=str(out), files_total=len(items))
 
     marker = out / PREPARED_MARKER
@@ -257,7 +281,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             f.write(",".join(header) + "\n")
     class_ok = set(classes)
 
-    loader = file_loader(_Decode(items, state["files_done"], config), config.data.workers)
+    loader = file_loader(_Decode(items, file_chunks(sizes, state["files_done"]), config), config.data.workers)
 
     pending_feats: list[np.ndarray] = []
     pending_rows: list[list[str]] = []
@@ -283,7 +307,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     last_save = time.monotonic()
     try:
         n_pending = 0
-        for i, clips, offsets, info, sums in loader:
+        for i, clips, offsets, info, sums in (result for chunk in loader for result in chunk):
             item = items[i]
             if clips is None:
                 pending_skips.append([item.path, info])

@@ -160,3 +160,13 @@ def test_clear_errors(tmp_path):
         (bad / c / "x.wav").write_text("not audio")
     with pytest.raises(PrepareError, match="no usable"):
         prepare(bad, [tgt], tmp_path / "o4", config=CFG)
+
+
+def test_file_chunks_cover_every_file_once_within_limits():
+    from audio_dann.prepare import file_chunks
+    sizes = [100, 100, 5000, 100, 100, 100, 100, 100, 0, 100]
+    chunks = file_chunks(sizes, start=1, max_files=3, max_bytes=1000)
+    assert chunks == [(1, 2), (2, 3), (3, 6), (6, 9), (9, 10)]
+    assert [i for lo, hi in chunks for i in range(lo, hi)] == list(range(1, 10))
+    assert file_chunks(sizes, start=10) == [] and file_chunks([], 0) == []
+    assert file_chunks([7] * 40) == [(0, 16), (16, 32), (32, 40)]
