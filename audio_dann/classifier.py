@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from .checkpoint import BundleError, load_bundle
 from .config import Config
 from .frontend import LogMel
-from .models import DANN, build_dann
+from .models import DANN, build_dann, for_inference
 
 __all__ = ["AudioClassifier", "build_classifier", "load_model"]
 
@@ -36,10 +37,22 @@ class AudioClassifier(nn.Module):
         self.dann: DANN = build_dann(config.model, len(classes), len(domains), n_mels=config.features.n_mels)
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples) -> (batch, n_mels, frames)`` log-mels."""
         return self.frontend(waveform)
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from log-mels: ``forward(w) == classify(features(w))``."""
+        return self.dann(features, 0.0, with_domain=False)[0]
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.dann(self.frontend(waveform), 0.0, with_domain=False)[0]
+        return self.classify(self.frontend(waveform))
+
+    def for_inference(self) -> "AudioClassifier":
+        """An eval-mode copy for prediction (see :func:`models.for_inference`): same outputs to ~1e-6,
+        about twice as fast on CPU. Never train or save it."""
+        fast = copy.deepcopy(self).eval()
+        fast.dann = for_inference(fast.dann)
+        return fast
 
 
 def build_classifier(config: Config, classes: list[str], domains: list[str], stats: dict | None = None) -> AudioClassifier:

@@ -143,7 +143,7 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    workers: int = typer.Option(0, "--workers", "-w"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Decoding processes (default: half the CPU cores)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     quiet: bool = QuietOpt,
 ) -> None:
@@ -180,7 +180,7 @@ def predict(
     wav_dir: Path = typer.Argument(..., help="Folder of audio files (recursive) or one file."),
     out: Path = typer.Option(..., "--out", "-o", help="predictions.csv (or .jsonl)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
-    workers: int = typer.Option(2, "--workers", "-w", help="Decoding processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Decoding processes (default: half the CPU cores)."),
     window_seconds: Optional[float] = typer.Option(None, "--window-seconds", help="Window length (default: the model's clip length)."),
     hop_seconds: Optional[float] = typer.Option(None, "--hop-seconds", help="Hop between windows of long files."),
     per_window: bool = typer.Option(False, "--per-window", help="One row per window instead of per file."),

@@ -5,6 +5,7 @@ input to an embedding ``(batch, embedding_dim)``.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from .config import ModelConfig
 from .grl import grad_reverse
 
-__all__ = ["BACKBONES", "register_backbone", "build_backbone", "LogMelCNN", "MLP",
+__all__ = ["BACKBONES", "PairMax2d", "for_inference", "register_backbone", "build_backbone", "LogMelCNN", "MLP",
            "LabelHead", "DomainHead", "DANN", "InputNorm", "build_dann"]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {}
@@ -47,17 +48,20 @@ class LogMelCNN(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for i, c_out in enumerate(channels):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
             if i < len(channels) - 1:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(nn.MaxPool2d(2))  # before the ReLU: the same values (max and ReLU commute), 1/4 the work
+            layers.append(nn.ReLU(inplace=True))
             c_in = c_out
-        self.features = nn.Sequential(*layers)
+        # channels-last (NHWC) layout: max pooling and the convolutions run about twice as fast on
+        # CPU as in NCHW (measured 0.79 vs 1.47 ms per clip at inference, one thread); same results.
+        self.features = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.embed = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, embedding_dim),
                                    nn.BatchNorm1d(embedding_dim), nn.ReLU(inplace=True))
         self.embedding_dim = embedding_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x.unsqueeze(1))                 # (B, C, mels', frames')
+        h = self.features(x.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # (B, C, mels', frames')
         h = h.mean(dim=2)                                 # average over frequency
         pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1)  # mean + max over time
         return self.embed(pooled)
@@ -186,3 +190,40 @@ def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int, n_mels: int | N
                       cfg.time_mask_width) if n_mels is not None else None)
     return DANN(extractor, n_classes, max(n_domains, 2), cfg.domain_hidden, cfg.domain_dropout,
                 with_domain_head=True, input_norm=norm, domain_layers=cfg.domain_layers)
+
+
+class PairMax2d(nn.Module):
+    """``nn.MaxPool2d(2)`` as two element-wise maxima of strided views: the same values, about
+    twice as fast on CPU for channels-last activations. Used in inference copies only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+def _plain_pool2(m: nn.Module) -> bool:
+    return (isinstance(m, nn.MaxPool2d) and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
+            and m.padding in (0, (0, 0)) and m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices)
+
+
+def for_inference(module: nn.Module) -> nn.Module:
+    """An eval-mode inference copy of ``module``: every Conv2d -> BatchNorm2d pair of a Sequential
+    folded into one convolution (the norm becomes Identity), 2x2 max pools as :class:`PairMax2d`.
+
+    Eval-mode batch norm is a per-channel affine map, so the copy computes the same function up
+    to float rounding (~1e-6); on CPU the norms were a quarter of the network's time and max
+    pooling another quarter. The original is untouched; never train or save the copy.
+    """
+    fast = copy.deepcopy(module).eval()
+    for seq in [m for m in fast.modules() if isinstance(m, nn.Sequential)]:
+        for k in range(len(seq)):
+            conv, bn = seq[k], (seq[k + 1] if k + 1 < len(seq) else None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+                seq[k] = fused.to(memory_format=torch.channels_last) if conv.weight.is_contiguous(
+                    memory_format=torch.channels_last) else fused
+                seq[k + 1] = nn.Identity()
+            elif _plain_pool2(conv):
+                seq[k] = PairMax2d()
+    return fast

@@ -1,15 +1,17 @@
 """Batch inference over audio files, and evaluation against labels.
 
-Files are decoded (and resampled, windowed) in DataLoader workers; windows
-from many files are stacked into batches for one forward pass under
-``torch.inference_mode``; a file's prediction is the mean of its window
-probabilities. A file that cannot be read gets a row whose status says why.
+Files are decoded (resampled, windowed and, on CPU, turned into log-mels) in
+DataLoader workers, a chunk of files at a time; windows from many files are
+stacked into batches for one forward pass under ``torch.inference_mode``; a
+file's prediction is the mean of its window probabilities. A file that cannot
+be read gets a row whose status says why.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from .classifier import AudioClassifier, load_model
 from .distributed import barrier, init_from_env, rank_world, shard_range, shutdown
 from .metrics import classification_report
 from .scan import Item, ScanError, find_audio, scan_input
-from .workers import file_loader
+from .workers import auto_workers, cpu_cores, file_chunks, file_loader
 
 __all__ = ["FileResult", "iter_predictions", "predict", "evaluate", "list_inputs"]
 
@@ -41,14 +43,53 @@ class FileResult:
         return self.probs.mean(0)
 
 
-class _Windows(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[str], sample_rate: int, window: int, hop: int, pad_mode: str) -> None:
-        self.paths, self.sr, self.window, self.hop, self.pad_mode = list(paths), sample_rate, window, hop, pad_mode
+def _probabilities(model: AudioClassifier, waves: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Softmax over classes for ``(n, samples)`` windows, ``batch_size`` windows per forward pass."""
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(waves), batch_size):
+            logits = model(torch.from_numpy(waves[s:s + batch_size]).to(device))
+            out.append(torch.softmax(logits.float(), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.empty((0, len(model.classes)), dtype=np.float32)
+
+
+def _per_file(items: list[tuple], probs: np.ndarray) -> list[tuple]:
+    """Give each readable file of ``items`` (``(i, windows, offsets, error)``) its rows of ``probs``."""
+    out, pos = [], 0
+    for i, w, off, err in items:
+        if w is None:
+            out.append((i, None, None, err))
+        else:
+            out.append((i, probs[pos:pos + len(w)], off, None))
+            pos += len(w)
+    return out
+
+
+class _FileClips(torch.utils.data.Dataset):
+    """Worker side: a chunk of files -> per file ``(index, windows, offsets, error)``.
+
+    With ``model`` set, the worker also runs it and ``windows`` become their class probabilities.
+    """
+
+    def __init__(self, paths: Sequence[str], chunks: list[tuple[int, int]], sample_rate: int, window: int, hop: int,
+                 pad_mode: str, model: AudioClassifier | None = None, batch_size: int = 64) -> None:
+        self.paths, self.chunks, self.sr = list(paths), chunks, sample_rate
+        self.window, self.hop, self.pad_mode = window, hop, pad_mode
+        self.model, self.batch_size = model, batch_size
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.chunks)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, k: int) -> list[tuple]:
+        items = [self._one(i) for i in range(*self.chunks[k])]
+        if self.model is None:
+            return items
+        waves = [w for _, w, _, _ in items if w is not None]
+        probs = _probabilities(self.model, np.concatenate(waves) if waves else np.empty((0, self.window), np.float32),
+                               self.batch_size, torch.device("cpu"))
+        return _per_file(items, probs)
+
+    def _one(self, i: int) -> tuple:
         try:
             x = load_mono(self.paths[i], self.sr)
             w, off = slice_windows(x, self.window, self.hop, self.pad_mode)
@@ -57,6 +98,16 @@ class _Windows(torch.utils.data.Dataset):
             return i, None, None, exc.reason
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
             return i, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def _sizes(paths: Sequence[str]) -> list[int]:
+    sizes = []
+    for p in paths:
+        try:
+            sizes.append(os.stat(p).st_size)
+        except OSError:
+            sizes.append(0)
+    return sizes
 
 
 def list_inputs(path: str | Path) -> list[str]:
@@ -72,48 +123,53 @@ def list_inputs(path: str | Path) -> list[str]:
     return files
 
 
-def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size: int = 64, workers: int = 0,
-                     window_seconds: float | None = None, hop_seconds: float | None = None,
-                     device: str | torch.device = "cpu") -> Iterator[FileResult]:
-    """Yield one :class:`FileResult` per path, in input order."""
+def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size: int = 64,
+                     workers: int | None = None, window_seconds: float | None = None,
+                     hop_seconds: float | None = None, device: str | torch.device = "cpu") -> Iterator[FileResult]:
+    """Yield one :class:`FileResult` per path, in input order.
+
+    On CPU every worker runs the whole pipeline (decode, log-mel, network) on its own chunks of
+    files and the main process only puts the results in order: the network is most of the work,
+    and this spreads it over all cores with no hand-over of features. On a GPU the workers decode
+    and the main process batches windows from many files onto the device.
+
+    ``workers``: worker processes (0: all in this process; None: every core on CPU, half the
+    cores on a GPU).
+    """
+    device = torch.device(device)
+    if workers is None:
+        workers = cpu_cores() if device.type == "cpu" else auto_workers()
     feats = model.config.features
     sr = model.sample_rate
     window = int(round((window_seconds or feats.clip_seconds) * sr))
     hop = int(round((hop_seconds or window_seconds or feats.hop_seconds) * sr))
     if window <= 0 or hop <= 0:
         raise ValueError("--window-seconds and --hop-seconds must be > 0")
-    loader = file_loader(_Windows(paths, sr, window, hop, feats.pad_mode), workers)
-    device = torch.device(device)
-    model = model.to(device).eval()
-    pending: list[tuple[int, np.ndarray | None, np.ndarray | None, str | None]] = []
-    n_windows = 0
+    fast = model.for_inference().to(device)
+    in_workers = device.type == "cpu"
+    dataset = _FileClips(paths, file_chunks(_sizes(paths)), sr, window, hop, feats.pad_mode,
+                         model=fast if in_workers else None, batch_size=batch_size)
+    pending: list[tuple] = []
 
-    def run() -> Iterator[FileResult]:
+    def results(items: list[tuple]) -> Iterator[FileResult]:
+        for i, probs, off, err in items:
+            yield FileResult(paths[i], None, None, err) if probs is None else FileResult(paths[i], probs, off)
+
+    def flush() -> Iterator[FileResult]:
         waves = [w for _, w, _, _ in pending if w is not None]
-        probs = np.empty((0, len(model.classes)), dtype=np.float32)
-        if waves:
-            stacked = torch.from_numpy(np.concatenate(waves))
-            chunks = []
-            with torch.inference_mode():
-                for s in range(0, len(stacked), batch_size):
-                    logits = model(stacked[s:s + batch_size].to(device))
-                    chunks.append(torch.softmax(logits.float(), 1).cpu().numpy())
-            probs = np.concatenate(chunks)
-        pos = 0
-        for i, w, off, err in pending:
-            if w is None:
-                yield FileResult(paths[i], None, None, err)
-            else:
-                yield FileResult(paths[i], probs[pos:pos + len(w)], off)
-                pos += len(w)
+        probs = _probabilities(fast, np.concatenate(waves) if waves else np.empty((0, window), np.float32),
+                               batch_size, device)
+        yield from results(_per_file(pending, probs))
+        pending.clear()
 
-    for item in loader:
-        pending.append(item)
-        n_windows += 0 if item[1] is None else len(item[1])
-        if n_windows >= batch_size:
-            yield from run()
-            pending, n_windows = [], 0
-    yield from run()
+    for chunk in file_loader(dataset, workers):
+        if in_workers:
+            yield from results(chunk)
+            continue
+        pending.extend(chunk)
+        if sum(len(w) for _, w, _, _ in pending if w is not None) >= batch_size:
+            yield from flush()
+    yield from flush()
 
 
 def _rows(result: FileResult, classes: list[str], per_window: bool) -> list[dict]:
@@ -161,7 +217,7 @@ def write_predictions(results: Iterator[FileResult], classes: list[str], out: Pa
 
 
 def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[str], out: str | Path, *,
-            batch_size: int = 64, workers: int = 0, window_seconds: float | None = None,
+            batch_size: int = 64, workers: int | None = None, window_seconds: float | None = None,
             hop_seconds: float | None = None, per_window: bool = False, fmt: str = "csv",
             device: str | torch.device = "cpu", progress: Callable[[int, int], None] | None = None) -> dict:
     """Predict every audio file of ``inputs`` (a folder, a file or a list) into ``out``.
@@ -222,8 +278,8 @@ def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs
     return counts
 
 
-def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_size: int = 64, workers: int = 0,
-             device: str | torch.device = "cpu", progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_size: int = 64,
+             workers: int | None = None, device: str | torch.device = "cpu", progress: Callable[[int, int], None] | None = None) -> dict:
     """Accuracy (95% Wilson CI), macro-F1, per-class recall and confusion on a labelled folder or manifest.
 
     Files whose label is not a class of the model, and unreadable files, are

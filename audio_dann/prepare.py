@@ -28,9 +28,9 @@ from .config import Config, config_to_dict, dump_config
 from .frontend import LogMel
 from .scan import Item, ScanError, scan_input
 from .store import FORMAT_VERSION, INDEX_COLUMNS, PREPARED_MARKER, FeatureFile, write_json
-from .workers import file_loader
+from .workers import file_chunks, file_loader
 
-__all__ = ["PrepareError", "PrepareSummary", "file_chunks", "plan_items", "prepare"]
+__all__ = ["PrepareError", "PrepareSummary", "plan_items", "prepare"]
 
 _OUR_FILES = {"config.yaml", "index.csv", "features.npy", "stats.json", "classes.json", "domains.json",
               "skipped.csv", "progress.json", PREPARED_MARKER}
@@ -130,25 +130,6 @@ def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> tuple
         sizes.append(size)
         h.update(f"{it.path}\t{it.label}\t{it.domain}\t{it.split}\t{stamp}\n".encode())
     return h.hexdigest()[:16], sizes
-
-
-def file_chunks(sizes: Sequence[int], start: int = 0, max_files: int = 16,
-                max_bytes: int = 8 << 20) -> list[tuple[int, int]]:
-    """Consecutive ``[lo, hi)`` runs of files from ``start``: up to ``max_files`` files and
-    about ``max_bytes`` of input each (a larger file is a chunk on its own).
-
-    Workers take a chunk at a time: handing files over one by one cost the main process
-    more than writing their features; capping the bytes bounds the memory a chunk holds.
-    """
-    chunks, lo, total = [], start, 0
-    for i in range(start, len(sizes)):
-        if i > lo and (i - lo >= max_files or total + sizes[i] > max_bytes):
-            chunks.append((lo, i))
-            lo, total = i, 0
-        total += sizes[i]
-    if lo < len(sizes):
-        chunks.append((lo, len(sizes)))
-    return chunks
 
 
 class _Decode(torch.utils.data.Dataset):

@@ -9,9 +9,12 @@ through the worker's pipe as ordinary pickles instead.
 """
 from __future__ import annotations
 
+import os
+from typing import Sequence
+
 import torch
 
-__all__ = ["file_loader"]
+__all__ = ["auto_workers", "cpu_cores", "file_chunks", "file_loader"]
 
 
 def _one_thread(_: int) -> None:
@@ -27,3 +30,36 @@ def file_loader(dataset: torch.utils.data.Dataset, workers: int, prefetch: int =
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
         worker_init_fn=_one_thread if workers else None, prefetch_factor=prefetch if workers else None)
+
+
+def file_chunks(sizes: Sequence[int], start: int = 0, max_files: int = 16,
+                max_bytes: int = 8 << 20) -> list[tuple[int, int]]:
+    """Consecutive ``[lo, hi)`` runs of files from ``start``: up to ``max_files`` files and
+    about ``max_bytes`` of input each (a larger file is a chunk on its own).
+
+    Workers take a chunk at a time: handing files over one by one cost the main process
+    more than writing their features; capping the bytes bounds the memory a chunk holds.
+    """
+    chunks, lo, total = [], start, 0
+    for i in range(start, len(sizes)):
+        if i > lo and (i - lo >= max_files or total + sizes[i] > max_bytes):
+            chunks.append((lo, i))
+            lo, total = i, 0
+        total += sizes[i]
+    if lo < len(sizes):
+        chunks.append((lo, len(sizes)))
+    return chunks
+
+
+def cpu_cores() -> int:
+    """Cores this process may use, shared among the processes torchrun started on this node."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def auto_workers() -> int:
+    """Decoding processes feeding a GPU when not given: half the cores (at least one)."""
+    return max(1, cpu_cores() // 2)

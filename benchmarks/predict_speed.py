@@ -1,6 +1,6 @@
 """Files per second and real-time factor: `audio-dann predict` vs a naive per-file loop, one run.
 
-    python benchmarks/predict_speed.py [--files 300] [--workers 2]
+    python benchmarks/predict_speed.py [--files 300] [--workers N]
 
 The naive loop is what a user writes first: `librosa.load(sr=...)`, the model's own frontend and
 network on a batch of one, file by file. Both use the same untrained model bundle and files
@@ -22,12 +22,13 @@ from audio_dann.checkpoint import make_bundle, save_bundle
 from audio_dann.classifier import build_classifier, load_model
 from audio_dann.config import Config
 from audio_dann.predict import predict
+from audio_dann.workers import cpu_cores
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=300)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="default: predict's own (one per core on CPU)")
     args = ap.parse_args()
     sr, seconds = 22050, 3.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,13 +57,14 @@ def main() -> None:
         naive_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        predict(tmp / "model.pt", tmp / "wavs", tmp / "pred.csv", workers=args.workers, batch_size=64)
+        workers = cpu_cores() if args.workers is None else args.workers
+        predict(tmp / "model.pt", tmp / "wavs", tmp / "pred.csv", workers=workers, batch_size=64)
         ours_s = time.perf_counter() - t0
         audio = args.files * seconds
         print(f"files: {args.files} x {seconds:.0f} s at {sr} Hz; model: default LogMelCNN, 1 s windows, hop 0.5 s")
         print(f"naive per-file loop : {args.files / naive_s:7.1f} files/s, real-time factor {naive_s / audio:.4f}")
         print(f"audio-dann predict  : {args.files / ours_s:7.1f} files/s, real-time factor {ours_s / audio:.4f}"
-              f" (workers={args.workers}, batch 64)")
+              f" (workers={workers}, batch 64)")
         print(f"ratio (ours/naive)  : {naive_s / ours_s:7.2f}x")
 
 

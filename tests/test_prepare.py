@@ -163,7 +163,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_file_chunks_cover_every_file_once_within_limits():
-    from audio_dann.prepare import file_chunks
+    from audio_dann.workers import file_chunks
     sizes = [100, 100, 5000, 100, 100, 100, 100, 100, 0, 100]
     chunks = file_chunks(sizes, start=1, max_files=3, max_bytes=1000)
     assert chunks == [(1, 2), (2, 3), (3, 6), (6, 9), (9, 10)]
