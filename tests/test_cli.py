@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -175,3 +176,26 @@ def test_demo_quick(tmp_path):
     results = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
     for key in ("source_only", "dann"):
         assert 0.0 <= results[key]["target_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_equals_the_plain_model(tmp_path, workers):
+    """Whatever the workers and chunking, a file's probabilities are the mean of softmax(model(window))."""
+    from audio_dann.audio import load_mono, slice_windows
+    from audio_dann.classifier import build_classifier
+    from audio_dann.config import Config
+    from audio_dann.predict import iter_predictions
+    torch.manual_seed(0)
+    model = build_classifier(Config(), ["a", "b", "c"], ["source", "target"]).eval()
+    paths = [write(tmp_path / f"{k:02d}.wav", tone(200 + 150 * k, 0.4 + 0.7 * k, 16000), 16000) for k in range(5)]
+    (tmp_path / "bad.wav").write_text("not audio")
+    paths.insert(2, tmp_path / "bad.wav")
+    results = list(iter_predictions(model, [str(p) for p in paths], batch_size=4, workers=workers))
+    assert [r.path for r in results] == [str(p) for p in paths] and results[2].error
+    for p, r in zip(paths, results):
+        if r.error:
+            continue
+        windows, _ = slice_windows(load_mono(p, 16000), 16000, 8000)
+        with torch.no_grad():
+            ref = torch.softmax(model(torch.from_numpy(windows)), 1).numpy()
+        np.testing.assert_allclose(r.probs, ref, atol=1e-5)

@@ -33,3 +33,25 @@ def test_spec_augment_only_in_training_and_per_example():
     assert (zeros > 0).all() and len(set(zeros.tolist())) > 1
     norm.eval()
     assert not (norm(x) == 0).any()
+
+
+def test_inference_copy_computes_the_same_function_and_leaves_the_model_alone():
+    from audio_dann.models import PairMax2d, for_inference
+    torch.manual_seed(0)
+    model = build_dann(ModelConfig(), n_classes=5, n_domains=2, n_mels=40)
+    for m in model.modules():  # non-trivial running statistics, so folding them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 2), m.bias.data.uniform_(-1, 1)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = for_inference(model)
+    kinds = [type(m).__name__ for m in fast.modules()]
+    assert "BatchNorm2d" not in kinds and "MaxPool2d" not in kinds and "PairMax2d" in kinds
+    x = torch.randn(6, 40, 77)  # odd frame count: pooling drops the last column like MaxPool2d
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, 0.0)[0], model(x, 0.0)[0], rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert "BatchNorm2d" in [type(m).__name__ for m in model.modules()]
+    y = torch.randn(3, 8, 13, 25).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(PairMax2d()(y), torch.nn.MaxPool2d(2)(y))
