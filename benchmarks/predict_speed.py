@@ -4,7 +4,9 @@
 
 The naive loop is what a user writes first: `librosa.load(sr=...)`, the model's own frontend and
 network on a batch of one, file by file. Both use the same untrained model bundle and files
-(22.05 kHz mono WAVs of 3 s, windowed into 1 s clips every 0.5 s).
+(22.05 kHz mono WAVs of 3 s, windowed into 1 s clips every 0.5 s). The target compares the
+default (float32) predict; the bf16 row is the opt-in `--amp bf16`, shown with how far its
+probabilities move.
 """
 from __future__ import annotations
 
@@ -47,25 +49,36 @@ def main() -> None:
         import librosa
         naive_model = load_model(tmp / "model.pt")
         feats = config.features
+
+        def naive(files):
+            with torch.inference_mode():
+                for p in files:
+                    y, _ = librosa.load(p, sr=feats.sample_rate)
+                    windows, _ = slice_windows(y, feats.clip_samples, int(feats.hop_seconds * feats.sample_rate))
+                    probs = [torch.softmax(naive_model(torch.from_numpy(w)[None]), 1) for w in windows]
+                    torch.stack(probs).mean(0)
+
+        naive(paths[:20])  # warm-up: librosa's first call compiles numba kernels; oneDNN caches kernels
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            for p in paths:
-                y, _ = librosa.load(p, sr=feats.sample_rate)
-                windows, _ = slice_windows(y, feats.clip_samples, int(feats.hop_seconds * feats.sample_rate))
-                probs = [torch.softmax(naive_model(torch.from_numpy(w)[None]), 1) for w in windows]
-                torch.stack(probs).mean(0)
+        naive(paths)
         naive_s = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
         workers = cpu_cores() if args.workers is None else args.workers
-        predict(tmp / "model.pt", tmp / "wavs", tmp / "pred.csv", workers=workers, batch_size=64)
-        ours_s = time.perf_counter() - t0
+        timings = {}
+        for amp in ("off", "bf16"):
+            t0 = time.perf_counter()
+            predict(tmp / "model.pt", tmp / "wavs", tmp / f"pred_{amp}.csv", workers=workers, batch_size=64, amp=amp)
+            timings[amp] = time.perf_counter() - t0
+        probs = [np.loadtxt(tmp / f"pred_{amp}.csv", delimiter=",", skiprows=1, usecols=range(3, 13))
+                 for amp in ("off", "bf16")]
         audio = args.files * seconds
-        print(f"files: {args.files} x {seconds:.0f} s at {sr} Hz; model: default LogMelCNN, 1 s windows, hop 0.5 s")
-        print(f"naive per-file loop : {args.files / naive_s:7.1f} files/s, real-time factor {naive_s / audio:.4f}")
-        print(f"audio-dann predict  : {args.files / ours_s:7.1f} files/s, real-time factor {ours_s / audio:.4f}"
-              f" (workers={workers}, batch 64)")
-        print(f"ratio (ours/naive)  : {naive_s / ours_s:7.2f}x")
+        print(f"files: {args.files} x {seconds:.0f} s at {sr} Hz; model: default LogMelCNN (untrained), 1 s windows, "
+              f"hop 0.5 s; {torch.get_num_threads()} torch threads")
+        print(f"naive per-file loop          : {args.files / naive_s:7.1f} files/s, real-time factor {naive_s / audio:.4f}")
+        for amp, what in (("off", "float32 (default)"), ("bf16", "--amp bf16 (opt-in)")):
+            print(f"audio-dann predict, {what:<19}: {args.files / timings[amp]:7.1f} files/s, real-time factor "
+                  f"{timings[amp] / audio:.4f} (workers={workers}, batch 64) ratio {naive_s / timings[amp]:.2f}x")
+        print(f"bf16 vs float32: max |probability difference| {np.abs(probs[0] - probs[1]).max():.2e}")
 
 
 if __name__ == "__main__":
