@@ -133,7 +133,7 @@ def list_inputs(path: str | Path) -> list[str]:
 def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size: int = 64,
                      workers: int | None = None, window_seconds: float | None = None,
                      hop_seconds: float | None = None, device: str | torch.device = "cpu",
-                     amp: str = "off") -> Iterator[FileResult]:
+                     amp: str = "off", network_in_workers: bool | None = None) -> Iterator[FileResult]:
     """Yield one :class:`FileResult` per path, in input order.
 
     On CPU every worker runs the whole pipeline (decode, log-mel, network) on its own chunks of
@@ -144,7 +144,8 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
     ``workers``: worker processes (0: all in this process; None: every core on CPU, half the
     cores on a GPU). ``amp``: "off" (float32, the default), "bf16" or "fp16" autocast for the
     network: faster where the hardware has it (GPUs; CPUs with AMX or AVX-512 BF16), and
-    probabilities that differ slightly from float32.
+    probabilities that differ slightly from float32. ``network_in_workers``: override where the
+    network runs (default: in the workers on CPU, in this process on a GPU).
     """
     _check_amp(amp)
     device = torch.device(device)
@@ -157,7 +158,7 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
     if window <= 0 or hop <= 0:
         raise ValueError("--window-seconds and --hop-seconds must be > 0")
     fast = model.for_inference().to(device)
-    in_workers = device.type == "cpu"
+    in_workers = device.type == "cpu" if network_in_workers is None else network_in_workers
     dataset = _FileClips(paths, file_chunks(_sizes(paths)), sr, window, hop, feats.pad_mode,
                          model=fast if in_workers else None, batch_size=batch_size, amp=amp)
     pending: list[tuple] = []

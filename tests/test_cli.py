@@ -178,9 +178,10 @@ def test_demo_quick(tmp_path):
         assert 0.0 <= results[key]["target_accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_predict_equals_the_plain_model(tmp_path, workers):
-    """Whatever the workers and chunking, a file's probabilities are the mean of softmax(model(window))."""
+@pytest.mark.parametrize("workers,in_workers", [(0, True), (2, True), (2, False)])
+def test_predict_equals_the_plain_model(tmp_path, workers, in_workers):
+    """Whatever the workers, chunking and batching (network in the workers as on CPU, or in the main
+    process as on a GPU), a file's window probabilities are softmax(model(window))."""
     from audio_dann.audio import load_mono, slice_windows
     from audio_dann.classifier import build_classifier
     from audio_dann.config import Config
@@ -190,7 +191,8 @@ def test_predict_equals_the_plain_model(tmp_path, workers):
     paths = [write(tmp_path / f"{k:02d}.wav", tone(200 + 150 * k, 0.4 + 0.7 * k, 16000), 16000) for k in range(5)]
     (tmp_path / "bad.wav").write_text("not audio")
     paths.insert(2, tmp_path / "bad.wav")
-    results = list(iter_predictions(model, [str(p) for p in paths], batch_size=4, workers=workers))
+    results = list(iter_predictions(model, [str(p) for p in paths], batch_size=4, workers=workers,
+                                    network_in_workers=in_workers))
     assert [r.path for r in results] == [str(p) for p in paths] and results[2].error
     for p, r in zip(paths, results):
         if r.error:
@@ -199,3 +201,18 @@ def test_predict_equals_the_plain_model(tmp_path, workers):
         with torch.no_grad():
             ref = torch.softmax(model(torch.from_numpy(windows)), 1).numpy()
         np.testing.assert_allclose(r.probs, ref, atol=1e-5)
+
+
+def test_predict_bf16_autocast_is_close_to_float32(tmp_path):
+    from audio_dann.classifier import build_classifier
+    from audio_dann.config import Config
+    from audio_dann.predict import iter_predictions
+    torch.manual_seed(1)
+    model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
+    paths = [str(write(tmp_path / f"{k}.wav", tone(300 * (k + 1), 1.5, 16000), 16000)) for k in range(3)]
+    full = [r.probs for r in iter_predictions(model, paths, workers=0)]
+    half = [r.probs for r in iter_predictions(model, paths, workers=0, amp="bf16")]
+    for a, b in zip(full, half):
+        np.testing.assert_allclose(a, b, atol=0.02)
+    with pytest.raises(ValueError, match="--amp"):
+        list(iter_predictions(model, paths, amp="fp8"))
