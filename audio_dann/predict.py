@@ -1,10 +1,11 @@
 """Batch inference over audio files, and evaluation against labels.
 
-Files are decoded (resampled, windowed and, on CPU, turned into log-mels) in
-DataLoader workers, a chunk of files at a time; windows from many files are
-stacked into batches for one forward pass under ``torch.inference_mode``; a
-file's prediction is the mean of its window probabilities. A file that cannot
-be read gets a row whose status says why.
+DataLoader workers take a chunk of files at a time. On CPU each worker decodes,
+windows and classifies its files with an inference copy of the model (one
+thread per worker); with a GPU the workers decode and window, and the main
+process stacks windows from many files into batches for the device. A file's
+prediction is the mean of its window probabilities. A file that cannot be
+read gets a row whose status says why.
 """
 from __future__ import annotations
 
