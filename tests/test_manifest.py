@@ -73,6 +73,6 @@ def test_fsdd_recipe_end_to_end_on_a_subset(fsdd_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| A | dann |" in res.stdout
     import json
-    results = json.loads((tmp_path / "results_default.json").read_text())["results"]
+    results = json.loads((tmp_path / "results_default_A.json").read_text())["results"]
     assert {r["method"] for r in results} == {"source-only", "dann", "oracle"}
     assert all(r["test_n"] == 150 and 0 <= r["test_acc"] <= 1 for r in results)

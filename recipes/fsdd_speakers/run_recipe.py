@@ -112,7 +112,7 @@ def main() -> None:
                 row = {"task": task, "method": method, **row}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    out = args.work / f"results_{args.tag}.json"
+    out = args.work / f"results_{args.tag}_{'+'.join(args.tasks)}.json"  # per task set: parallel runs never clash
     out.write_text(json.dumps({"config": args.overrides, "results": results}, indent=1))
     print(table(results))
 
