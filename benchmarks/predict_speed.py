@@ -79,6 +79,39 @@ def main() -> None:
             print(f"audio-dann predict, {what:<19}: {args.files / timings[amp]:7.1f} files/s, real-time factor "
                   f"{timings[amp] / audio:.4f} (workers={workers}, batch 64) ratio {naive_s / timings[amp]:.2f}x")
         print(f"bf16 vs float32: max |probability difference| {np.abs(probs[0] - probs[1]).max():.2e}")
+        ceiling(naive_model, paths[:100], naive_s / args.files, workers)
+
+
+def ceiling(model, paths, naive_per_file: float, cores: int) -> None:
+    """The most any predict could gain here: one core's cost per file of decoding + log-mels and of
+    the float32 network (inference copy, batch 64), spread perfectly over ``cores`` cores."""
+    from audio_dann.audio import load_mono
+    feats = model.config.features
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fast = model.for_inference()
+        t0 = time.perf_counter()
+        windows = []
+        with torch.inference_mode():
+            for p in paths:
+                w, _ = slice_windows(load_mono(p, feats.sample_rate), feats.clip_samples,
+                                     int(feats.hop_seconds * feats.sample_rate))
+                windows.append(fast.features(torch.from_numpy(w)))
+        front = (time.perf_counter() - t0) / len(paths)
+        batch = torch.cat(windows)[:64]
+        with torch.inference_mode():
+            fast.classify(batch)
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fast.classify(batch)
+        per_window = (time.perf_counter() - t0) / (5 * len(batch))
+    finally:
+        torch.set_num_threads(threads)
+    per_file = front + per_window * len(windows[0])
+    print(f"one core, per file: decode + log-mels {front * 1e3:.2f} ms, network {per_window * len(windows[0]) * 1e3:.2f} ms "
+          f"({len(windows[0])} windows x {per_window * 1e3:.3f} ms); perfectly spread over {cores} cores: "
+          f"{per_file / cores * 1e3:.2f} ms per file, at most {naive_per_file / (per_file / cores):.2f}x the naive loop")
 
 
 if __name__ == "__main__":
