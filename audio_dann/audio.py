@@ -1,4 +1,4 @@
-"""Reading audio: decode (soundfile), mix to mono, resample, cut fixed-length windows.
+"""Reading audio: decode (soundfile), mix to mono, resample, plan and cut fixed-length windows.
 
 Every failure is an :class:`AudioError` whose message names the file and the reason.
 """
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["AudioError", "AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "slice_windows"]
+__all__ = ["AudioError", "AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "plan_windows",
+           "gather_windows", "slice_windows"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
@@ -81,27 +82,37 @@ def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
     return resample(x, sr, sample_rate)
 
 
-def slice_windows(x: np.ndarray, clip_samples: int, hop_samples: int, pad_mode: str = "tile") -> tuple[np.ndarray, np.ndarray]:
-    """Cut ``x`` into windows of ``clip_samples``: ``((n, clip_samples), offsets (n,))``.
+def plan_windows(x: np.ndarray, clip_samples: int, hop_samples: int,
+                 pad_mode: str = "tile") -> tuple[np.ndarray, np.ndarray]:
+    """Where the windows of ``x`` start, without cutting them: ``(signal, starts)``.
 
-    A signal shorter than one window becomes one window, tiled (repeated) or
-    zero-padded per ``pad_mode``; never dropped. Long signals give windows every
-    ``hop_samples``, the last one aligned to the end so no tail is lost.
+    A signal shorter than one window comes back as one window's worth, tiled
+    (repeated) or zero-padded per ``pad_mode``; never dropped. Long signals give
+    windows every ``hop_samples``, the last one aligned to the end so no tail is
+    lost. Cut them with :func:`gather_windows`, a batch at a time for long files.
     """
     n = len(x)
     if n == 0:
         raise ValueError("cannot window an empty signal")
     if n <= clip_samples:
         if pad_mode == "tile":
-            reps = -(-clip_samples // n)
-            win = np.tile(x, reps)[:clip_samples]
+            signal = np.tile(x, -(-clip_samples // n))[:clip_samples]
         else:
-            win = np.zeros(clip_samples, dtype=np.float32)
-            win[:n] = x
-        return win[None, :].astype(np.float32, copy=False), np.zeros(1, dtype=np.int64)
+            signal = np.zeros(clip_samples, dtype=np.float32)
+            signal[:n] = x
+        return signal.astype(np.float32, copy=False), np.zeros(1, dtype=np.int64)
     starts = list(range(0, n - clip_samples + 1, hop_samples))
     if starts[-1] + clip_samples < n:
         starts.append(n - clip_samples)
-    offsets = np.asarray(starts, dtype=np.int64)
-    idx = offsets[:, None] + np.arange(clip_samples)[None, :]
-    return x[idx].astype(np.float32, copy=False), offsets
+    return x, np.asarray(starts, dtype=np.int64)
+
+
+def gather_windows(signal: np.ndarray, starts: np.ndarray, clip_samples: int) -> np.ndarray:
+    """``(len(starts), clip_samples)`` float32 windows of ``signal`` starting at ``starts``."""
+    return signal[np.asarray(starts)[:, None] + np.arange(clip_samples)[None, :]].astype(np.float32, copy=False)
+
+
+def slice_windows(x: np.ndarray, clip_samples: int, hop_samples: int, pad_mode: str = "tile") -> tuple[np.ndarray, np.ndarray]:
+    """All windows of ``x`` at once: ``((n, clip_samples), starts (n,))`` (see :func:`plan_windows`)."""
+    signal, starts = plan_windows(x, clip_samples, hop_samples, pad_mode)
+    return gather_windows(signal, starts, clip_samples), starts

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .audio import AudioError, load_mono, slice_windows
+from .audio import AudioError, load_mono, plan_windows
 from .classifier import AudioClassifier, load_model
 from .distributed import barrier, init_from_env, rank_world, shard_range, shutdown
 from .loop import autocast_for
@@ -50,33 +50,35 @@ def _check_amp(amp: str) -> None:
         raise ValueError(f"--amp must be off, bf16 or fp16, got {amp!r}")
 
 
-def _probabilities(model: AudioClassifier, waves: np.ndarray, batch_size: int, device: torch.device,
-                   amp: str = "off") -> np.ndarray:
-    """Softmax over classes for ``(n, samples)`` windows, ``batch_size`` windows per forward pass."""
-    out = []
+def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_rate: int, batch_size: int,
+              device: torch.device, amp: str = "off") -> list[tuple]:
+    """``(i, signal, starts, error)`` per file -> ``(i, window probabilities, starts in seconds, error)``.
+
+    Windows of consecutive files share forward passes of up to ``batch_size``; they are cut from
+    the signals one batch at a time, so a long recording never has all its windows in memory.
+    """
+    where = [(k, int(start)) for k, (_, signal, starts, _) in enumerate(items) if signal is not None
+             for start in starts]
+    probs = np.empty((len(where), len(model.classes)), dtype=np.float32)
     with torch.inference_mode(), autocast_for(device, amp):
-        for s in range(0, len(waves), batch_size):
-            logits = model(torch.from_numpy(waves[s:s + batch_size]).to(device))
-            out.append(torch.softmax(logits.float(), 1).cpu().numpy())
-    return np.concatenate(out) if out else np.empty((0, len(model.classes)), dtype=np.float32)
-
-
-def _per_file(items: list[tuple], probs: np.ndarray) -> list[tuple]:
-    """Give each readable file of ``items`` (``(i, windows, offsets, error)``) its rows of ``probs``."""
+        for s in range(0, len(where), batch_size):
+            waves = np.stack([items[k][1][start:start + window] for k, start in where[s:s + batch_size]])
+            logits = model(torch.from_numpy(waves).to(device))
+            probs[s:s + len(waves)] = torch.softmax(logits.float(), 1).cpu().numpy()
     out, pos = [], 0
-    for i, w, off, err in items:
-        if w is None:
+    for i, signal, starts, err in items:
+        if signal is None:
             out.append((i, None, None, err))
         else:
-            out.append((i, probs[pos:pos + len(w)], off, None))
-            pos += len(w)
+            out.append((i, probs[pos:pos + len(starts)], starts / sample_rate, None))
+            pos += len(starts)
     return out
 
 
 class _FileClips(torch.utils.data.Dataset):
-    """Worker side: a chunk of files -> per file ``(index, windows, offsets, error)``.
+    """Worker side: a chunk of files -> per file ``(index, signal, window starts, error)``.
 
-    With ``model`` set, the worker also runs it and ``windows`` become their class probabilities.
+    With ``model`` set, the worker also runs it: ``(index, window probabilities, starts in seconds, error)``.
     """
 
     def __init__(self, paths: Sequence[str], chunks: list[tuple[int, int]], sample_rate: int, window: int, hop: int,
@@ -92,16 +94,12 @@ class _FileClips(torch.utils.data.Dataset):
         items = [self._one(i) for i in range(*self.chunks[k])]
         if self.model is None:
             return items
-        waves = [w for _, w, _, _ in items if w is not None]
-        probs = _probabilities(self.model, np.concatenate(waves) if waves else np.empty((0, self.window), np.float32),
-                               self.batch_size, torch.device("cpu"), self.amp)
-        return _per_file(items, probs)
+        return _classify(self.model, items, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp)
 
     def _one(self, i: int) -> tuple:
         try:
-            x = load_mono(self.paths[i], self.sr)
-            w, off = slice_windows(x, self.window, self.hop, self.pad_mode)
-            return i, w, off / self.sr, None
+            signal, starts = plan_windows(load_mono(self.paths[i], self.sr), self.window, self.hop, self.pad_mode)
+            return i, signal, starts, None
         except AudioError as exc:
             return i, None, None, exc.reason
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
@@ -169,10 +167,7 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
             yield FileResult(paths[i], None, None, err) if probs is None else FileResult(paths[i], probs, off)
 
     def flush() -> Iterator[FileResult]:
-        waves = [w for _, w, _, _ in pending if w is not None]
-        probs = _probabilities(fast, np.concatenate(waves) if waves else np.empty((0, window), np.float32),
-                               batch_size, device, amp)
-        yield from results(_per_file(pending, probs))
+        yield from results(_classify(fast, pending, window, sr, batch_size, device, amp))
         pending.clear()
 
     for chunk in file_loader(dataset, workers):
@@ -180,7 +175,7 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
             yield from results(chunk)
             continue
         pending.extend(chunk)
-        if sum(len(w) for _, w, _, _ in pending if w is not None) >= batch_size:
+        if sum(len(starts) for _, _, starts, _ in pending if starts is not None) >= batch_size:
             yield from flush()
     yield from flush()
 

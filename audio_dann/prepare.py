@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .audio import AudioError, load_mono, slice_windows
+from .audio import AudioError, gather_windows, load_mono, plan_windows
 from .config import Config, config_to_dict, dump_config
 from .frontend import LogMel
 from .scan import Item, ScanError, scan_input
@@ -140,13 +140,15 @@ class _Decode(torch.utils.data.Dataset):
         self.batch = config.data.batch_size
         self._frontend: LogMel | None = None
 
-    def _logmel(self, windows: np.ndarray) -> np.ndarray:
+    def _logmel(self, signal: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """float16 log-mels of the windows at ``starts``, cut a batch at a time: a long recording
+        never has all its (overlapping) windows in memory at once."""
         if self._frontend is None:  # built lazily, once per worker process
             self._frontend = LogMel.from_config(self.cfg).eval()
-        waves = torch.from_numpy(windows)
+        clip = self.cfg.clip_samples
         with torch.inference_mode():
-            return torch.cat([self._frontend(waves[s:s + self.batch])
-                              for s in range(0, len(waves), self.batch)]).half().numpy()
+            return torch.cat([self._frontend(torch.from_numpy(gather_windows(signal, starts[s:s + self.batch], clip)))
+                              .half() for s in range(0, len(starts), self.batch)]).numpy()
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -160,11 +162,13 @@ class _Decode(torch.utils.data.Dataset):
             x = load_mono(self.items[i].path, cfg.sample_rate)
             if not x.any():
                 return i, None, None, "all samples are zero (silent file)", None
-            windows, offsets = slice_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
-                                             cfg.pad_mode)
-            clips = self._logmel(windows)
-            wide = clips.astype(np.float64)  # the stored float16 values, summed in float64
-            sums = np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
+            signal, offsets = plan_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
+                                           cfg.pad_mode)
+            clips = self._logmel(signal, offsets)
+            sums = np.zeros((2, clips.shape[1]))
+            for s in range(0, len(clips), 256):  # the stored float16 values, summed in float64 (in blocks)
+                wide = clips[s:s + 256].astype(np.float64)
+                sums += np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
             return i, clips, offsets / cfg.sample_rate, len(x) / cfg.sample_rate, sums
         except AudioError as exc:
             return i, None, None, exc.reason, None
