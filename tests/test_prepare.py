@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from audio_dann.config import Config, apply_overrides
 import importlib
@@ -61,6 +62,13 @@ def test_prepare_messy_inputs_follows_the_contract(tmp_path):
     assert list(rows[0]) == ["clip_id", "file", "offset", "domain", "label", "split"]
     long_rows = [r for r in rows if r["file"].endswith("long.wav")]
     assert len(long_rows) == 59  # 30 s, 1 s windows every 0.5 s
+    # the stored clips are the frontend on each window (cut a batch of 4 at a time in the worker)
+    from audio_dann.audio import load_mono, slice_windows
+    from audio_dann.frontend import LogMel
+    windows, _ = slice_windows(load_mono(long_rows[0]["file"], 16000), 16000, 8000)
+    ref = LogMel.from_config(CFG.features)(torch.from_numpy(windows)).half().numpy()
+    got = np.asarray(prep.features[[int(r["clip_id"]) for r in long_rows]], dtype=np.float32)
+    np.testing.assert_allclose(got, ref.astype(np.float32), rtol=2e-3, atol=2e-3)  # float16 storage
     assert float(long_rows[-1]["offset"]) == pytest.approx(29.0)
     assert len([r for r in rows if r["file"].endswith("short.wav")]) == 1  # padded, not dropped
     # a file's windows never straddle splits; target clips are unlabelled training clips
