@@ -1,6 +1,6 @@
 """Files per second and real-time factor: `audio-dann predict` vs a naive per-file loop, one run.
 
-    python benchmarks/predict_speed.py [--files 300] [--workers N]
+    python benchmarks/predict_speed.py [--files 1000] [--workers N]
 
 The naive loop is what a user writes first: `librosa.load(sr=...)`, the model's own frontend and
 network on a batch of one, file by file. Both use the same untrained model bundle and files
@@ -29,7 +29,7 @@ from audio_dann.workers import cpu_cores
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=300)
+    ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=None, help="default: predict's own (one per core on CPU)")
     args = ap.parse_args()
     sr, seconds = 22050, 3.0
