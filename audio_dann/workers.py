@@ -1,7 +1,8 @@
 """Per-file work in DataLoader worker processes, results handed back as plain numpy.
 
 ``prepare`` and ``predict`` both map a list of files through a Dataset whose
-items are ``(index, arrays..., info)``. The DataLoader's default conversion
+items are chunks of consecutive files (:func:`file_chunks`), each returned as a
+list of per-file tuples of numpy arrays. The DataLoader's default conversion
 turns numpy arrays into tensors, which torch then ships through shared-memory
 file descriptors: one socket handshake per array, about 1 ms each, which cost
 more than decoding a 4 s file. Returning the items untouched sends the arrays
