@@ -86,7 +86,7 @@ def prepare(
     target_eval: Optional[Path] = typer.Option(None, "--target-eval", help="Labelled target clips for reporting only (split 'test')."),
     config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of source files held out for validation."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Decoding processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Decoding processes (default: one per core)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the train/val split."),
     quiet: bool = QuietOpt,
 ) -> None:

@@ -141,13 +141,13 @@ class DataConfig:
 
     val_fraction: float = 0.1
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None       # decoding processes; None: one per core
     batch_size: int = 64             # clips per frontend batch in prepare
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction: must lie in [0, 1), got {self.val_fraction}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ConfigError(f"data.workers: must be >= 0, got {self.workers}")
         _positive(self, "batch_size")
 

@@ -28,7 +28,7 @@ from .config import Config, config_to_dict, dump_config
 from .frontend import LogMel
 from .scan import Item, ScanError, scan_input
 from .store import FORMAT_VERSION, INDEX_COLUMNS, PREPARED_MARKER, FeatureFile, write_json
-from .workers import file_chunks, file_loader
+from .workers import cpu_cores, file_chunks, file_loader
 
 __all__ = ["PrepareError", "PrepareSummary", "plan_items", "prepare"]
 
@@ -266,7 +266,8 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             f.write(",".join(header) + "\n")
     class_ok = set(classes)
 
-    loader = file_loader(_Decode(items, file_chunks(sizes, state["files_done"]), config), config.data.workers)
+    workers = cpu_cores() if config.data.workers is None else config.data.workers
+    loader = file_loader(_Decode(items, file_chunks(sizes, state["files_done"]), config), workers)
 
     pending_feats: list[np.ndarray] = []
     pending_rows: list[list[str]] = []
