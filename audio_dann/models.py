@@ -218,12 +218,12 @@ def for_inference(module: nn.Module) -> nn.Module:
     fast = copy.deepcopy(module).eval()
     for seq in [m for m in fast.modules() if isinstance(m, nn.Sequential)]:
         for k in range(len(seq)):
-            conv, bn = seq[k], (seq[k + 1] if k + 1 < len(seq) else None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-                seq[k] = fused.to(memory_format=torch.channels_last) if conv.weight.is_contiguous(
+            layer, after = seq[k], (seq[k + 1] if k + 1 < len(seq) else None)
+            if isinstance(layer, nn.Conv2d) and isinstance(after, nn.BatchNorm2d) and after.track_running_stats:
+                fused = torch.nn.utils.fusion.fuse_conv_bn_eval(layer, after)
+                seq[k] = fused.to(memory_format=torch.channels_last) if layer.weight.is_contiguous(
                     memory_format=torch.channels_last) else fused
                 seq[k + 1] = nn.Identity()
-            elif _plain_pool2(conv):
+            elif _plain_pool2(layer):
                 seq[k] = PairMax2d()
     return fast

@@ -24,6 +24,7 @@ import torch
 from .atomic import atomic_path
 from .audio import AudioError, load_mono, plan_windows
 from .classifier import AudioClassifier, load_model
+from .config import ConfigError
 from .distributed import barrier, init_from_env, rank_world, shard_range, shutdown
 from .loop import autocast_for
 from .metrics import classification_report
@@ -47,7 +48,7 @@ class FileResult:
 
 def _check_amp(amp: str) -> None:
     if amp not in ("off", "bf16", "fp16"):
-        raise ValueError(f"--amp must be off, bf16 or fp16, got {amp!r}")
+        raise ConfigError(f"--amp must be off, bf16 or fp16, got {amp!r}")
 
 
 def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_rate: int, batch_size: int,

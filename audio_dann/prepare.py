@@ -273,7 +273,10 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     pending_rows: list[list[str]] = []
     pending_skips: list[list[str]] = []
 
-    def flush(save_state: bool) -> None:
+    stats_sums = np.asarray(state["stats_sums"], dtype=np.float64)
+
+    def save() -> None:
+        """Append what is pending, then record how far the outputs are durable (for resume)."""
         if pending_feats:
             features.append(np.concatenate(pending_feats))
             buf = io.StringIO()
@@ -284,15 +287,13 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             csv.writer(buf, lineterminator="\n").writerows(pending_skips)
             skipped_f.write(buf.getvalue())
         pending_feats.clear(), pending_rows.clear(), pending_skips.clear()
-        if save_state:
-            features.flush(), index_f.flush(), skipped_f.flush()
-            state.update(clips=features.rows, index_bytes=index_f.tell(), skipped_bytes=skipped_f.tell())
-            write_json(progress_path, state)
+        features.flush(), index_f.flush(), skipped_f.flush()
+        state.update(clips=features.rows, index_bytes=index_f.tell(), skipped_bytes=skipped_f.tell(),
+                     stats_sums=stats_sums.tolist())
+        write_json(progress_path, state)
 
-    stats_sums = np.asarray(state["stats_sums"], dtype=np.float64)
     last_save = time.monotonic()
     try:
-        n_pending = 0
         for i, clips, offsets, info, sums in (result for chunk in loader for result in chunk):
             item = items[i]
             if clips is None:
@@ -306,21 +307,18 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
                 base = len(pending_rows) + features.rows
                 pending_rows.extend([str(base + k), item.path, f"{off:.3f}", item.domain, item.label or "",
                                      item.split] for k, off in enumerate(offsets))
-                n_pending += len(clips)
                 state["files_read"] += 1
                 state["audio_seconds"] += float(info)
                 if item.split == "train":  # normalisation stats: training clips of every domain
                     stats_sums += sums
                     state["stats_frames"] += clips.shape[0] * clips.shape[2]
             state["files_done"] = i + 1
-            if n_pending >= _MAX_PENDING_CLIPS or time.monotonic() - last_save >= _SAVE_EVERY_SECONDS:
-                state["stats_sums"] = stats_sums.tolist()
-                flush(save_state=True)
-                n_pending, last_save = 0, time.monotonic()
+            if len(pending_rows) >= _MAX_PENDING_CLIPS or time.monotonic() - last_save >= _SAVE_EVERY_SECONDS:
+                save()
+                last_save = time.monotonic()
             if progress is not None:
-                progress(state["files_done"], len(items), features.rows + n_pending, state["audio_seconds"])
-        state["stats_sums"] = stats_sums.tolist()
-        flush(save_state=True)
+                progress(state["files_done"], len(items), features.rows + len(pending_rows), state["audio_seconds"])
+        save()
     finally:
         index_f.close()
         skipped_f.close()

@@ -10,7 +10,6 @@ only). Different utterances on each side, so the target never holds degraded cop
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from audio_dann.audio import read_audio
 from audio_dann.config import load_config
 from audio_dann.manifest import build_manifest, write_manifest
 from audio_dann.prepare import prepare
-from run_recipe import score_grid  # noqa: E402 (same folder)
+from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,13 +44,7 @@ def degrade(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
-    ap.add_argument("--work", type=Path, default=Path("data/fsdd_channel"))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--methods", nargs="+", default=["source-only", "dann"])
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--tag", default="default")
+    ap = shift_args("data/fsdd_channel")
     args = ap.parse_args()
     config = load_config(HERE / "config.yaml", args.overrides)
     pattern = "{label}_{speaker}_{index}.wav"

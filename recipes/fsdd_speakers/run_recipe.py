@@ -78,6 +78,18 @@ def score_grid(prep: Path, runs: Path, config, methods, seeds, test_csv: Path, p
     return results
 
 
+def shift_args(work: str) -> argparse.ArgumentParser:
+    """The options shared by the single-shift scripts (channel_shift.py, synth_to_real.py)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
+    ap.add_argument("--work", type=Path, default=Path(work))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--methods", nargs="+", default=["source-only", "dann"])
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--tag", default="default")
+    return ap
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))

@@ -9,7 +9,6 @@ only): FSDD index 0-4 (300 clips). Needs the `espeak-ng` program (Debian/Ubuntu:
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 from audio_dann.config import load_config
 from audio_dann.manifest import build_manifest, write_manifest
 from audio_dann.prepare import prepare
-from run_recipe import score_grid  # noqa: E402 (same folder)
+from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -44,14 +43,8 @@ def synthesise(out: Path, per_digit: int, seed: int = 0) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
-    ap.add_argument("--work", type=Path, default=Path("data/fsdd_synth"))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--methods", nargs="+", default=["source-only", "dann"])
+    ap = shift_args("data/fsdd_synth")
     ap.add_argument("--per-digit", type=int, default=60)
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--tag", default="default")
     args = ap.parse_args()
     config = load_config(HERE / "config.yaml", args.overrides)
     synthesise(args.work / "espeak", args.per_digit)
