@@ -1,7 +1,8 @@
 """The ``audio-dann`` command line: parse, call one library function, print a summary.
 
-Every user error (bad path, bad file, bad config) ends in one line on stderr
-and exit code 2, never a traceback.
+Every user error (any :class:`~audio_dann.errors.UserError`: bad path, bad file, bad config)
+ends in one line on stderr and exit code 2, never a traceback. Nothing heavy (torch, numpy,
+matplotlib) is imported until a command runs, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
@@ -14,22 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .errors import UserError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt audio classifiers to new recording conditions without new labels (DANN).")
 out_console = Console()
 err_console = Console(stderr=True)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .audio import AudioError
-    from .checkpoint import BundleError
-    from .config import ConfigError
-    from .manifest import ManifestError
-    from .prepare import PrepareError
-    from .run import RunError
-    from .scan import ScanError
-    from .store import StoreError
-    return (AudioError, BundleError, ConfigError, ManifestError, PrepareError, RunError, ScanError, StoreError, FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -37,7 +28,7 @@ def _guard() -> Iterator[None]:
     """Turn user errors into one line and exit code 2; Ctrl-C into exit 130."""
     try:
         yield
-    except _user_errors() as exc:
+    except (UserError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -71,6 +62,9 @@ SetOpt = typer.Option(None, "--set", help="Override one setting, e.g. --set trai
 AmpOpt = typer.Option("off", "--amp", help="off (float32) | bf16 | fp16: faster on GPUs and AMX/AVX-512-BF16 CPUs, "
                                           "probabilities differ slightly")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]")
+WorkersOpt = typer.Option(None, "--workers", "-w", help="Worker processes that decode audio (default: one per core; "
+                                                         "half the cores when a GPU runs the network).")
 
 
 @app.command()
@@ -81,13 +75,13 @@ def prepare(
     target_eval: Optional[Path] = typer.Option(None, "--target-eval", help="Labelled target clips for reporting only (split 'test')."),
     config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of source files held out for validation."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Decoding processes (default: one per core)."),
+    workers: Optional[int] = WorkersOpt,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the train/val split."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Decode, resample and slice recordings into a log-mel feature store (resumable)."""
     with _guard():
-        from .prepare import prepare as run_prepare
+        from .data.prepare import prepare as run_prepare
         extra = [f"data.{k}={v}" for k, v in (("val_fraction", val_fraction), ("workers", workers), ("seed", seed))
                  if v is not None]
         cfg = _config(config, list(set_ or []) + extra)
@@ -112,13 +106,13 @@ def train(
     method: Optional[str] = typer.Option(None, "--method", "-m", help="dann | source-only (default: config)."),
     config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,
     seed: Optional[int] = typer.Option(None, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    device: str = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Train DANN (or source-only) on a prepared folder; writes model.pt, last.pt, metrics and plots."""
     with _guard():
-        from .run import train as run_train
+        from .api import train as run_train
         if method is not None and method not in ("dann", "source-only"):
             raise typer.BadParameter("--method must be dann or source-only")
         cfg = _config(config, set_)
@@ -145,16 +139,15 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w",
-                                          help="Worker processes (default: one per core on CPU, half the cores with a GPU)."),
+    workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Accuracy (95% CI), macro-F1, per-class recall and confusion matrix on labelled audio."""
     with _guard():
-        from .predict import evaluate as run_evaluate
-        from .run import resolve_device
+        from .infer.evaluate import evaluate as run_evaluate
+        from .runtime import resolve_device
         with _bar(quiet, "evaluate") as update:
             report = run_evaluate(model, data, batch_size=batch_size, workers=workers,
                                   device=resolve_device(device), amp=amp, progress=update)
@@ -171,10 +164,10 @@ def evaluate(
             out_console.print(f"{len(report['skipped'])} files skipped, e.g. {report['skipped'][0]['file']}: "
                               f"{report['skipped'][0]['reason']}")
         if json_out:
-            from .store import write_json
+            from .files import write_json
             write_json(json_out, report)
         if plot:
-            from .report import plot_confusion
+            from .report.plots import plot_confusion
             plot_confusion(report["confusion"], report["classes"], plot, title=f"{model}")
 
 
@@ -184,22 +177,19 @@ def predict(
     wav_dir: Path = typer.Argument(..., help="Folder of audio files (recursive) or one file."),
     out: Path = typer.Option(..., "--out", "-o", help="predictions.csv (or .jsonl)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w",
-                                          help="Worker processes (default: one per core on CPU, half the cores with a GPU)."),
+    workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
     window_seconds: Optional[float] = typer.Option(None, "--window-seconds", help="Window length (default: the model's clip length)."),
     hop_seconds: Optional[float] = typer.Option(None, "--hop-seconds", help="Hop between windows of long files."),
     per_window: bool = typer.Option(False, "--per-window", help="One row per window instead of per file."),
     fmt: str = typer.Option("csv", "--format", help="csv | jsonl"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Classify every audio file of a folder; unreadable files get an error row, the rest go on."""
     with _guard():
-        from .predict import predict as run_predict
-        from .run import resolve_device
-        if fmt not in ("csv", "jsonl"):
-            raise typer.BadParameter("--format must be csv or jsonl")
+        from .infer.predict import predict as run_predict
+        from .runtime import resolve_device
         with _bar(quiet, "predict") as update:
             counts = run_predict(model, wav_dir, out, batch_size=batch_size, workers=workers,
                                  window_seconds=window_seconds, hop_seconds=hop_seconds, per_window=per_window,
@@ -212,7 +202,7 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for data, runs and demo_results.json."),
     quick: bool = typer.Option(False, "--quick", help="A seconds-long smoke version (tiny data, few steps)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Synthetic studio -> field shift: prepare, train source-only and DANN, compare on field clips."""
@@ -246,7 +236,7 @@ def manifest(
 ) -> None:
     """Write a path,label,domain[,split] manifest from labels and domains held in file names."""
     with _guard():
-        from .manifest import build_manifest, write_manifest
+        from .data.manifest import build_manifest, write_manifest
         rows, unmatched = build_manifest(root, pattern, where or [], domain, label, val_where)
         write_manifest(rows, out)
         counts: dict[str, int] = {}
@@ -265,7 +255,7 @@ def report(
 ) -> None:
     """Write RUN/report.md: curves, embedding maps before/after, A-distance, confusion, selection table."""
     with _guard():
-        from .runreport import make_report
+        from .report.run_report import make_report
         out_console.print(f"report -> {make_report(run, prepared, tsne=tsne)}")
 
 
@@ -277,7 +267,8 @@ def select(
 ) -> None:
     """Rank finished runs by a label-free criterion (target accuracy shown as report only)."""
     with _guard():
-        from .selection import CRITERIA, rank_runs
+        from .report.ranking import rank_runs
+        from .training.criteria import CRITERIA
         if criterion not in CRITERIA:
             raise typer.BadParameter(f"--criterion must be one of {', '.join(CRITERIA)}")
         result = rank_runs(runs, criterion)
@@ -293,7 +284,7 @@ def select(
                               f"{result['regret']:.4f} accuracy on the table vs the best-on-target run")
         out_console.print("Selection used no target labels; target accuracy is shown for reporting only.")
         if json_out:
-            from .store import write_json
+            from .files import write_json
             write_json(json_out, result)
 
 

@@ -13,14 +13,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = [
     "ConfigError", "FeatureConfig", "ModelConfig", "TrainConfig", "DataConfig", "Config",
     "load_config", "dump_config", "config_from_dict", "config_to_dict", "apply_overrides",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is not valid; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +286,6 @@ def dump_config(config: Config, path: str | Path | None = None) -> str:
     """YAML text of ``config``; written atomically to ``path`` when given."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     if path is not None:
-        from .atomic import atomic_write_text
+        from .files import atomic_write_text
         atomic_write_text(Path(path), text)
     return text

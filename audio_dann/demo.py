@@ -1,6 +1,6 @@
 """``demo``: the whole job on seeded synthetic data, source-only against DANN.
 
-Writes a studio (labelled) / field (unlabelled) dataset with :mod:`.synth`,
+Writes a studio (labelled) / field (unlabelled) dataset with :mod:`.data.synth`,
 prepares it once, trains source-only and DANN with the same features, model,
 budget and seed, evaluates both on held-out studio and field clips, and
 writes ``demo_results.json``.
@@ -13,12 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from .api import evaluate, prepare, train
 from .config import Config, apply_overrides
-from .predict import evaluate
-from .prepare import prepare
-from .run import REPORT_ONLY_NOTE, train
-from .store import write_json
-from .synth import SynthSpec, write_dataset
+from .data.synth import SynthSpec, write_dataset
+from .files import write_json
+from .training.run_folder import REPORT_ONLY_NOTE
 
 __all__ = ["demo_config", "run_demo"]
 

@@ -19,12 +19,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audio_dann.audio import slice_windows
-from audio_dann.checkpoint import make_bundle, save_bundle
-from audio_dann.classifier import build_classifier, load_model
+from audio_dann.data.audio import slice_windows
+from audio_dann.nn.classifier import build_classifier, load_model
 from audio_dann.config import Config
-from audio_dann.predict import predict
-from audio_dann.workers import cpu_cores
+from audio_dann.api import predict
+from audio_dann.runtime import cpu_cores
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
             paths.append(p)
         config = Config()
         model = build_classifier(config, [f"c{k}" for k in range(10)], ["source", "target"])
-        save_bundle(make_bundle(config, model.classes, model.domains, model.state_dict()), tmp / "model.pt")
+        model.save(tmp / "model.pt")
 
         import librosa
         naive_model = load_model(tmp / "model.pt")
@@ -85,7 +84,7 @@ def main() -> None:
 def ceiling(model, paths, naive_per_file: float, cores: int) -> None:
     """The most any predict could gain here: one core's cost per file of decoding + log-mels and of
     the float32 network (inference copy, batch 64), spread perfectly over ``cores`` cores."""
-    from audio_dann.audio import load_mono
+    from audio_dann.data.audio import load_mono
     feats = model.config.features
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -46,7 +46,7 @@ def naive(paths: list[Path]) -> float:
 def ours(src: Path, tgt: Path, out: Path, workers: int, hop: float) -> float:
     """Wall time of the library call behind `audio-dann prepare` (in this process, imports done)."""
     from audio_dann.config import Config, apply_overrides
-    from audio_dann.prepare import prepare
+    from audio_dann.api import prepare
     cfg = apply_overrides(Config(), ["features.n_mels=64", f"features.hop_seconds={hop}", f"data.workers={workers}"])
     t0 = time.perf_counter()
     prepare(src, [tgt], out, config=cfg)

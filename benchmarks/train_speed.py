@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from audio_dann.config import Config, TrainConfig
-from audio_dann.loop import TrainData, fit
-from audio_dann.models import build_dann
+from audio_dann.training.loop import TrainData, fit
+from audio_dann.nn.dann import build_dann
 
 
 def bare_loop(model, xs, ys, xt, steps: int, batch: int, lr: float = 0.01) -> None:

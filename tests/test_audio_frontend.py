@@ -4,8 +4,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_dann.audio import AudioError, load_mono, read_audio, slice_windows
-from audio_dann.frontend import LogMel
+from audio_dann.data.audio import load_mono, read_audio, slice_windows
+from audio_dann.errors import AudioError
+from audio_dann.nn.frontend import LogMel
 
 from audio_files import tone, write
 

@@ -84,7 +84,7 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
     full = tmp_path / "full"
     _ok(["train", prepared / "prepared", "--out", full, *TRAIN])
     killed = tmp_path / "killed"
-    import audio_dann.loop as loop
+    import audio_dann.training.loop as loop
     real_fit = loop.fit
 
     def dying_fit(*args, progress_cb=None, **kwargs):
@@ -93,10 +93,10 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
                 raise KeyboardInterrupt
         return real_fit(*args, progress_cb=cb, **kwargs)
 
-    monkeypatch.setattr("audio_dann.run.fit", dying_fit)
+    monkeypatch.setattr("audio_dann.training.run.fit", dying_fit)
     res = runner.invoke(app, [str(a) for a in ["train", prepared / "prepared", "--out", killed, *TRAIN]])
     assert res.exit_code == 130 and "--resume" in res.output
-    monkeypatch.setattr("audio_dann.run.fit", real_fit)
+    monkeypatch.setattr("audio_dann.training.run.fit", real_fit)
     _fails(["train", prepared / "prepared", "--out", killed, *TRAIN], "--resume")
     _ok(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN])
     a = torch.load(full / "last.pt", weights_only=True)["model_state"]
@@ -135,7 +135,7 @@ def test_report_and_select(prepared, tmp_path):
 def test_train_on_several_prepared_shards(tmp_path):
     """A corpus prepared as two shards trains as one: clips and domains add up, stats are pooled."""
     import numpy as np
-    from audio_dann.store import open_prepared, open_prepared_many
+    from audio_dann.data.store import open_prepared, open_prepared_many
     shards = []
     for k, shift in enumerate((1.0, 1.05)):
         src = class_folders(tmp_path / f"src{k}", per_class=4, shift=shift)
@@ -182,10 +182,10 @@ def test_demo_quick(tmp_path):
 def test_predict_equals_the_plain_model(tmp_path, workers, in_workers):
     """Whatever the workers, chunking and batching (network in the workers as on CPU, or in the main
     process as on a GPU), a file's window probabilities are softmax(model(window))."""
-    from audio_dann.audio import load_mono, slice_windows
-    from audio_dann.classifier import build_classifier
+    from audio_dann.data.audio import load_mono, slice_windows
+    from audio_dann.nn.classifier import build_classifier
     from audio_dann.config import Config
-    from audio_dann.predict import iter_predictions
+    from audio_dann.infer.engine import iter_predictions
     torch.manual_seed(0)
     model = build_classifier(Config(), ["a", "b", "c"], ["source", "target"]).eval()
     paths = [write(tmp_path / f"{k:02d}.wav", tone(200 + 150 * k, 0.4 + 0.7 * k, 16000), 16000) for k in range(5)]
@@ -204,9 +204,9 @@ def test_predict_equals_the_plain_model(tmp_path, workers, in_workers):
 
 
 def test_predict_bf16_autocast_is_close_to_float32(tmp_path):
-    from audio_dann.classifier import build_classifier
+    from audio_dann.nn.classifier import build_classifier
     from audio_dann.config import Config
-    from audio_dann.predict import iter_predictions
+    from audio_dann.infer.engine import iter_predictions
     torch.manual_seed(1)
     model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
     paths = [str(write(tmp_path / f"{k}.wav", tone(300 * (k + 1), 1.5, 16000), 16000)) for k in range(3)]

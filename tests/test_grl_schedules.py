@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from audio_dann.grl import grad_reverse
-from audio_dann.schedules import grl_coeff, lr_factor, progress
+from audio_dann.nn.grl import grad_reverse
+from audio_dann.training.schedules import grl_coeff, lr_factor, progress
 
 
 @pytest.mark.parametrize("coeff", [0.0, 0.37, 1.0, 6.0])

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from audio_dann.manifest import ManifestError, build_manifest, compile_pattern, parse_condition
+from audio_dann.data.manifest import build_manifest, compile_pattern, parse_condition
+from audio_dann.errors import ManifestError
 
 from audio_files import tone, write
 

@@ -1,7 +1,12 @@
 import torch
 
 from audio_dann.config import ModelConfig
-from audio_dann.models import BACKBONES, InputNorm, build_dann
+import pytest
+
+from audio_dann.nn.augment import SpecAugment
+from audio_dann.nn.backbones import BACKBONES, build_backbone
+from audio_dann.nn.dann import build_dann
+from audio_dann.nn.norm import InputNorm
 
 
 def test_default_cnn_size_and_shapes():
@@ -11,7 +16,26 @@ def test_default_cnn_size_and_shapes():
     logits, dom, z = model(torch.randn(5, 40, 101), 0.5)
     assert logits.shape == (5, 10) and dom.shape == (5, 4) and z.shape == (5, 128)
     assert build_dann(ModelConfig(), 10, 2, n_mels=40)(torch.randn(2, 40, 101), 1.0)[1].shape == (2, 1)
-    assert {"cnn", "mlp"} <= set(BACKBONES)
+
+
+def test_source_only_models_have_no_domain_head():
+    model = build_dann(ModelConfig(), n_classes=3, n_domains=0, n_mels=40)
+    assert model.domain_head is None
+    assert not any(k.startswith("domain_head.") for k in model.state_dict())
+    logits, dom, _ = model(torch.randn(2, 40, 101), 1.0)
+    assert logits.shape == (2, 3) and dom is None
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registered_backbone_maps_its_input_to_its_embedding(name):
+    x = torch.randn(3, 2) if name == "mlp" else torch.randn(3, 16, 40)
+    net = build_backbone(name, channels=(4, 8), embedding_dim=12, dropout=0.0, in_features=2).eval()
+    assert net(x).shape == (3, 12) and net.embedding_dim == 12
+
+
+def test_unknown_backbone_is_named():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet9000'.*cnn"):
+        build_backbone("resnet9000")
 
 
 def test_clip_mean_norm_cancels_gain_and_fixed_eq():
@@ -24,19 +48,20 @@ def test_clip_mean_norm_cancels_gain_and_fixed_eq():
 
 
 def test_spec_augment_only_in_training_and_per_example():
-    norm = InputNorm(16, "clip_mean", freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=8)
+    aug = SpecAugment(freq_masks=2, freq_mask_width=5, time_masks=2, time_mask_width=8)
     x = torch.randn(4, 16, 60) + 3
-    norm.train()
+    aug.train()
     torch.manual_seed(0)
-    y = norm(x)
+    y = aug(x)
     zeros = (y == 0).float().mean(dim=(1, 2))
     assert (zeros > 0).all() and len(set(zeros.tolist())) > 1
-    norm.eval()
-    assert not (norm(x) == 0).any()
+    aug.eval()
+    assert torch.equal(aug(x), x)
+    assert list(aug.state_dict()) == []  # no state: bundles with and without it hold the same weights
 
 
 def test_inference_copy_computes_the_same_function_and_leaves_the_model_alone():
-    from audio_dann.models import PairMax2d, for_inference
+    from audio_dann.nn.fold import PairMax2d, for_inference
     torch.manual_seed(0)
     model = build_dann(ModelConfig(), n_classes=5, n_domains=2, n_mels=40)
     for m in model.modules():  # non-trivial running statistics, so folding them matters

@@ -7,9 +7,9 @@ import torch
 
 from audio_dann.config import Config, apply_overrides
 import importlib
-from audio_dann.prepare import PrepareError, prepare
-from audio_dann.scan import ScanError
-from audio_dann.store import StoreError, open_prepared
+from audio_dann.data.prepare import prepare
+from audio_dann.errors import PrepareError, ScanError, StoreError
+from audio_dann.data.store import open_prepared
 
 from audio_files import class_folders, tone, write
 
@@ -63,8 +63,8 @@ def test_prepare_messy_inputs_follows_the_contract(tmp_path):
     long_rows = [r for r in rows if r["file"].endswith("long.wav")]
     assert len(long_rows) == 59  # 30 s, 1 s windows every 0.5 s
     # the stored clips are the frontend on each window (cut a batch of 4 at a time in the worker)
-    from audio_dann.audio import load_mono, slice_windows
-    from audio_dann.frontend import LogMel
+    from audio_dann.data.audio import load_mono, slice_windows
+    from audio_dann.nn.frontend import LogMel
     windows, _ = slice_windows(load_mono(long_rows[0]["file"], 16000), 16000, 8000)
     ref = LogMel.from_config(CFG.features)(torch.from_numpy(windows)).half().numpy()
     got = np.asarray(prep.features[[int(r["clip_id"]) for r in long_rows]], dtype=np.float32)
@@ -118,7 +118,7 @@ def test_manifests_domains_and_target_eval(tmp_path):
 
 
 def test_interrupted_prepare_resumes_to_the_same_result(tmp_path, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("audio_dann.prepare"), "_SAVE_EVERY_SECONDS", 0.0)  # save after every file
+    monkeypatch.setattr(importlib.import_module("audio_dann.data.store_writer"), "_SAVE_EVERY_SECONDS", 0.0)  # save after every file
     src = class_folders(tmp_path / "src", per_class=8)
     tgt = class_folders(tmp_path / "tgt", per_class=6, shift=1.1)
     ref = open_prepared(prepare(src, [tgt], tmp_path / "ref", config=CFG).out)
@@ -171,7 +171,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_file_chunks_cover_every_file_once_within_limits():
-    from audio_dann.workers import file_chunks
+    from audio_dann.data.workers import file_chunks
     sizes = [100, 100, 5000, 100, 100, 100, 100, 100, 0, 100]
     chunks = file_chunks(sizes, start=1, max_files=3, max_bytes=1000)
     assert chunks == [(1, 2), (2, 3), (3, 6), (6, 9), (9, 10)]

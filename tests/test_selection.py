@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from audio_dann.config import ModelConfig, TrainConfig
-from audio_dann.loop import TrainData, fit, seed_everything
-from audio_dann.models import build_dann
-from audio_dann.selection import dev_risk, proxy_a_distance, reverse_validation_risk, snd, spearman
+from audio_dann.runtime import seed_everything
+from audio_dann.training.loop import TrainData, fit
+from audio_dann.nn.dann import build_dann
+from audio_dann.report.ranking import spearman
+from audio_dann.training.criteria import dev_risk, proxy_a_distance, snd
+from audio_dann.training.reverse import reverse_validation_risk
 
 from conftest import make_moons
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from audio_dann.config import load_config
-from audio_dann.predict import evaluate
-from audio_dann.prepare import prepare
-from audio_dann.run import train
+from audio_dann.api import evaluate
+from audio_dann.api import prepare
+from audio_dann.api import train
 
 HERE = Path(__file__).resolve().parent
 

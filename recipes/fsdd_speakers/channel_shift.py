@@ -15,21 +15,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audio_dann.audio import read_audio
 from audio_dann.config import load_config
-from audio_dann.manifest import build_manifest, write_manifest
-from audio_dann.prepare import prepare
+from audio_dann.data.audio import read_audio
+from audio_dann.data.manifest import build_manifest, write_manifest
+from audio_dann.data.prepare import prepare
+from audio_dann.data.synth import coloured_noise, filter_spectrum
 from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 
 
 def degrade(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
-    n = len(x)
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(n, 1 / sr)
-    spec *= 1 / np.sqrt(1 + (300 / np.maximum(f, 1)) ** 8) / np.sqrt(1 + (f / 3400) ** 8)
-    y = np.fft.irfft(spec, n)
+    y = filter_spectrum(x, sr, lambda f: 1 / np.sqrt(1 + (300 / np.maximum(f, 1)) ** 8) / np.sqrt(1 + (f / 3400) ** 8))
     d = int(0.02 * sr)
     y[d:] += 0.4 * y[:-d]
     y = y / (np.abs(y).max() + 1e-9) * 0.9
@@ -37,9 +34,9 @@ def degrade(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     comp = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
     y = np.round((comp + 1) / 2 * mu) / mu * 2 - 1
     y = np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu
-    pink = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.sqrt(np.maximum(f, 20)), n)
+    pink = coloured_noise(rng.standard_normal(len(x)), sr, 0.5, 20.0)
     snr = rng.uniform(5, 15)
-    y = y + pink / (pink.std() + 1e-12) * y.std() / 10 ** (snr / 20)
+    y = y + pink * y.std() / 10 ** (snr / 20)
     return np.clip(y * rng.uniform(1.0, 2.0), -0.8, 0.8).astype(np.float32)
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from audio_dann.config import config_to_dict, load_config
-from audio_dann.manifest import build_manifest, write_manifest
-from audio_dann.metrics import wilson_interval
-from audio_dann.predict import evaluate
-from audio_dann.prepare import prepare
-from audio_dann.run import train
+from audio_dann.data.manifest import build_manifest, write_manifest
+from audio_dann.infer.metrics import wilson_interval
+from audio_dann.api import evaluate
+from audio_dann.api import prepare
+from audio_dann.api import train
 
 HERE = Path(__file__).resolve().parent
 GROUPS = {"A": (["jackson", "nicolas", "theo"], ["george", "lucas", "yweweler"])}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_dann.selection import CRITERIA, score, spearman
+from audio_dann.report.ranking import spearman
+from audio_dann.training.criteria import CRITERIA, score
 
 
 def main(runs: list[Path]) -> None:

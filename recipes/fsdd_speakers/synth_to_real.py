@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from audio_dann.config import load_config
-from audio_dann.manifest import build_manifest, write_manifest
-from audio_dann.prepare import prepare
+from audio_dann.data.manifest import build_manifest, write_manifest
+from audio_dann.api import prepare
 from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent

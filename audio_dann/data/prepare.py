@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import time
@@ -23,23 +22,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .audio import AudioError, gather_windows, load_mono, plan_windows
-from .config import Config, config_to_dict, dump_config
-from .frontend import LogMel
-from .scan import Item, ScanError, scan_input
-from .store import FORMAT_VERSION, INDEX_COLUMNS, PREPARED_MARKER, FeatureFile, write_json
-from .workers import cpu_cores, file_chunks, file_loader
+from ..config import Config, config_to_dict, dump_config
+from ..errors import AudioError, PrepareError, ScanError
+from ..files import write_json
+from ..nn.frontend import LogMel
+from ..runtime import cpu_cores, derive_seed
+from .audio import gather_windows, load_mono, plan_windows
+from .scan import Item, scan_input
+from .store import PREPARED_MARKER
+from .store_writer import StoreWriter
+from .workers import ChunkDataset, file_chunks, file_loader
 
-__all__ = ["PrepareError", "PrepareSummary", "plan_items", "prepare"]
+__all__ = ["PrepareSummary", "plan_items", "prepare"]
 
 _OUR_FILES = {"config.yaml", "index.csv", "features.npy", "stats.json", "classes.json", "domains.json",
               "skipped.csv", "progress.json", PREPARED_MARKER}
-
-
-class PrepareError(ValueError):
-    """The inputs or the output folder cannot be used; the message names the path."""
-
-
 @dataclass
 class PrepareSummary:
     out: str
@@ -72,7 +69,7 @@ def _split_source(items: list[Item], val_fraction: float, seed: int) -> list[Ite
     out = []
     for it in items:
         (out.append(it) if it.split else by_class[it.label].append(it))
-    rng = np.random.default_rng([seed, 0xDA7A])
+    rng = np.random.default_rng(derive_seed(seed, "split/source"))
     for label in sorted(by_class):
         group = by_class[label]
         order = rng.permutation(len(group))
@@ -132,11 +129,12 @@ def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> tuple
     return h.hexdigest()[:16], sizes
 
 
-class _Decode(torch.utils.data.Dataset):
-    """Worker side: a chunk of files -> per file, float16 log-mel clips (or the reason it failed)."""
+class _Decode(ChunkDataset):
+    """Worker side: file ``i`` -> ``(float16 log-mel clips, clip starts in s, seconds, stats sums)``."""
 
     def __init__(self, items: list[Item], chunks: list[tuple[int, int]], config: Config) -> None:
-        self.items, self.chunks, self.cfg = items, chunks, config.features
+        super().__init__(chunks)
+        self.items, self.cfg = items, config.features
         self.batch = config.data.batch_size
         self._frontend: LogMel | None = None
 
@@ -150,30 +148,19 @@ class _Decode(torch.utils.data.Dataset):
             return torch.cat([self._frontend(torch.from_numpy(gather_windows(signal, starts[s:s + self.batch], clip)))
                               .half() for s in range(0, len(starts), self.batch)]).numpy()
 
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, k: int) -> list[tuple]:
-        return [self._one(i) for i in range(*self.chunks[k])]
-
-    def _one(self, i: int) -> tuple:
-        cfg = self.cfg
-        try:
-            x = load_mono(self.items[i].path, cfg.sample_rate)
-            if not x.any():
-                return i, None, None, "all samples are zero (silent file)", None
-            signal, offsets = plan_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
-                                           cfg.pad_mode)
-            clips = self._logmel(signal, offsets)
-            sums = np.zeros((2, clips.shape[1]))
-            for s in range(0, len(clips), 256):  # the stored float16 values, summed in float64 (in blocks)
-                wide = clips[s:s + 256].astype(np.float64)
-                sums += np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
-            return i, clips, offsets / cfg.sample_rate, len(x) / cfg.sample_rate, sums
-        except AudioError as exc:
-            return i, None, None, exc.reason, None
-        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
-            return i, None, None, f"cannot read ({type(exc).__name__}: {exc})", None
+    def work(self, i: int) -> tuple:
+        cfg, path = self.cfg, self.items[i].path
+        x = load_mono(path, cfg.sample_rate)
+        if not x.any():
+            raise AudioError(path, "all samples are zero (silent file)")
+        signal, offsets = plan_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
+                                       cfg.pad_mode)
+        clips = self._logmel(signal, offsets)
+        sums = np.zeros((2, clips.shape[1]))
+        for s in range(0, len(clips), 256):  # the stored float16 values, summed in float64 (in blocks)
+            wide = clips[s:s + 256].astype(np.float64)
+            sums += np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
+        return clips, offsets / cfg.sample_rate, len(x) / cfg.sample_rate, sums
 
 
 def _check_out(out: Path) -> None:
@@ -184,20 +171,6 @@ def _check_out(out: Path) -> None:
         if foreign:
             raise PrepareError(f"{out}: output folder holds other files ({', '.join(sorted(foreign)[:3])}); "
                                "choose an empty or new folder")
-
-
-def _stats(sums: list[list[float]], frames: int) -> dict[str, list[float]]:
-    """Per-mel mean and std from running ``[sum, sum of squares]`` over ``frames`` frames."""
-    total, total_sq = np.asarray(sums[0]), np.asarray(sums[1])
-    mean = total / max(frames, 1)
-    std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean ** 2, 1e-10))
-    return {"mean": mean.tolist(), "std": std.tolist()}
-
-
-# Progress (and the features behind it) is made durable at most this often: each save
-# rewrites progress.json, which cost more than decoding a file when done per batch.
-_SAVE_EVERY_SECONDS = 2.0
-_MAX_PENDING_CLIPS = 2048
 
 
 def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, *,
@@ -219,112 +192,78 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     config = (config or Config()).validate()
     out = Path(out)
     _check_out(out)
+    targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
     if not targets:
         raise PrepareError("prepare needs at least one --target folder or manifest of unlabelled clips")
     items, classes, domains = plan_items(source, targets, target_eval, config.data.val_fraction, config.data.seed)
     fp, sizes = _fingerprint(config, items, classes)
     summary = PrepareSummary(out=str(out), files_total=len(items))
-
-    marker = out / PREPARED_MARKER
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        if info.get("fingerprint") == fp:
-            summary.already_complete = True
-            summary.__dict__.update({k: info[k] for k in ("files_read", "files_skipped", "clips_written",
-                                                          "audio_seconds", "clips_by_split") if k in info})
-            return summary
-        marker.unlink()  # different inputs or settings: rebuild; the folder is now not complete
+    if _already_complete(out, fp, summary):
+        return summary
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = config.features
-    row_shape = (cfg.n_mels, cfg.n_frames)
-    state = {"fingerprint": fp, "files_done": 0, "clips": 0, "index_bytes": 0, "skipped_bytes": 0,
-             "files_read": 0, "files_skipped": 0, "audio_seconds": 0.0,
-             "stats_sums": np.zeros((2, cfg.n_mels)).tolist(), "stats_frames": 0}
-    progress_path = out / "progress.json"
-    if progress_path.is_file():
-        try:
-            old = json.loads(progress_path.read_text())
-            if old.get("fingerprint") == fp and "stats_sums" in old and (out / "features.npy").is_file():
-                state = old
-        except ValueError:
-            pass
-    resume = state["files_done"] > 0
-    summary.resumed_from_file = state["files_done"]
-    if not resume:
+    writer = StoreWriter(out, (cfg.n_mels, cfg.n_frames), fp)
+    summary.resumed_from_file = writer.resumed_from
+    if not writer.resumed_from:
         dump_config(config, out / "config.yaml")
         write_json(out / "classes.json", classes)
         write_json(out / "domains.json", domains)
-    features = FeatureFile(out / "features.npy", row_shape, rows=state["clips"] if resume else 0)
-    index_f = open(out / "index.csv", "r+" if resume else "w", newline="")
-    skipped_f = open(out / "skipped.csv", "r+" if resume else "w", newline="")
-    for f, key, header in ((index_f, "index_bytes", INDEX_COLUMNS), (skipped_f, "skipped_bytes", ("file", "reason"))):
-        if resume:
-            f.truncate(state[key])
-            f.seek(state[key])
-        else:
-            f.write(",".join(header) + "\n")
-    class_ok = set(classes)
-
-    workers = cpu_cores() if config.data.workers is None else config.data.workers
-    loader = file_loader(_Decode(items, file_chunks(sizes, state["files_done"]), config), workers)
-
-    pending_feats: list[np.ndarray] = []
-    pending_rows: list[list[str]] = []
-    pending_skips: list[list[str]] = []
-
-    stats_sums = np.asarray(state["stats_sums"], dtype=np.float64)
-
-    def save() -> None:
-        """Append what is pending, then record how far the outputs are durable (for resume)."""
-        if pending_feats:
-            features.append(np.concatenate(pending_feats))
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows(pending_rows)
-            index_f.write(buf.getvalue())
-        if pending_skips:
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows(pending_skips)
-            skipped_f.write(buf.getvalue())
-        pending_feats.clear(), pending_rows.clear(), pending_skips.clear()
-        features.flush(), index_f.flush(), skipped_f.flush()
-        state.update(clips=features.rows, index_bytes=index_f.tell(), skipped_bytes=skipped_f.tell(),
-                     stats_sums=stats_sums.tolist())
-        write_json(progress_path, state)
-
-    last_save = time.monotonic()
     try:
-        for i, clips, offsets, info, sums in (result for chunk in loader for result in chunk):
-            item = items[i]
-            if clips is None:
-                pending_skips.append([item.path, info])
-                state["files_skipped"] += 1
-            elif item.label is not None and item.label not in class_ok:
-                pending_skips.append([item.path, f"label {item.label!r} is not a source class"])
-                state["files_skipped"] += 1
-            else:
-                pending_feats.append(clips)
-                base = len(pending_rows) + features.rows
-                pending_rows.extend([str(base + k), item.path, f"{off:.3f}", item.domain, item.label or "",
-                                     item.split] for k, off in enumerate(offsets))
-                state["files_read"] += 1
-                state["audio_seconds"] += float(info)
-                if item.split == "train":  # normalisation stats: training clips of every domain
-                    stats_sums += sums
-                    state["stats_frames"] += clips.shape[0] * clips.shape[2]
-            state["files_done"] = i + 1
-            if len(pending_rows) >= _MAX_PENDING_CLIPS or time.monotonic() - last_save >= _SAVE_EVERY_SECONDS:
-                save()
-                last_save = time.monotonic()
-            if progress is not None:
-                progress(state["files_done"], len(items), features.rows + len(pending_rows), state["audio_seconds"])
-        save()
+        _decode_into(writer, items, sizes, config, set(classes), progress)
     finally:
-        index_f.close()
-        skipped_f.close()
-        features.close()
+        writer.close()
 
-    # Validate the result before calling it complete (one streaming pass over index.csv).
+    n_clips, by_split = _validate(out, source, len(items), classes, domains)
+    summary.files_read = writer.state["files_read"]
+    summary.files_skipped = writer.state["files_skipped"]
+    summary.clips_written = n_clips
+    summary.audio_seconds = writer.state["audio_seconds"]
+    summary.clips_by_split = by_split
+    summary.seconds = time.perf_counter() - t0
+    writer.finish(n_clips, {k: v for k, v in asdict(summary).items()
+                            if k not in ("out", "already_complete", "resumed_from_file")})
+    return summary
+
+
+def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary) -> bool:
+    """True (and ``summary`` filled in) when ``out`` is complete for these inputs; a folder
+    complete for other inputs or settings loses its marker, to be rebuilt."""
+    marker = out / PREPARED_MARKER
+    if not marker.is_file():
+        return False
+    info = json.loads(marker.read_text())
+    if info.get("fingerprint") != fingerprint:
+        marker.unlink()
+        return False
+    summary.already_complete = True
+    summary.__dict__.update({k: info[k] for k in ("files_read", "files_skipped", "clips_written",
+                                                  "audio_seconds", "clips_by_split") if k in info})
+    return True
+
+
+def _decode_into(writer: StoreWriter, items: list[Item], sizes: list[int], config: Config, classes: set[str],
+                 progress: Callable[[int, int, int, float], None] | None) -> None:
+    """Decode the files not done yet in worker processes and hand each to ``writer``, in order."""
+    workers = cpu_cores() if config.data.workers is None else config.data.workers
+    dataset = _Decode(items, file_chunks(sizes, writer.resumed_from), config)
+    for i, decoded, reason in (result for chunk in file_loader(dataset, workers) for result in chunk):
+        item = items[i]
+        if decoded is None:
+            writer.skip(item.path, reason)
+        elif item.label is not None and item.label not in classes:
+            writer.skip(item.path, f"label {item.label!r} is not a source class")
+        else:
+            writer.add(item.path, item.domain, item.label, item.split, *decoded)
+        writer.file_done(i)
+        if progress is not None:
+            progress(i + 1, len(items), writer.clips, writer.state["audio_seconds"])
+    writer.save()
+
+
+def _validate(out: Path, source, n_items: int, classes: list[str], domains: list[str]) -> tuple[int, dict[str, int]]:
+    """Check the written index before calling the folder complete (one streaming pass over index.csv);
+    returns the clip count and the clips per split."""
     n_clips, train_classes, target_domains = 0, set(), set()
     by_split: dict[str, int] = defaultdict(int)
     with open(out / "index.csv", newline="") as f:
@@ -334,7 +273,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
             if r["split"] == "train":
                 (train_classes.add(r["label"]) if r["domain"] == "source" else target_domains.add(r["domain"]))
     if not n_clips:
-        raise PrepareError(f"{source}: no usable audio files (all {len(items)} skipped; see {out / 'skipped.csv'})")
+        raise PrepareError(f"{source}: no usable audio files (all {n_items} skipped; see {out / 'skipped.csv'})")
     missing = [c for c in classes if c not in train_classes]
     if missing:
         raise PrepareError(f"{source}: source class {missing[0]!r} has no usable training files "
@@ -342,18 +281,4 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     for d in domains[1:]:
         if d not in target_domains:
             raise PrepareError(f"target domain {d!r}: no usable files (see {out / 'skipped.csv'})")
-    features = FeatureFile(out / "features.npy", row_shape, rows=n_clips)
-    features.finish()
-    write_json(out / "stats.json", _stats(state["stats_sums"], state["stats_frames"]))
-    summary.files_read = state["files_read"]
-    summary.files_skipped = state["files_skipped"]
-    summary.clips_written = n_clips
-    summary.audio_seconds = state["audio_seconds"]
-    summary.clips_by_split = dict(by_split)
-    summary.seconds = time.perf_counter() - t0
-    write_json(marker, {"format_version": FORMAT_VERSION, "fingerprint": fp, **{
-        k: v for k, v in asdict(summary).items() if k not in ("out", "already_complete", "resumed_from_file")}})
-    progress_path.unlink(missing_ok=True)
-    return summary
-
-
+    return n_clips, dict(by_split)

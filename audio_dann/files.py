@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "write_json"]
 
 
 @contextlib.contextmanager
@@ -35,3 +36,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")

@@ -1,10 +1,8 @@
-"""The feature store: a float16 ``.npy`` grown by appending, plus ``index.csv``.
+"""The feature store's format, and reading it: ``features.npy`` (float16) plus ``index.csv``.
 
-``features.npy`` is written with a fixed-size header that is rewritten with
-the final shape when the store is finished, so rows stream to disk (flat
-memory) and the result is an ordinary ``.npy`` that ``np.load(mmap_mode="r")``
-opens. The folder counts as complete only once ``prepared.json`` exists; it is
-written last, atomically.
+``features.npy`` is an ordinary ``.npy`` that ``np.load(mmap_mode="r")`` opens; the
+folder counts as complete only once ``prepared.json`` exists (written last, atomically,
+by :mod:`.store_writer`).
 """
 from __future__ import annotations
 
@@ -15,72 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
-from .config import Config, load_config
+from ..config import Config, load_config
+from ..errors import StoreError
 
-__all__ = ["StoreError", "INDEX_COLUMNS", "FeatureFile", "PreparedData", "open_prepared", "write_json",
-           "PREPARED_MARKER", "FORMAT_VERSION", "open_prepared_many", "ConcatRows"]
+__all__ = ["INDEX_COLUMNS", "PreparedData", "open_prepared", "PREPARED_MARKER", "STORE_FORMAT",
+           "open_prepared_many", "ConcatRows"]
 
 INDEX_COLUMNS = ("clip_id", "file", "offset", "domain", "label", "split")
 PREPARED_MARKER = "prepared.json"
-FORMAT_VERSION = 1
-_HEADER_LEN = 128  # bytes, a multiple of 64 as the .npy format asks
-
-
-class StoreError(ValueError):
-    """A prepared folder is missing, incomplete or inconsistent."""
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    d = repr({"descr": "<f2", "fortran_order": False, "shape": tuple(shape)}).encode("latin1")
-    pad = _HEADER_LEN - 10 - len(d) - 1
-    if pad < 0:
-        raise ValueError("shape too large for the fixed .npy header")
-    return b"\x93NUMPY\x01\x00" + (_HEADER_LEN - 10).to_bytes(2, "little") + d + b" " * pad + b"\n"
-
-
-class FeatureFile:
-    """Append-only float16 rows of shape ``row_shape`` in ``.npy`` format."""
-
-    def __init__(self, path: Path, row_shape: tuple[int, ...], rows: int = 0) -> None:
-        """Open for appending; ``rows`` > 0 keeps that many existing rows (resume), cutting any beyond."""
-        self.path = path
-        self.row_shape = tuple(row_shape)
-        self.row_bytes = int(np.prod(row_shape)) * 2
-        if rows and path.exists():
-            self._f = open(path, "r+b")
-            self._f.truncate(_HEADER_LEN + rows * self.row_bytes)
-            self._f.seek(0, 2)
-        else:
-            rows = 0
-            self._f = open(path, "wb")
-            self._f.write(_npy_header((0, *self.row_shape)))
-        self.rows = rows
-
-    def append(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype="<f2")
-        if rows.shape[1:] != self.row_shape:
-            raise ValueError(f"row shape {rows.shape[1:]} != store shape {self.row_shape}")
-        self._f.write(rows.tobytes())
-        self.rows += len(rows)
-
-    def flush(self) -> None:
-        self._f.flush()
-
-    def finish(self) -> None:
-        """Write the final shape into the header and close."""
-        self._f.flush()
-        self._f.seek(0)
-        self._f.write(_npy_header((self.rows, *self.row_shape)))
-        self._f.close()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+STORE_FORMAT = 1  # the prepared folder's format (model bundles have their own, nn.bundle.BUNDLE_FORMAT)
 
 
 @dataclass
@@ -179,7 +120,7 @@ def open_prepared(root: str | Path) -> PreparedData:
                          "`audio-dann prepare` command again to finish it")
     try:
         info = json.loads(marker.read_text())
-        if int(info.get("format_version", 0)) > FORMAT_VERSION:
+        if int(info.get("format_version", 0)) > STORE_FORMAT:
             raise StoreError(f"{root}: prepared with a newer audio-dann (format {info['format_version']})")
         config = load_config(root / "config.yaml")
         classes = json.loads((root / "classes.json").read_text())

@@ -9,19 +9,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["AudioError", "AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "plan_windows",
+from ..errors import AudioError
+
+__all__ = ["AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "plan_windows",
            "gather_windows", "slice_windows"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
-
-
-class AudioError(Exception):
-    """A file could not be used as audio. ``str(err)`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

@@ -13,25 +13,22 @@ report-only metrics computed by the caller's ``evaluate`` hook.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
-from .distributed import rank_world
-from .loaders import batch_indices, take
-from .models import DANN
+from ..config import TrainConfig
+from ..nn.dann import DANN
+from ..runtime import autocast_for, derive_seed, rank_world
+from .batches import batch_indices, take
 from .schedules import grl_coeff, lr_factor, progress
 
-__all__ = ["TrainData", "TrainState", "fit", "domain_loss", "make_optimizer", "autocast_for",
-           "predict_logits", "seed_everything"]
+__all__ = ["TrainData", "TrainState", "fit", "domain_loss", "domain_correct", "entropy", "make_optimizer"]
 
 
 @dataclass
@@ -46,12 +43,6 @@ class TrainData:
     target_x: Any = None
     target_domain: torch.Tensor | None = None
 
-    @property
-    def n_domains(self) -> int:
-        if self.target_domain is None or len(self.target_domain) == 0:
-            return 1
-        return int(self.target_domain.max()) + 1
-
 
 @dataclass
 class TrainState:
@@ -61,21 +52,6 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
     rng: torch.Tensor | None = None
-
-
-def seed_everything(seed: int) -> None:
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def autocast_for(device: torch.device, amp: str):
-    """The autocast context for ``train.amp`` on ``device`` (a null context when off)."""
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-    if amp == "off":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def make_optimizer(model: DANN, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -94,13 +70,14 @@ def make_optimizer(model: DANN, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def domain_loss(logits: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits for one logit (source vs target), cross-entropy for K logits."""
+    """BCE-with-logits for one logit (source vs any target), cross-entropy for K logits (domain ids)."""
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits.squeeze(1).float(), (domains > 0).float())
     return F.cross_entropy(logits.float(), domains)
 
 
-def _domain_correct(logits: torch.Tensor, domains: torch.Tensor) -> int:
+def domain_correct(logits: torch.Tensor, domains: torch.Tensor) -> int:
+    """How many clips the domain head places in their domain (source vs target for one logit)."""
     if logits.shape[1] == 1:
         pred = (logits.squeeze(1) > 0).long()
         return int((pred == (domains > 0).long()).sum())
@@ -108,25 +85,71 @@ def _domain_correct(logits: torch.Tensor, domains: torch.Tensor) -> int:
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of the softmax of ``logits`` ``(B, C)``."""
     logp = F.log_softmax(logits.float(), dim=1)
     return -(logp.exp() * logp).sum(1).mean()
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, x, batch_size: int = 256, device: torch.device | str = "cpu",
-                   amp: str = "off") -> torch.Tensor:
-    """Class logits for every row of ``x`` in eval mode, ``(N, n_classes)`` float32 on the CPU."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(x)))
-        with autocast_for(device, amp):
-            logits = model(take(x, idx, device), 0.0, with_domain=False)[0]
-        out.append(logits.float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+def _wrap(model: DANN, cfg: TrainConfig, device: torch.device, world: int) -> nn.Module:
+    """The module to call in training: the model itself, or its DDP wrapper under torchrun."""
+    if world == 1:
+        return model
+    net: nn.Module = model
+    if cfg.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA devices; on CPU (gloo) each rank "
+                             "normalises with its own batch statistics (set train.sync_bn=false)")
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    adversarial = cfg.method == "dann" and cfg.domain_weight > 0
+    return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                               find_unused_parameters=not adversarial)
+
+
+class _Step:
+    """One training step's batches and losses; ``__call__(step)`` returns the loss and logged terms."""
+
+    def __init__(self, net: nn.Module, data: TrainData, cfg: TrainConfig, device: torch.device, running: "_Running",
+                 rank: int, world: int) -> None:
+        self.net, self.data, self.cfg, self.device, self.running = net, data, cfg, device, running
+        self.rank, self.world = rank, world
+        self.adapt = cfg.method == "dann"
+        self.source_y = data.source_y.to(device)
+        self.target_d = data.target_domain.to(device) if self.adapt else None
+
+    def _batch(self, x, n_rows: int, step: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = batch_indices(n_rows, self.cfg.batch_size, step, self.cfg.seed, self.rank, self.world, stream)
+        return take(x, idx, self.device), torch.as_tensor(idx, device=self.device)
+
+    def __call__(self, step: int, coeff: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(loss, {term: value})`` at ``step`` with GRL coefficient ``coeff``; ``train_acc`` is a term."""
+        cfg, data = self.cfg, self.data
+        xs, si = self._batch(data.source_x, len(data.source_x), step, "source")
+        ys = self.source_y[si]
+        with autocast_for(self.device, cfg.amp):
+            if not self.adapt:
+                logits_s = self.net(xs, 0.0, with_domain=False)[0]
+                class_loss = F.cross_entropy(logits_s.float(), ys)
+                return class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
+            xt, ti = self._batch(data.target_x, len(data.target_x), step, "target")
+            dom = torch.cat([torch.zeros_like(ys), self.target_d[ti]])
+            logits, dom_logits, _ = self.net(torch.cat([xs, xt]), coeff, with_domain=cfg.domain_weight > 0)
+            logits_s, logits_t = logits[: len(xs)], logits[len(xs):]
+            class_loss = F.cross_entropy(logits_s.float(), ys)
+            loss, terms = class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
+            if dom_logits is not None:
+                d_loss = domain_loss(dom_logits, dom)
+                loss = loss + cfg.domain_weight * d_loss
+                terms["domain_loss"] = d_loss.detach()
+                self.running.add_count("domain_acc", domain_correct(dom_logits.detach(), dom), len(dom))
+            if cfg.entropy_weight > 0:
+                ent = entropy(logits_t)
+                loss = loss + cfg.entropy_weight * ent
+                terms["entropy"] = ent.detach()
+        return loss, terms
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.detach().argmax(1) == y).float().mean()
 
 
 def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device | str = "cpu",
@@ -137,7 +160,8 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     """Train ``model`` in place for ``cfg.steps`` steps (continuing from ``state.step``).
 
     Args:
-        model: a :class:`DANN`; already holding resumed weights when resuming.
+        model: a :class:`DANN` (with a domain head for ``method="dann"``); already holding
+            resumed weights when resuming.
         data: source features/labels and (for DANN) unlabelled target features/domains.
         cfg: the training configuration.
         state: the saved loop state to continue from (``None``: start fresh).
@@ -150,21 +174,12 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     """
     device = torch.device(device)
     rank, world = rank_world()
-    adapt = cfg.method == "dann"
-    if adapt and (data.target_x is None or len(data.target_x) == 0):
+    if cfg.method == "dann" and (data.target_x is None or len(data.target_x) == 0):
         raise ValueError("method 'dann' needs unlabelled target clips; none were given")
+    if cfg.method == "dann" and cfg.domain_weight > 0 and model.domain_head is None:
+        raise ValueError("method 'dann' with train.domain_weight > 0 needs a model with a domain head")
     state = state or TrainState()
     model.to(device).train()
-    net: nn.Module = model
-    if world > 1:
-        if cfg.sync_bn:
-            if device.type != "cuda":
-                raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA devices; on CPU (gloo) each rank "
-                                 "normalises with its own batch statistics (set train.sync_bn=false)")
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=not (adapt and cfg.domain_weight > 0))
     optimizer = make_optimizer(model, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -172,10 +187,9 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     if state.rng is not None:
         torch.set_rng_state(state.rng)
     else:
-        torch.manual_seed(cfg.seed * 1000 + rank)
-    source_y = data.source_y.to(device)
-    target_d = data.target_domain.to(device) if adapt else None
+        torch.manual_seed(derive_seed(cfg.seed, "torch/train", rank))
     running = _Running()
+    train_step = _Step(_wrap(model, cfg, device, world), data, cfg, device, running, rank, world)
 
     while state.step < cfg.steps:
         step = state.step
@@ -183,52 +197,32 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
         for g in optimizer.param_groups:
             g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(p, cfg.lr_alpha, cfg.lr_beta)
         coeff = cfg.lambda_max * grl_coeff(p, cfg.lambda_gamma)
-
-        si = batch_indices(len(data.source_x), cfg.batch_size, step, cfg.seed, rank, world)
-        xs, ys = take(data.source_x, si, device), source_y[torch.as_tensor(si, device=device)]
-        with autocast_for(device, cfg.amp):
-            if adapt:
-                ti = batch_indices(len(data.target_x), cfg.batch_size, step, cfg.seed + 7919, rank, world)
-                xt = take(data.target_x, ti, device)
-                dom = torch.cat([torch.zeros_like(ys), target_d[torch.as_tensor(ti, device=device)]])
-                logits, dom_logits, _ = net(torch.cat([xs, xt]), coeff, with_domain=cfg.domain_weight > 0)
-                logits_s, logits_t = logits[: len(xs)], logits[len(xs):]
-            else:
-                logits_s, dom_logits, _ = net(xs, 0.0, with_domain=False)
-            class_loss = F.cross_entropy(logits_s.float(), ys)
-            loss = class_loss
-            terms = {"class_loss": class_loss.detach()}
-            if adapt and dom_logits is not None:
-                d_loss = domain_loss(dom_logits, dom)
-                loss = loss + cfg.domain_weight * d_loss
-                terms["domain_loss"] = d_loss.detach()
-                running.add_count("domain_acc", _domain_correct(dom_logits.detach(), dom), len(dom))
-            if adapt and cfg.entropy_weight > 0:
-                ent = entropy(logits_t)
-                loss = loss + cfg.entropy_weight * ent
-                terms["entropy"] = ent.detach()
-
+        loss, terms = train_step(step, coeff)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"training diverged at step {step}: loss is {float(loss)}; lower train.lr")
-        running.add(terms, (logits_s.detach().argmax(1) == ys).float().mean())
+        running.add(terms)
         state.step = step + 1
-
         if progress_cb is not None:
             progress_cb(state.step, cfg.steps, running.peek())
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-            metrics = {"step": state.step, "lambda": coeff, "lr": optimizer.param_groups[0]["lr"],
-                       **running.reduce(world)}
-            if evaluate is not None:
-                metrics.update(evaluate(model, state.step))
-            state.history.append(metrics)
-            state.rng = torch.get_rng_state()
-            if on_eval is not None:
-                on_eval(model, optimizer, state, metrics)
+            _evaluate(model, optimizer, state, running, world, coeff, evaluate, on_eval)
     return state
+
+
+def _evaluate(model, optimizer, state: TrainState, running: "_Running", world: int, coeff: float,
+              evaluate, on_eval) -> None:
+    """Log the running means and the caller's metrics at ``state.step``, then let the caller checkpoint."""
+    metrics = {"step": state.step, "lambda": coeff, "lr": optimizer.param_groups[0]["lr"], **running.reduce(world)}
+    if evaluate is not None:
+        metrics.update(evaluate(model, state.step))
+    state.history.append(metrics)
+    state.rng = torch.get_rng_state()
+    if on_eval is not None:
+        on_eval(model, optimizer, state, metrics)
 
 
 class _Running:
@@ -238,8 +232,8 @@ class _Running:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
-    def add(self, terms: dict[str, torch.Tensor], train_acc: torch.Tensor) -> None:
-        for k, v in {**terms, "train_acc": train_acc}.items():
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
             self.counts[k] = self.counts.get(k, 0) + 1
 

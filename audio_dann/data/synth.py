@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
 
-__all__ = ["CLASSES", "SynthSpec", "render_event", "record", "write_dataset"]
+__all__ = ["CLASSES", "SynthSpec", "render_event", "record", "write_dataset", "filter_spectrum", "coloured_noise"]
 
 CLASSES = ("tone", "chirp", "pulses", "noise_burst", "warble")
 
@@ -78,11 +79,18 @@ def render_event(label: str, sr: int, n: int, rng: np.random.Generator) -> np.nd
     return x / (np.abs(x).max() + 1e-9)
 
 
-def _coloured_noise(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / sr)
-    spec /= np.maximum(freqs, 50.0) ** rng.uniform(0.5, 1.0)  # pink to brown
-    x = np.fft.irfft(spec, n)
+def filter_spectrum(x: np.ndarray, sr: int, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``x`` filtered by a zero-phase magnitude response ``gain(frequencies in Hz)`` (one FFT)."""
+    n = len(x)
+    return np.fft.irfft(np.fft.rfft(x) * gain(np.fft.rfftfreq(n, 1 / sr)), n)
+
+
+def coloured_noise(white: np.ndarray, sr: int, exponent: float, f_floor: float) -> np.ndarray:
+    """White noise shaped to a ``1 / f ** exponent`` amplitude spectrum (flat below ``f_floor``), unit std.
+
+    ``exponent`` 0.5 is pink noise, 1 brown. The caller draws ``white``, so its random stream stays its own.
+    """
+    x = filter_spectrum(white, sr, lambda f: 1.0 / np.maximum(f, f_floor) ** exponent)
     return x / (x.std() + 1e-12)
 
 
@@ -95,12 +103,9 @@ def record(x: np.ndarray, condition: str, sr: int, rng: np.random.Generator) -> 
     if condition != "field":
         raise ValueError(f"unknown condition {condition!r}")
     # microphone: band-pass with a resonance
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(n, 1 / sr)
     lo, hi, peak = rng.uniform(300, 600), rng.uniform(3000, 4500), rng.uniform(1500, 2500)
-    response = 1 / np.sqrt(1 + (lo / np.maximum(f, 1)) ** 4) / np.sqrt(1 + (f / hi) ** 6)
-    response *= 1 + 2.0 * np.exp(-0.5 * ((f - peak) / 200) ** 2)
-    y = np.fft.irfft(spec * response, n)
+    y = filter_spectrum(x, sr, lambda f: 1 / np.sqrt(1 + (lo / np.maximum(f, 1)) ** 4) / np.sqrt(1 + (f / hi) ** 6)
+                        * (1 + 2.0 * np.exp(-0.5 * ((f - peak) / 200) ** 2)))
     # room: exponentially decaying noise impulse response
     rt60 = rng.uniform(0.3, 0.7)
     ir_len = int(rt60 * sr)
@@ -110,7 +115,8 @@ def record(x: np.ndarray, condition: str, sr: int, rng: np.random.Generator) -> 
     y = y / (np.abs(y).max() + 1e-9)
     # background noise at a low SNR, then gain and soft clipping
     snr_db = rng.uniform(0, 10)
-    y = y + _coloured_noise(n, sr, rng) * y.std() / 10 ** (snr_db / 20)
+    white = rng.standard_normal(n)
+    y = y + coloured_noise(white, sr, rng.uniform(0.5, 1.0), 50.0) * y.std() / 10 ** (snr_db / 20)  # pink to brown
     y = np.tanh(y * rng.uniform(0.5, 2.0)) * rng.uniform(0.1, 0.9)
     return y.astype(np.float32)
 

@@ -7,29 +7,23 @@ where labelled target clips exist (report only), and the selection table.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text
-from .checkpoint import load_bundle
-from .classifier import AudioClassifier
-from .metrics import classification_report
-from .report import plot_confusion, plot_curves, plot_embeddings
-from .run import REPORT_ONLY_NOTE, RunError
-from .selection import CRITERIA, embed_outputs, proxy_a_distance
-from .store import open_prepared_many
+from ..data.store import open_prepared_many
+from ..errors import RunError
+from ..files import atomic_write_text
+from ..infer.metrics import classification_report
+from ..nn.classifier import load_model
+from ..runtime import derive_seed
+from ..training.criteria import CRITERIA, proxy_a_distance
+from ..training.outputs import model_outputs
+from ..training.run_folder import REPORT_ONLY_NOTE, read_run
+from .plots import plot_confusion, plot_curves, plot_embeddings
 
 __all__ = ["make_report", "selection_table"]
-
-
-def _load(path: Path) -> AudioClassifier:
-    bundle, config = load_bundle(path)
-    model = AudioClassifier(config, bundle["classes"], bundle["domains"])
-    model.load_state_dict(bundle["model_state"])
-    return model.eval()
 
 
 def selection_table(history: list[dict]) -> str:
@@ -50,18 +44,15 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
 
     ``tsne``: add t-SNE maps where scikit-learn is installed (tens of seconds; PCA maps always).
     """
-    run = Path(run)
-    if not (run / "summary.json").is_file():
-        raise RunError(f"{run}: not a finished run (no summary.json)")
-    summary = json.loads((run / "summary.json").read_text())
-    history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    finished = read_run(run)
+    run, summary, history = finished.path, finished.summary, finished.history
     where = prepared or summary.get("prepared")
     if not where:
         raise RunError(f"{run}: summary.json does not name the prepared folder; pass --prepared")
     prep = open_prepared_many(list(where) if isinstance(where, (list, tuple)) else [where])
     plot_curves(history, run / "curves.png")
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(derive_seed(0, "report/clips"))
     src = prep.rows("train", source=True)
     tgt = prep.rows("train", source=False)
     src = np.sort(rng.permutation(src)[:max_clips])
@@ -74,7 +65,7 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
     for name, file in (("initial", "init.pt"), ("selected", "model.pt")):
         if not (run / file).is_file():
             continue
-        z, _ = embed_outputs(_load(run / file).dann, x)
+        z, _ = model_outputs(load_model(run / file).dann, x)
         maps[name] = (z.numpy(), is_target, labels)
         if len(tgt):
             pad[name] = proxy_a_distance(z[~torch.from_numpy(is_target)], z[torch.from_numpy(is_target)])
@@ -101,9 +92,9 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
         lines += [f"## Embeddings ({method.upper()})", "", f"![embeddings](embeddings_{method}.png)", ""]
     test = prep.rows("test")
     if len(test):
-        model = _load(run / "model.pt")
+        model = load_model(run / "model.pt")
         xt = torch.from_numpy(np.asarray(prep.features[test], dtype=np.float32))
-        _, logits = embed_outputs(model.dann, xt)
+        _, logits = model_outputs(model.dann, xt)
         y = prep.labels(test)
         rep = classification_report(y, logits.argmax(1).numpy(), prep.classes)
         plot_confusion(rep["confusion"], prep.classes, run / "confusion_target_test.png",

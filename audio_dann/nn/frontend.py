@@ -9,7 +9,7 @@ import torch
 from torch import nn
 import torchaudio
 
-from .config import FeatureConfig
+from ..config import FeatureConfig
 
 __all__ = ["LogMel"]
 

@@ -12,13 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ScanError
 from .audio import AUDIO_EXTENSIONS
 
-__all__ = ["ScanError", "Item", "scan_labelled", "scan_unlabelled", "read_manifest", "scan_input", "find_audio"]
-
-
-class ScanError(ValueError):
-    """An input path cannot be used; the message names it and says why."""
+__all__ = ["Item", "scan_labelled", "scan_unlabelled", "read_manifest", "scan_input", "find_audio", "list_inputs"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +110,16 @@ def scan_input(path: str | Path, domain: str, labelled: bool) -> list[Item]:
             raise ScanError(f"{path}: expected a folder or a .csv manifest")
         return read_manifest(path, domain, require_label=labelled)
     return scan_labelled(path, domain) if labelled else scan_unlabelled(path, domain)
+
+
+def list_inputs(path: str | Path) -> list[str]:
+    """A single audio file, or every audio file below a folder (recursive, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise ScanError(f"{path}: no such file or folder")
+    files = [str(p) for p in find_audio(path)]
+    if not files:
+        raise ScanError(f"{path}: folder holds no audio files")
+    return files

@@ -1,9 +1,10 @@
-"""Self-describing model bundles: one file, loadable with ``torch.load(weights_only=True)``.
+"""The ``model.pt`` file format: one file, loadable with ``torch.load(weights_only=True)``.
 
-A bundle holds its format version, the resolved configuration, class and
-domain names, normalisation stats, the weights, and (for ``last.pt``) the
-optimizer and loop state to resume from. Only plain containers, numbers,
-strings and tensors go in, so the safe loader reads it.
+A bundle holds its format version, the resolved configuration, class and domain names, the
+weights (normalisation stats included), the versions of the libraries that wrote it and, for
+``last.pt``, the optimizer and loop state to resume from. Only plain containers, numbers,
+strings and tensors go in, so the safe loader reads it. Turning a model into a bundle and back
+is :class:`~audio_dann.nn.classifier.AudioClassifier`'s job; this module reads and writes files.
 """
 from __future__ import annotations
 
@@ -13,26 +14,23 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path
-from .config import Config, config_from_dict, config_to_dict
+from ..config import Config, config_from_dict, config_to_dict
+from ..errors import BundleError, ConfigError
+from ..files import atomic_path
 
-__all__ = ["FORMAT_VERSION", "BundleError", "save_bundle", "load_bundle", "make_bundle"]
+__all__ = ["BUNDLE_FORMAT", "make_bundle", "save_bundle", "load_bundle"]
 
-FORMAT_VERSION = 1
+BUNDLE_FORMAT = 1
 REQUIRED_KEYS = ("format_version", "config", "classes", "domains", "model_state")
-
-
-class BundleError(ValueError):
-    """A model bundle is missing, foreign, damaged or from a newer format."""
 
 
 def make_bundle(config: Config, classes: list[str], domains: list[str], model_state: dict[str, torch.Tensor],
                 **extra: Any) -> dict[str, Any]:
     """A bundle dict; ``extra`` may hold ``step``, ``optimizer_state``, ``loop_state``, ``summary``..."""
     import numpy, torchaudio  # noqa: E401 - versions recorded for reproducibility
-    from . import __version__
+    from .. import __version__
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": BUNDLE_FORMAT,
         "config": config_to_dict(config),
         "classes": list(classes),
         "domains": list(domains),
@@ -61,17 +59,18 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
-        raise BundleError(f"{path}: not an audio-dann model bundle ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise BundleError(f"{path}: not an audio-dann model bundle ({type(exc).__name__}: {first})") from None
     if not isinstance(bundle, dict) or "format_version" not in bundle:
         raise BundleError(f"{path}: not an audio-dann model bundle (no format_version)")
-    if int(bundle["format_version"]) > FORMAT_VERSION:
+    if int(bundle["format_version"]) > BUNDLE_FORMAT:
         raise BundleError(f"{path}: bundle format {bundle['format_version']} is newer than this audio-dann "
-                          f"understands ({FORMAT_VERSION}); upgrade audio-dann")
+                          f"understands ({BUNDLE_FORMAT}); upgrade audio-dann")
     missing = [k for k in REQUIRED_KEYS if k not in bundle]
     if missing:
         raise BundleError(f"{path}: model bundle is missing key(s): {', '.join(missing)}")
     try:
         config = config_from_dict(bundle["config"])
-    except ValueError as exc:
+    except ConfigError as exc:
         raise BundleError(f"{path}: bad configuration in bundle: {exc}") from None
     return bundle, config

@@ -1,8 +1,9 @@
 """Per-file work in DataLoader worker processes, results handed back as plain numpy.
 
-``prepare`` and ``predict`` both map a list of files through a Dataset whose
-items are chunks of consecutive files (:func:`file_chunks`), each returned as a
-list of per-file tuples of numpy arrays. The DataLoader's default conversion
+``prepare`` and ``predict`` both map a list of files through a :class:`ChunkDataset`
+whose items are chunks of consecutive files (:func:`file_chunks`), each returned as a
+list of per-file tuples of numpy arrays; a file that fails gives its reason instead,
+never an exception that would stop the run. The DataLoader's default conversion
 turns numpy arrays into tensors, which torch then ships through shared-memory
 file descriptors: one socket handshake per array, about 1 ms each, which cost
 more than decoding a 4 s file. Returning the items untouched sends the arrays
@@ -10,12 +11,46 @@ through the worker's pipe as ordinary pickles instead.
 """
 from __future__ import annotations
 
-import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
-__all__ = ["auto_workers", "cpu_cores", "file_chunks", "file_loader"]
+from ..errors import AudioError
+from ..runtime import cpu_cores
+
+__all__ = ["ChunkDataset", "auto_workers", "file_chunks", "file_loader"]
+
+
+class ChunkDataset(torch.utils.data.Dataset):
+    """Item ``k``: the results of :meth:`work` for each file of chunk ``k``, in order.
+
+    Subclasses implement ``work(i)`` for file ``i`` and may post-process a whole chunk in
+    :meth:`finish`. A file whose ``work`` raises gives ``(i, None, reason)`` instead: the
+    reason an :class:`AudioError` names, or the exception's type and message.
+    """
+
+    def __init__(self, chunks: list[tuple[int, int]]) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> list[tuple]:
+        return self.finish([self._safe(i) for i in range(*self.chunks[k])])
+
+    def _safe(self, i: int) -> tuple[int, Any, str | None]:
+        try:
+            return i, self.work(i), None
+        except AudioError as exc:
+            return i, None, exc.reason
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
+            return i, None, f"cannot read ({type(exc).__name__}: {exc})"
+
+    def work(self, i: int) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finish(self, results: list[tuple[int, Any, str | None]]) -> list[tuple]:
+        return results
 
 
 def _one_thread(_: int) -> None:
@@ -50,15 +85,6 @@ def file_chunks(sizes: Sequence[int], start: int = 0, max_files: int = 16,
     if lo < len(sizes):
         chunks.append((lo, len(sizes)))
     return chunks
-
-
-def cpu_cores() -> int:
-    """Cores this process may use, shared among the processes torchrun started on this node."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def auto_workers() -> int:

@@ -13,14 +13,11 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .atomic import atomic_path
-from .scan import ScanError, find_audio
+from ..errors import ManifestError, ScanError
+from ..files import atomic_path
+from .scan import find_audio
 
-__all__ = ["ManifestError", "compile_pattern", "parse_condition", "build_manifest", "write_manifest"]
-
-
-class ManifestError(ValueError):
-    """A pattern or condition is malformed; the message shows it."""
+__all__ = ["compile_pattern", "parse_condition", "build_manifest", "write_manifest"]
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -14,24 +14,20 @@ Every criterion reads source labels and *unlabelled* target clips only:
   target as source and the source as unlabelled target, and score it on held-out source clips
   (lower reverse risk is better).
 
-``score(name, value)`` turns each into "higher is better" for ranking.
+``score(name, value)`` turns each into "higher is better" for ranking. Reverse validation trains,
+so it lives in :mod:`.reverse`; ranking finished runs is :mod:`audio_dann.report.ranking`'s job.
 """
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
-from .loaders import take
-from .schedules import lr_factor
+from ..runtime import derive_seed
 
-__all__ = ["CRITERIA", "score", "logistic_regression", "proxy_a_distance", "dev_risk", "snd", "embed_outputs",
-           "reverse_validation_risk", "spearman", "rank_runs"]
+__all__ = ["CRITERIA", "score", "logistic_regression", "proxy_a_distance", "dev_risk", "snd"]
 
 CRITERIA = {"source-val": "source_val_acc", "dev": "dev_risk", "snd": "snd", "rv": "rv_risk"}
 _HIGHER_IS_BETTER = {"source_val_acc": True, "snd": True, "dev_risk": False, "rv_risk": False}
@@ -44,21 +40,6 @@ def score(criterion: str, metrics: dict) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return value if _HIGHER_IS_BETTER[key] else -value
-
-
-@torch.no_grad()
-def embed_outputs(model, x, device="cpu", batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(embeddings (N, E), class logits (N, C))`` in eval mode, float32 on the CPU."""
-    was = model.training
-    model.eval()
-    zs, ls = [], []
-    for s in range(0, len(x), batch_size):
-        idx = np.arange(s, min(s + batch_size, len(x)))
-        logits, _, z = model(take(x, idx, device), 0.0, with_domain=False)
-        zs.append(z.float().cpu())
-        ls.append(logits.float().cpu())
-    model.train(was)
-    return torch.cat(zs), torch.cat(ls)
 
 
 def logistic_regression(x: torch.Tensor, y: torch.Tensor, steps: int = 200, weight_decay: float = 1e-3):
@@ -82,7 +63,7 @@ def logistic_regression(x: torch.Tensor, y: torch.Tensor, steps: int = 200, weig
 
 
 def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.random.default_rng(derive_seed(seed, "proxy-a-distance/halves")).permutation(n)
     return perm[: n // 2], perm[n // 2:]
 
 
@@ -122,69 +103,3 @@ def snd(target_logits: torch.Tensor, temperature: float = 0.05) -> float:
     q = torch.softmax(sim / temperature, 1)
     ent = -(q * torch.log(q.clamp_min(1e-12))).sum(1)
     return float(ent.mean())
-
-
-def reverse_validation_risk(model, source_x, source_y: torch.Tensor, val_x, val_y: np.ndarray, target_x,
-                            cfg: TrainConfig, steps: int = 25, device="cpu") -> float:
-    """Reverse risk (1 - accuracy on held-out source) of a reverse model trained for ``steps`` steps."""
-    from .loop import TrainData, fit, predict_logits  # local: loop imports nothing of this module
-    if steps <= 0 or len(target_x) == 0:
-        return float("nan")
-    pseudo = predict_logits(model, target_x, device=device).argmax(1)
-    reverse = copy.deepcopy(model)
-    rcfg = replace(cfg, steps=steps, eval_every=10 ** 9, lr=cfg.lr * lr_factor(1.0, cfg.lr_alpha, cfg.lr_beta),
-                   lr_alpha=0.0, entropy_weight=0.0, method="dann" if cfg.method == "dann" else "source-only")
-    data = TrainData(target_x, pseudo, source_x, torch.ones(len(source_x), dtype=torch.long))
-    with torch.random.fork_rng(devices=[]):
-        fit(reverse, data, rcfg, device=device)
-    pred = predict_logits(reverse, val_x, device=device).argmax(1).numpy()
-    return float(1.0 - (pred == val_y).mean())
-
-
-def rank_runs(runs, criterion: str) -> dict:
-    """Each finished run's criteria at its selected checkpoint, ranked by ``criterion`` (best first).
-
-    Where the runs logged target-test accuracy (report only) it is included, with the Spearman
-    correlation between the criterion and that accuracy and the regret (best accuracy among the
-    runs minus the accuracy of the run the criterion picks).
-    """
-    import json
-    from pathlib import Path
-    rows = []
-    for run in runs:
-        run = Path(run)
-        if not (run / "summary.json").is_file():
-            raise FileNotFoundError(f"{run}: not a finished run (no summary.json)")
-        summary = json.loads((run / "summary.json").read_text())
-        history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        at = next((h for h in history if h["step"] == summary["selected"]["step"]), history[-1])
-        row = {"run": str(run), "step": at["step"]}
-        for name in CRITERIA:
-            row[name] = at.get("selection", {}).get(CRITERIA[name], at.get(CRITERIA[name]))
-        row["target_test_acc"] = at.get("report_only", {}).get("target_test_acc")
-        row["_score"] = score(criterion, at)
-        rows.append(row)
-    rows.sort(key=lambda r: -math.inf if r["_score"] is None else r["_score"], reverse=True)
-    result = {"criterion": criterion, "runs": [{k: v for k, v in r.items() if k != "_score"} for r in rows]}
-    accs = [r["target_test_acc"] for r in rows]
-    scores = [r["_score"] for r in rows]
-    if len(rows) > 1 and None not in accs and None not in scores:
-        result["spearman"] = spearman(scores, accs)
-        result["regret"] = max(accs) - accs[0]
-    return result
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(v):
-        v = np.asarray(v, dtype=float)
-        order = v.argsort()
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for val in np.unique(v):
-            r[v == val] = r[v == val].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])

@@ -5,12 +5,7 @@ import math
 
 import numpy as np
 
-__all__ = ["accuracy", "confusion_matrix", "per_class_recall", "macro_f1", "wilson_interval", "classification_report"]
-
-
-def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+__all__ = ["confusion_matrix", "per_class_recall", "macro_f1", "wilson_interval", "classification_report"]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

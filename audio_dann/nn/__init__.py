@@ -1,0 +1,4 @@
+"""Networks: the log-mel frontend, backbones, heads, DANN, inference folding and the saved bundle.
+
+Plain ``nn.Module``s with no training code. Imports only ``config``, ``errors`` and ``files``.
+"""

@@ -1,0 +1,54 @@
+"""Ranking finished runs by a label-free criterion, with the criterion's rank correlation to
+target accuracy (report only) where the runs logged it."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..training.criteria import CRITERIA, score
+from ..training.run_folder import read_run
+
+__all__ = ["rank_runs", "spearman"]
+
+
+def rank_runs(runs, criterion: str) -> dict:
+    """Each finished run's criteria at its selected checkpoint, ranked by ``criterion`` (best first).
+
+    Where the runs logged target-test accuracy (report only) it is included, with the Spearman
+    correlation between the criterion and that accuracy and the regret (best accuracy among the
+    runs minus the accuracy of the run the criterion picks).
+    """
+    rows = []
+    for run in map(read_run, runs):
+        at = run.selected()
+        row = {"run": str(run.path), "step": at.get("step")}
+        for name in CRITERIA:
+            row[name] = at.get("selection", {}).get(CRITERIA[name], at.get(CRITERIA[name]))
+        row["target_test_acc"] = at.get("report_only", {}).get("target_test_acc")
+        row["_score"] = score(criterion, at)
+        rows.append(row)
+    rows.sort(key=lambda r: -math.inf if r["_score"] is None else r["_score"], reverse=True)
+    result = {"criterion": criterion, "runs": [{k: v for k, v in r.items() if k != "_score"} for r in rows]}
+    accs = [r["target_test_acc"] for r in rows]
+    scores = [r["_score"] for r in rows]
+    if len(rows) > 1 and None not in accs and None not in scores:
+        result["spearman"] = spearman(scores, accs)
+        result["regret"] = max(accs) - accs[0]
+    return result
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = v.argsort()
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for val in np.unique(v):
+            r[v == val] = r[v == val].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

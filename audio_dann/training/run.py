@@ -1,0 +1,299 @@
+"""``train``: a prepared folder in, a run folder out (model.pt, last.pt, config, metrics, summary).
+
+Read top to bottom: resolve the configuration, open (or resume) the run, load the clips, fit
+with an evaluation and a checkpoint at every ``eval_every`` steps, write the summary. The choice
+of ``model.pt`` belongs to :class:`Checkpoints` alone. Selection never reads target labels:
+target accuracy is computed for the record only and stored under ``report_only``. Reports and
+plots are made after training, by the caller (``audio_dann.train`` and the CLI do it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, dump_config
+from ..data.store import PreparedData, open_prepared_many
+from ..errors import BundleError, RunError
+from ..files import atomic_write_text, write_json
+from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
+from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, rank_world, resolve_device,
+                       seed_everything, shard_range, shutdown)
+from .criteria import dev_risk, proxy_a_distance, snd
+from .criteria import score as criterion_score
+from .loop import TrainData, TrainState, fit
+from .outputs import model_outputs, predict_logits
+from .reverse import reverse_validation_risk
+from .run_folder import REPORT_ONLY_NOTE
+
+__all__ = ["train", "Checkpoints"]
+
+_IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features loaded into RAM; beyond, read from the memmap
+
+
+def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
+          method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
+          progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train on a prepared folder and write the run folder ``out``.
+
+    Args:
+        prepared: the folder ``prepare`` wrote, or several (shards of one corpus, prepared alike).
+        out: the run folder (created).
+        config: model and training settings (features always come from ``prepared``).
+        method: ``"dann"`` or ``"source-only"`` (overrides ``config.train.method``).
+        seed: overrides ``config.train.seed``.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        resume: continue from ``out/last.pt`` (its saved configuration wins).
+        progress: ``(step, total, running_metrics)`` callback.
+    Returns:
+        the run summary (also written to ``summary.json``).
+    """
+    started = init_from_env(resolve_device(device).type)
+    try:
+        return _train(prepared, Path(out), config, method, seed, device, resume, progress)
+    finally:
+        shutdown(started)
+
+
+def _train(prepared, out: Path, config, method, seed, device, resume, progress) -> dict:
+    t0 = time.perf_counter()
+    prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
+    rank, world = rank_world()
+    config = _resolve_config(config or Config(), prep, method, seed)
+    seed_everything(config.train.seed)  # before the model is built: its initial weights follow the seed
+    model, state, opt_state, config = _open_run(out, config, prep, resume)
+    barrier()  # every rank has checked the run folder before rank 0 writes to it
+    device_t = _device(device, world)
+    cfg = config.train
+    clips = _load_clips(prep, adapt=cfg.method == "dann")
+    model.to(device_t)
+    is_main = rank == 0
+    if is_main:
+        _start_run_folder(out, config, model, state)
+    evaluator = Evaluator(clips, cfg, device_t)
+    checkpoints = Checkpoints(out, model, cfg.select, write=is_main)
+    state = fit(model.dann, clips.data, cfg, device=device_t, state=state, optimizer_state=opt_state,
+                evaluate=evaluator, on_eval=checkpoints.on_eval, progress_cb=progress if is_main else None)
+    summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
+    if is_main:
+        write_json(out / "summary.json", summary)
+        checkpoints.finish(summary)
+    return summary
+
+
+def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
+    """The run's configuration: features and data settings always from the prepared folder."""
+    train_cfg = config.train
+    if method is not None:
+        train_cfg = replace(train_cfg, method=method)
+    if seed is not None:
+        train_cfg = replace(train_cfg, seed=seed)
+    return replace(config, features=prep.config.features, data=prep.config.data, train=train_cfg).validate()
+
+
+def _open_run(out: Path, config: Config, prep: PreparedData, resume: bool):
+    """``(model, loop state, optimizer state, config)``: fresh, or from ``last.pt`` (whose config wins)."""
+    last = out / "last.pt"
+    if not resume:
+        if (out / "summary.json").exists() or last.exists():
+            raise RunError(f"{out}: run folder already holds a run; use --resume to continue it or choose a new --out")
+        return build_classifier(config, prep.classes, prep.domains, prep.stats), None, None, config
+    if not last.is_file():
+        raise RunError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
+    model, bundle = load_checkpoint(last)
+    if "loop_state" not in bundle:
+        raise BundleError(f"{last}: not a resumable checkpoint (no loop_state)")
+    ls = bundle["loop_state"]
+    state = TrainState(step=int(ls["step"]), history=list(ls["history"]), best=ls["best"], rng=ls["rng"])
+    return model.train(), state, bundle["optimizer_state"], model.config
+
+
+def _device(name: str, world: int) -> torch.device:
+    device = resolve_device(name)
+    if device.type == "cuda" and world > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _start_run_folder(out: Path, config: Config, model: AudioClassifier, state: TrainState | None) -> None:
+    """config.yaml, metrics.jsonl as far as the saved history goes (a resumed run drops lines logged
+    after last.pt), and the initial weights for the report's before/after maps."""
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out / "config.yaml")
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in (state.history if state else [])))
+    if state is None:
+        model.save(out / "init.pt", step=0)
+
+
+@dataclass
+class Clips:
+    """The clips of one run: training data, source validation, report-only target test and pool."""
+
+    data: TrainData
+    n_source: int
+    n_target: int
+    val_x: Any
+    val_y: np.ndarray
+    test_x: Any
+    test_y: np.ndarray
+    pool_x: Any               # the unlabelled target training clips
+    pool_y: np.ndarray | None  # their labels where a manifest carried them (report only), else None
+
+
+def _load_clips(prep: PreparedData, adapt: bool) -> Clips:
+    src_rows = prep.rows("train", source=True)
+    tgt_rows = prep.rows("train", source=False)
+    val_rows = prep.rows("val", source=True)
+    test_rows = prep.rows("test")
+    if len(src_rows) == 0:
+        raise RunError(f"{prep.root}: no labelled source training clips")
+    needed = sum(len(r) for r in (src_rows, tgt_rows, val_rows, test_rows)) * prep.features[0].nbytes
+    in_memory = needed <= _IN_MEMORY_LIMIT
+    rows = lambda r: _rows_data(prep, r, in_memory)  # noqa: E731
+    target_x = rows(tgt_rows)
+    data = TrainData(source_x=rows(src_rows), source_y=torch.from_numpy(prep.labels(src_rows)),
+                     target_x=target_x if adapt else None,
+                     target_domain=torch.from_numpy(prep.domain_ids(tgt_rows)) if adapt else None)
+    pool_y = prep.labels(tgt_rows)
+    has_pool_labels = len(tgt_rows) > 0 and bool((pool_y >= 0).all())
+    return Clips(data, len(src_rows), len(tgt_rows), rows(val_rows), prep.labels(val_rows), rows(test_rows),
+                 prep.labels(test_rows), target_x, pool_y if has_pool_labels else None)
+
+
+def _rows_data(prep: PreparedData, rows: np.ndarray, in_memory: bool):
+    if in_memory:
+        return torch.from_numpy(np.ascontiguousarray(prep.features[rows]))
+    return RowView(prep.features, rows)
+
+
+class RowView:
+    """A lazy view ``features[rows]`` over a memmap (no copy until indexed)."""
+
+    def __init__(self, features: np.ndarray, rows: np.ndarray) -> None:
+        self.features, self.rows = features, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx):
+        return self.features[self.rows[idx]]
+
+
+class Evaluator:
+    """``(dann, step) -> metrics``: source validation accuracy, every label-free selection criterion on
+    fixed subsets of at most ``train.selection_clips`` clips, and report-only target accuracies."""
+
+    def __init__(self, clips: Clips, cfg, device: torch.device) -> None:
+        self.clips, self.cfg, self.device = clips, cfg, device
+        pick = np.random.default_rng(derive_seed(cfg.seed, "selection/subsets"))
+        self.sel_src = np.sort(pick.permutation(clips.n_source)[: cfg.selection_clips])
+        sel_tgt = np.sort(pick.permutation(clips.n_target)[: cfg.selection_clips])
+        self.src_x = _take_rows(clips.data.source_x, self.sel_src)
+        self.tgt_x = _take_rows(clips.pool_x, sel_tgt)
+
+    def __call__(self, dann, step: int) -> dict:
+        c, amp = self.clips, self.cfg.amp
+        m = {"source_val_acc": _accuracy(dann, c.val_x, c.val_y, self.device, amp)}
+        m["selection"] = self._criteria(dann, m["source_val_acc"])
+        report = {}
+        if len(c.test_y):
+            report["target_test_acc"] = _accuracy(dann, c.test_x, c.test_y, self.device, amp)
+        if c.pool_y is not None:
+            report["target_pool_acc"] = _accuracy(dann, c.pool_x, c.pool_y, self.device, amp)
+        if report:
+            m["report_only"] = {**report, "note": REPORT_ONLY_NOTE}
+        return m
+
+    def _criteria(self, dann, val_acc) -> dict:
+        """Every label-free selection criterion for the current weights (see criteria.py)."""
+        out = {"source_val_acc": val_acc}
+        if len(self.tgt_x) == 0:
+            return out
+        c, cfg, device = self.clips, self.cfg, self.device
+        src_z, _ = model_outputs(dann, self.src_x, device)
+        tgt_z, tgt_logits = model_outputs(dann, self.tgt_x, device)
+        out["snd"] = snd(tgt_logits)
+        if len(c.val_x) > 1:
+            val_z, val_logits = model_outputs(dann, c.val_x, device)
+            losses = F.cross_entropy(val_logits, torch.as_tensor(c.val_y), reduction="none")
+            out["dev_risk"] = dev_risk(src_z, tgt_z, val_z, losses)
+            if cfg.rv_steps > 0:
+                out["rv_risk"] = reverse_validation_risk(dann, self.src_x, c.data.source_y[self.sel_src], c.val_x,
+                                                         c.val_y, self.tgt_x, cfg, cfg.rv_steps, device)
+        out["proxy_a_distance"] = proxy_a_distance(src_z, tgt_z)
+        return out
+
+
+def _take_rows(x, rows: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x[rows]))) if not isinstance(x, torch.Tensor) else x[rows]
+
+
+def _accuracy(model, x, y, device, amp) -> float | None:
+    """Accuracy on ``x``; under DDP each rank scores its shard and the counts are summed."""
+    if x is None or len(x) == 0:
+        return None
+    rank, world = rank_world()
+    start, stop = shard_range(len(x), rank, world)
+    correct = 0.0
+    if stop > start:
+        pred = predict_logits(model, x[start:stop], device=device, amp=amp).argmax(1).numpy()
+        correct = float((pred == y[start:stop]).sum())
+    correct, total = all_reduce_sum([correct, float(stop - start)])
+    return correct / total
+
+
+class Checkpoints:
+    """The one owner of ``model.pt``: after each evaluation, keeps the best model by the label-free
+    criterion ``select`` (ties go to the later step), appends ``metrics.jsonl`` and writes ``last.pt``.
+    Only the writing process (rank 0) touches files; every rank tracks the same choice."""
+
+    def __init__(self, out: Path, model: AudioClassifier, select: str, write: bool = True) -> None:
+        self.out, self.model, self.select, self.write = out, model, select, write
+
+    def on_eval(self, dann, optimizer, state: TrainState, metrics: dict) -> None:
+        score = criterion_score(self.select, metrics)
+        score = -math.inf if score is None else score
+        if state.best is None or score >= state.best["score"]:
+            state.best = {"step": state.step, "score": score, "criterion": self.select}
+            if self.write:
+                self.model.save(self.out / "model.pt", step=state.step, selected_by=self.select)
+        if self.write:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            self.model.save(self.out / "last.pt", step=state.step, optimizer_state=optimizer.state_dict(),
+                            loop_state={"step": state.step, "history": state.history, "best": state.best,
+                                        "rng": state.rng})
+
+    def finish(self, summary: dict) -> None:
+        """Store the run summary inside the selected ``model.pt``."""
+        selected, bundle = load_checkpoint(self.out / "model.pt")
+        selected.save(self.out / "model.pt", **{k: v for k, v in bundle.items() if k in ("step", "selected_by")},
+                      summary=summary)
+
+
+def _summary(prep: PreparedData, cfg, clips: Clips, state: TrainState, device: torch.device, world: int,
+             seconds: float) -> dict:
+    final = state.history[-1] if state.history else {}
+    summary = {
+        "prepared": [str(Path(r).resolve()) for r in (prep.roots or [prep.root])],
+        "method": cfg.method, "steps": cfg.steps, "seed": cfg.seed, "device": str(device), "world_size": world,
+        "selected": {"step": state.best["step"], "criterion": cfg.select, "score": state.best["score"]},
+        "final": {k: v for k, v in final.items() if k != "report_only"},
+        "clips": {"source_train": clips.n_source, "target_train": clips.n_target if cfg.method == "dann" else 0,
+                  "source_val": len(clips.val_y), "target_test": len(clips.test_y)},
+        "train_seconds": seconds,
+    }
+    if len(clips.test_y):
+        at_sel = next((h for h in state.history if h["step"] == state.best["step"]), {})
+        summary["report_only"] = {
+            "target_test_acc_selected": at_sel.get("report_only", {}).get("target_test_acc"),
+            "target_test_acc_final": final.get("report_only", {}).get("target_test_acc"),
+            "note": REPORT_ONLY_NOTE}
+    return summary
