@@ -1,3 +1,4 @@
+import dataclasses
 import pytest
 
 from audio_dann.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, dump_config, load_config
@@ -45,7 +46,7 @@ def test_unknown_key_in_yaml_file(tmp_path):
 
 def test_config_is_frozen_and_dict_is_plain():
     cfg = Config()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.steps = 5  # type: ignore[misc]
     d = config_to_dict(cfg)
     assert isinstance(d["model"]["channels"], list)

