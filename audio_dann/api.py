@@ -6,6 +6,7 @@
     model = ad.load_model("runs/dann/model.pt")
     ad.evaluate(model, "field_labelled.csv")["accuracy"]
     ad.predict(model, "recordings/", "predictions.csv")
+    ad.export("runs/dann/model.pt", "model.onnx")    # needs the [export] extra
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
+from .deploy.onnx_export import export
 from .data.prepare import prepare
 from .infer.evaluate import evaluate
 from .infer.predict import predict
@@ -21,7 +23,7 @@ from .report.run_report import make_report
 from .runtime import is_main_process
 from .training.run import train as _train_run
 
-__all__ = ["prepare", "train", "evaluate", "predict", "load_model"]
+__all__ = ["prepare", "train", "evaluate", "predict", "load_model", "export"]
 
 
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,

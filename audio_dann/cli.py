@@ -198,6 +198,34 @@ def predict(
 
 
 @app.command()
+def export(
+    model: Path = typer.Argument(..., help="model.pt bundle."),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (11-21)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: onnxruntime dynamic quantization "
+                                                                   "(top-1 agreement and speed-up are reported)."),
+    check: Optional[Path] = typer.Option(None, "--check", help="Folder of audio to check the export on "
+                                                               "(default: synthetic windows)."),
+    check_windows: int = typer.Option(64, "--check-windows", help="Windows to check on."),
+) -> None:
+    """Export to ONNX: raw mono waveforms -> class probabilities, log-mel frontend inside; checked against PyTorch."""
+    with _guard():
+        from .deploy.onnx_export import export as run_export
+        if check_windows < 1:
+            raise typer.BadParameter("--check-windows must be >= 1")
+        r = run_export(model, out, opset=opset, quantize=quantize, check=check, check_windows_n=check_windows)
+        out_console.print(f"checked on {r['windows']} windows ({r['checked_on']}): largest probability difference "
+                          f"from PyTorch {r['max_abs_prob_diff']:.1e} (limit {r['tolerance']:g}), top-1 agreement "
+                          f"{r['top1_agreement']:.3f}")
+        if "int8" in r:
+            q = r["int8"]
+            out_console.print(f"int8: top-1 agreement with float32 {q['top1_agreement_with_float32']:.3f}, largest "
+                              f"probability difference {q['max_abs_prob_diff']:.3f}, speed {q['speedup']:.2f}x float32 "
+                              f"on this machine, {q['int8_bytes'] / 1e6:.2f} MB vs {q['float32_bytes'] / 1e6:.2f} MB")
+        out_console.print(f"-> {out} ({r['bytes'] / 1e6:.2f} MB, opset {r['opset']})")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for data, runs and demo_results.json."),
     quick: bool = typer.Option(False, "--quick", help="A seconds-long smoke version (tiny data, few steps)."),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["UserError", "ConfigError", "AudioError", "ScanError", "ManifestError", "PrepareError", "StoreError",
-           "BundleError", "RunError", "OptionError"]
+           "BundleError", "RunError", "OptionError", "ExportError"]
 
 
 class UserError(Exception):
@@ -61,3 +61,7 @@ class BundleError(UserError, ValueError):
 
 class RunError(UserError, ValueError):
     """A run folder or training request cannot be used; the message names the path."""
+
+
+class ExportError(UserError, ValueError):
+    """An export cannot be made or did not pass its check; the message says which and why."""
