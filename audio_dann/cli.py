@@ -146,8 +146,13 @@ def evaluate(
 ) -> None:
     """Accuracy (95% CI), macro-F1, per-class recall and confusion matrix on labelled audio."""
     with _guard():
+        from .files import check_output_file
         from .infer.evaluate import evaluate as run_evaluate
         from .runtime import resolve_device
+        if json_out:
+            check_output_file(json_out, "--json")
+        if plot:
+            check_output_file(plot, "--plot")
         with _bar(quiet, "evaluate") as update:
             report = run_evaluate(model, data, batch_size=batch_size, workers=workers,
                                   device=resolve_device(device), amp=amp, progress=update)

@@ -6,6 +6,7 @@ wrong types are errors that name the key, e.g. ``train.stepz: unknown key``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -160,7 +161,22 @@ class Config:
     def validate(self) -> "Config":
         for f in fields(self):
             getattr(self, f.name).validate()
+        self._check_clip_fits_the_network()
         return self
+
+    def _check_clip_fits_the_network(self) -> None:
+        """A clip must survive the CNN's pooling steps (each halves mel bands and frames)."""
+        if self.model.backbone != "cnn":
+            return
+        need = 2 ** (len(self.model.channels) - 1)
+        f = self.features
+        if f.n_frames < need:
+            least = (need - 1) * f.hop_length / f.sample_rate
+            raise ConfigError(f"features.clip_seconds: {f.clip_seconds} s gives {f.n_frames} frame(s); the model's "
+                              f"{need.bit_length() - 1} pooling steps need at least {need} (clip_seconds >= {least:.3f})")
+        if f.n_mels < need:
+            raise ConfigError(f"features.n_mels: {f.n_mels} bands; the model's {need.bit_length() - 1} pooling steps "
+                              f"need at least {need}")
 
 
 def _section_name(obj: Any) -> str:
@@ -203,6 +219,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -1,25 +1,51 @@
-"""Atomic file writes: write a temp file in the same folder, then rename over the target."""
+"""Writing outputs safely: atomic writes (temp file, then rename), checks of output paths before any
+work starts, and advisory locks so that two commands never write one output at once."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "write_json"]
+from .errors import OptionError, UserError
+
+__all__ = ["atomic_path", "atomic_write_text", "write_json", "check_output_file", "check_output_dir",
+           "output_lock", "OutputLockedError"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of ``path`` left by a process that was killed (its pid is in the name and dead)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if parts and parts[0].isdigit() and int(parts[0]) != os.getpid() and not _pid_alive(int(parts[0])):
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
-    On an exception the temporary file is removed and ``path`` keeps its old content.
+    On an exception the temporary file is removed and ``path`` keeps its old content. The temp
+    file's name carries this process's id, so temp files of a killed run are removed by the next.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -41,3 +67,85 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj) -> None:
     """``obj`` as indented JSON, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _writable_ancestor(path: Path, option: str) -> None:
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OptionError(f"{option} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OptionError(f"{option} {path}: folder {probe} is not writable (permission denied)")
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, an output file that is a folder or cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"{option} {path}: is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OptionError(f"{option} {path}: file is not writable (permission denied)")
+    _writable_ancestor(path.parent if str(path.parent) else Path("."), option)
+    return path
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"{option} {path}: exists and is not a folder")
+    _writable_ancestor(path, option)
+    return path
+
+
+class OutputLockedError(UserError):
+    """Another live process is writing the same output."""
+
+
+def _lock_file(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"  # beside the output, for a file or a folder alike
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an advisory lock on an output (a folder or a file) while writing it.
+
+    The lock file records the owner's pid and host. A second writer fails at once naming the
+    holder; a lock left by a dead process on this host is taken over. The lock is removed on
+    every normal or exceptional exit (a ``kill -9`` leaves it for the next run to take over).
+    """
+    path = Path(path)
+    lock = _lock_file(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            stale = holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))
+            if not stale and holder:
+                raise OutputLockedError(f"{path}: being written by pid {holder.get('pid')} on {holder.get('host')} "
+                                        f"since {holder.get('since')}; wait for it or choose another output "
+                                        f"(remove {lock} if that process is gone)") from None
+            lock.unlink(missing_ok=True)  # stale (or unreadable): take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise OutputLockedError(f"{path}: could not take the lock {lock}")
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass

@@ -4,6 +4,7 @@ Every failure is an :class:`AudioError` whose message names the file and the rea
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import soundfile as sf
 
 from ..errors import AudioError
 
-__all__ = ["AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "plan_windows",
+__all__ = ["AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "load_clip_source", "plan_windows",
            "gather_windows", "slice_windows"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
@@ -22,12 +23,17 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file not found")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "permission denied")
     try:
         with sf.SoundFile(str(path)) as f:
+            _check_header(path, f)
             dtype, scale = _INTEGER_READS.get(f.subtype, ("float32", 1.0))
             data, sr = f.read(dtype=dtype, always_2d=True), f.samplerate
     except FileNotFoundError:
         raise AudioError(path, "file not found") from None
+    except PermissionError:
+        raise AudioError(path, "permission denied") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         msg = str(exc).split(":")[-1].strip() or type(exc).__name__
         raise AudioError(path, f"cannot decode ({msg})") from None
@@ -38,6 +44,30 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         bad = int((~np.isfinite(mono)).sum())
         raise AudioError(path, f"{bad} of {len(mono)} samples are NaN or infinite")
     return mono, int(sr)
+
+
+# What a header may claim before the file is refused: the rates and channel counts of real recorders.
+MIN_RATE, MAX_RATE, MAX_CHANNELS = 1000, 768000, 64
+_PCM_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+              "ULAW": 1, "ALAW": 1}
+
+
+_UNCOMPRESSED = {"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "RAW"}
+
+
+def _check_header(path: Path, f: sf.SoundFile) -> None:
+    """Refuse headers that contradict the file: a rate or channel count no recorder writes, or
+    (for uncompressed formats) more samples than the file's bytes can hold."""
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        raise AudioError(path, f"header claims a sample rate of {f.samplerate} Hz (accepted: {MIN_RATE}-{MAX_RATE})")
+    if f.channels > MAX_CHANNELS:
+        raise AudioError(path, f"header claims {f.channels} channels (at most {MAX_CHANNELS})")
+    width = _PCM_BYTES.get(f.subtype) if f.format in _UNCOMPRESSED else None
+    if width is not None and f.frames > 0:
+        size = os.path.getsize(path)
+        if f.frames * f.channels * width > size:
+            raise AudioError(path, f"header claims {f.frames / f.samplerate:.1f} s of audio, more than its "
+                                   f"{size} bytes can hold")
 
 
 # Integer PCM is read as integers and scaled here: libsndfile's own int -> float conversion
@@ -73,6 +103,15 @@ def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
     """Decode, mix to mono and resample to ``sample_rate``: ``(samples,)`` float32."""
     x, sr = read_audio(path)
     return resample(x, sr, sample_rate)
+
+
+def load_clip_source(path: str | Path, sample_rate: int) -> np.ndarray:
+    """:func:`load_mono` plus the one rule ``prepare`` and ``predict`` share: a file whose samples are
+    all zero is refused (``AudioError``: skipped by prepare, an error row in predict), never scored."""
+    x = load_mono(path, sample_rate)
+    if not x.any():
+        raise AudioError(path, "all samples are zero (silent file)")
+    return x
 
 
 def plan_windows(x: np.ndarray, clip_samples: int, hop_samples: int,

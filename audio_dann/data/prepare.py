@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ..config import Config, config_to_dict, dump_config
-from ..errors import AudioError, PrepareError, ScanError
-from ..files import write_json
+from ..errors import PrepareError, ScanError
+from ..files import check_output_dir, output_lock, write_json
 from ..nn.frontend import LogMel
 from ..runtime import cpu_cores, derive_seed
-from .audio import gather_windows, load_mono, plan_windows
+from .audio import gather_windows, load_clip_source, plan_windows
 from .scan import Item, scan_input
 from .store import PREPARED_MARKER
 from .store_writer import StoreWriter
@@ -49,6 +49,7 @@ class PrepareSummary:
     clips_by_split: dict[str, int] = field(default_factory=dict)
     resumed_from_file: int = 0
     already_complete: bool = False
+    links_skipped: int = 0
 
     def line(self) -> str:
         return (f"{self.files_read} files read, {self.clips_written} clips written, "
@@ -82,13 +83,15 @@ def _split_source(items: list[Item], val_fraction: float, seed: int) -> list[Ite
 
 
 def plan_items(source: str | Path, targets: Sequence[str | Path], target_eval: str | Path | None = None,
-               val_fraction: float = 0.1, seed: int = 0) -> tuple[list[Item], list[str], list[str]]:
+               val_fraction: float = 0.1, seed: int = 0, exclude: Sequence[str | Path] = (),
+               counts: dict[str, int] | None = None) -> tuple[list[Item], list[str], list[str]]:
     """Scan the inputs and assign splits: returns ``(items, classes, domains)``.
 
-    Source files are split train/val; target files are ``train`` (unlabelled for
-    training); target-eval files are ``test`` (report only).
+    Source files are split train/val; target files are ``train`` (unlabelled for training: a
+    ``label`` column in a target manifest is ignored); target-eval files are ``test`` (report
+    only). Folders in ``exclude`` (the output) are not scanned; ``counts`` collects skipped links.
     """
-    src = [replace(i, domain="source") for i in scan_input(source, "source", labelled=True)]
+    src = [replace(i, domain="source") for i in scan_input(source, "source", True, exclude, counts)]
     bad = sorted({i.split for i in src if i.split not in (None, "train", "val")})
     if bad:
         raise ScanError(f"{source}: source split must be train or val, got {', '.join(bad)}")
@@ -99,7 +102,7 @@ def plan_items(source: str | Path, targets: Sequence[str | Path], target_eval: s
     target_domains: list[str] = []
     for t in targets:
         name = _domain_name(t, taken)
-        found = [replace(i, split="train") for i in scan_input(t, name, labelled=False)]
+        found = [replace(i, split="train", label=None) for i in scan_input(t, name, False, exclude, counts)]
         for d in sorted({i.domain for i in found}):
             if d not in taken:
                 taken.add(d)
@@ -107,7 +110,7 @@ def plan_items(source: str | Path, targets: Sequence[str | Path], target_eval: s
         items += sorted(found, key=lambda it: it.path)
     if target_eval is not None:
         default = target_domains[0] if len(target_domains) == 1 else "target-eval"
-        items += sorted((replace(i, split="test") for i in scan_input(target_eval, default, labelled=True)),
+        items += sorted((replace(i, split="test") for i in scan_input(target_eval, default, True, exclude, counts)),
                         key=lambda it: it.path)
     return items, classes, ["source", *target_domains]
 
@@ -150,9 +153,7 @@ class _Decode(ChunkDataset):
 
     def work(self, i: int) -> tuple:
         cfg, path = self.cfg, self.items[i].path
-        x = load_mono(path, cfg.sample_rate)
-        if not x.any():
-            raise AudioError(path, "all samples are zero (silent file)")
+        x = load_clip_source(path, cfg.sample_rate)
         signal, offsets = plan_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
                                        cfg.pad_mode)
         clips = self._logmel(signal, offsets)
@@ -190,14 +191,21 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     """
     t0 = time.perf_counter()
     config = (config or Config()).validate()
-    out = Path(out)
+    out = check_output_dir(out)
     _check_out(out)
     targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
     if not targets:
         raise PrepareError("prepare needs at least one --target folder or manifest of unlabelled clips")
-    items, classes, domains = plan_items(source, targets, target_eval, config.data.val_fraction, config.data.seed)
+    with output_lock(out):
+        return _prepare(source, targets, out, target_eval, config, progress, t0)
+
+
+def _prepare(source, targets: list, out: Path, target_eval, config: Config, progress, t0: float) -> PrepareSummary:
+    counts: dict[str, int] = {}
+    items, classes, domains = plan_items(source, targets, target_eval, config.data.val_fraction, config.data.seed,
+                                         exclude=[out], counts=counts)
     fp, sizes = _fingerprint(config, items, classes)
-    summary = PrepareSummary(out=str(out), files_total=len(items))
+    summary = PrepareSummary(out=str(out), files_total=len(items), links_skipped=counts.get("links_skipped", 0))
     if _already_complete(out, fp, summary):
         return summary
 
@@ -222,7 +230,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     summary.clips_by_split = by_split
     summary.seconds = time.perf_counter() - t0
     writer.finish(n_clips, {k: v for k, v in asdict(summary).items()
-                            if k not in ("out", "already_complete", "resumed_from_file")})
+                            if k not in ("out", "already_complete", "resumed_from_file", "links_skipped")})
     return summary
 
 
@@ -232,14 +240,31 @@ def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary) -> b
     marker = out / PREPARED_MARKER
     if not marker.is_file():
         return False
-    info = json.loads(marker.read_text())
-    if info.get("fingerprint") != fingerprint:
-        marker.unlink()
+    try:
+        info = json.loads(marker.read_text())
+    except ValueError:
+        info = {}
+    if info.get("fingerprint") != fingerprint or not _files_intact(out, info):
+        marker.unlink()  # other inputs or settings, or files lost since: rebuilt from the start
+        (out / "progress.json").unlink(missing_ok=True)
         return False
     summary.already_complete = True
     summary.__dict__.update({k: info[k] for k in ("files_read", "files_skipped", "clips_written",
                                                   "audio_seconds", "clips_by_split") if k in info})
     return True
+
+
+def _files_intact(out: Path, info: dict) -> bool:
+    """Do features.npy and index.csv still hold what prepared.json says was written?"""
+    features, index = out / "features.npy", out / "index.csv"
+    if not (features.is_file() and index.is_file() and (out / "stats.json").is_file()):
+        return False
+    if "features_bytes" in info:
+        return features.stat().st_size == info["features_bytes"] and index.stat().st_size == info["index_bytes"]
+    try:  # folders written before the sizes were recorded: the row count must match
+        return len(np.load(features, mmap_mode="r")) == info.get("clips_written", -1)
+    except (OSError, ValueError):
+        return False
 
 
 def _decode_into(writer: StoreWriter, items: list[Item], sizes: list[int], config: Config, classes: set[str],

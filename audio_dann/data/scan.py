@@ -11,6 +11,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import ScanError
 from .audio import AUDIO_EXTENSIONS
@@ -28,14 +29,42 @@ class Item:
     split: str | None = None
 
 
-def find_audio(root: Path) -> list[Path]:
-    """Audio files below ``root`` (any depth, hidden files skipped), sorted."""
-    found = []
+def find_audio(root: Path, exclude: Sequence[str | Path] = (), counts: dict[str, int] | None = None) -> list[Path]:
+    """Audio files below ``root`` (any depth, hidden files skipped), sorted; each real file once.
+
+    Symbolic links are followed, but a folder or file reached again (the same device and inode: a
+    link loop such as ``ln -s . again``, or two links to one file) is skipped and counted in
+    ``counts["links_skipped"]``; folders in ``exclude`` (a command's own output) are never entered.
+    """
+    found: list[Path] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    excluded = {os.path.realpath(e) for e in exclude}
+    skipped = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs or os.path.realpath(dirpath) in excluded:
+            skipped += (st.st_dev, st.st_ino) in seen_dirs
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS):
-                found.append(Path(dirpath) / name)
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.lower().endswith(AUDIO_EXTENSIONS):
+                continue
+            path = Path(dirpath) / name
+            try:
+                fst = os.stat(path)
+            except OSError:  # a dangling link: listed, and the decoder says why it cannot be read
+                found.append(path)
+                continue
+            if (fst.st_dev, fst.st_ino) in seen_files:
+                skipped += 1
+                continue
+            seen_files.add((fst.st_dev, fst.st_ino))
+            found.append(path)
+    if counts is not None:
+        counts["links_skipped"] = counts.get("links_skipped", 0) + skipped
     return sorted(found)
 
 
@@ -46,31 +75,35 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def scan_labelled(root: str | Path, domain: str = "source") -> list[Item]:
+def scan_labelled(root: str | Path, domain: str = "source", exclude: Sequence[str | Path] = (),
+                  counts: dict[str, int] | None = None) -> list[Item]:
     """``ROOT/<class>/**`` audio; a class folder without audio files is an error."""
     root = _existing(root)
     if not root.is_dir():
         raise ScanError(f"{root}: expected a folder of class folders or a .csv manifest")
-    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    excluded = {os.path.realpath(e) for e in exclude}
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                     and os.path.realpath(d) not in excluded)
     if not classes:
-        loose = find_audio(root)
+        loose = find_audio(root, exclude)
         hint = " (it holds audio files directly: put them in one folder per class)" if loose else ""
         raise ScanError(f"{root}: no class folders found{hint}")
     items = []
     for cls in classes:
-        files = find_audio(cls)
+        files = find_audio(cls, exclude, counts)
         if not files:
             raise ScanError(f"{cls}: class folder {cls.name!r} holds no audio files")
         items += [Item(str(f), cls.name, domain) for f in files]
     return items
 
 
-def scan_unlabelled(root: str | Path, domain: str = "target") -> list[Item]:
+def scan_unlabelled(root: str | Path, domain: str = "target", exclude: Sequence[str | Path] = (),
+                    counts: dict[str, int] | None = None) -> list[Item]:
     """``ROOT/**`` audio, labels unknown."""
     root = _existing(root)
     if not root.is_dir():
         raise ScanError(f"{root}: expected a folder of audio files or a .csv manifest")
-    files = find_audio(root)
+    files = find_audio(root, exclude, counts)
     if not files:
         raise ScanError(f"{root}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS[:4])}, ...)")
     return [Item(str(f), None, domain) for f in files]
@@ -81,7 +114,7 @@ def read_manifest(path: str | Path, domain: str, require_label: bool) -> list[It
     path = _existing(path)
     base = path.parent
     items = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "path" not in reader.fieldnames:
             raise ScanError(f"{path}: a manifest needs a header with a 'path' column (and 'label')")
@@ -102,24 +135,27 @@ def read_manifest(path: str | Path, domain: str, require_label: bool) -> list[It
     return items
 
 
-def scan_input(path: str | Path, domain: str, labelled: bool) -> list[Item]:
-    """A folder or a ``.csv`` manifest, labelled or not."""
+def scan_input(path: str | Path, domain: str, labelled: bool, exclude: Sequence[str | Path] = (),
+               counts: dict[str, int] | None = None) -> list[Item]:
+    """A folder or a ``.csv`` manifest, labelled or not (see :func:`find_audio` for ``exclude`` and ``counts``)."""
     path = _existing(path)
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise ScanError(f"{path}: expected a folder or a .csv manifest")
         return read_manifest(path, domain, require_label=labelled)
-    return scan_labelled(path, domain) if labelled else scan_unlabelled(path, domain)
+    if labelled:
+        return scan_labelled(path, domain, exclude, counts)
+    return scan_unlabelled(path, domain, exclude, counts)
 
 
-def list_inputs(path: str | Path) -> list[str]:
-    """A single audio file, or every audio file below a folder (recursive, sorted)."""
+def list_inputs(path: str | Path, counts: dict[str, int] | None = None) -> list[str]:
+    """A single audio file, or every audio file below a folder (recursive, sorted, each real file once)."""
     path = Path(path)
     if path.is_file():
         return [str(path)]
     if not path.is_dir():
         raise ScanError(f"{path}: no such file or folder")
-    files = [str(p) for p in find_audio(path)]
+    files = [str(p) for p in find_audio(path, counts=counts)]
     if not files:
         raise ScanError(f"{path}: folder holds no audio files")
     return files

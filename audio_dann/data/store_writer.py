@@ -180,8 +180,10 @@ class StoreWriter:
         """Seal a validated folder: final ``.npy`` header, ``stats.json``, then the completion marker."""
         FeatureFile(self.out / "features.npy", self.features.row_shape, rows=n_clips).finish()
         write_json(self.out / "stats.json", self.stats())
+        sizes = {"features_bytes": (self.out / "features.npy").stat().st_size,
+                 "index_bytes": (self.out / "index.csv").stat().st_size}
         write_json(self.out / PREPARED_MARKER, {"format_version": STORE_FORMAT,
-                                                "fingerprint": self.state["fingerprint"], **summary})
+                                                "fingerprint": self.state["fingerprint"], **sizes, **summary})
         self.progress_path.unlink(missing_ok=True)
 
 

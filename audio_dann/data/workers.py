@@ -11,6 +11,8 @@ through the worker's pipe as ordinary pickles instead.
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -53,8 +55,26 @@ class ChunkDataset(torch.utils.data.Dataset):
         return results
 
 
-def _one_thread(_: int) -> None:
+def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one process per core: threads inside workers only contend
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (even by ``kill -9``); elsewhere a no-op.
+
+    Without it, decoding workers of a killed ``prepare`` lived on as orphans for minutes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _as_is(item):
@@ -65,7 +85,7 @@ def file_loader(dataset: torch.utils.data.Dataset, workers: int, prefetch: int =
     """Items of ``dataset`` in order, computed in ``workers`` processes (0: in this process)."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
-        worker_init_fn=_one_thread if workers else None, prefetch_factor=prefetch if workers else None)
+        worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch if workers else None)
 
 
 def file_chunks(sizes: Sequence[int], start: int = 0, max_files: int = 16,

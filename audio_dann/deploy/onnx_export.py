@@ -30,6 +30,7 @@ from .. import __version__
 from ..data.audio import gather_windows, load_mono, plan_windows
 from ..data.scan import list_inputs
 from ..errors import AudioError, ExportError
+from ..files import check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_checkpoint
 from ..nn.frontend_conv import ConvLogMel
 from ..runtime import derive_seed
@@ -135,13 +136,13 @@ def export(model_path: str | Path, out: str | Path, *, opset: int = 17, quantize
     if not 11 <= opset <= 21:
         raise ExportError(f"--opset must lie in 11-21, got {opset}")
     onnx, ort = _runtime()
-    model_path, out = Path(model_path), Path(out)
+    model_path, out = Path(model_path), check_output_file(out)
     model, bundle = load_checkpoint(model_path)
     windows = check_windows(model, check, check_windows_n)
     with torch.no_grad():
         reference = torch.softmax(model(torch.from_numpy(windows)), 1).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+    with output_lock(out), tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         f32 = Path(tmp) / "float32.onnx"
         _export_graph(onnx, ProbabilityGraph(model).eval(), windows, f32, opset, _metadata(model, bundle, model_path))
         sess = _session(ort, f32)

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..data.audio import load_mono, plan_windows
+from ..data.audio import load_clip_source, plan_windows
 from ..data.workers import ChunkDataset, auto_workers, file_chunks, file_loader
 from ..errors import OptionError
 from ..nn.classifier import AudioClassifier
@@ -75,7 +75,7 @@ class _FileClips(ChunkDataset):
         self.model, self.batch_size, self.amp = model, batch_size, amp
 
     def work(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return plan_windows(load_mono(self.paths[i], self.sr), self.window, self.hop, self.pad_mode)
+        return plan_windows(load_clip_source(self.paths[i], self.sr), self.window, self.hop, self.pad_mode)
 
     def finish(self, results: list[tuple]) -> list[tuple]:
         if self.model is None:
@@ -111,6 +111,10 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
     network runs (default: in the workers on CPU, in this process on a GPU).
     """
     check_amp(amp)
+    if batch_size < 1:
+        raise OptionError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise OptionError(f"--workers must be >= 0, got {workers}")
     device = torch.device(device)
     if workers is None:
         workers = cpu_cores() if device.type == "cpu" else auto_workers()

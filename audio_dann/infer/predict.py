@@ -11,7 +11,7 @@ import torch
 
 from ..data.scan import list_inputs
 from ..errors import OptionError
-from ..files import atomic_path
+from ..files import atomic_path, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import barrier, check_amp, init_from_env, rank_world, shard_range, shutdown
 from .engine import iter_predictions
@@ -32,18 +32,20 @@ def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[s
     if fmt not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_amp(amp)
+    out = check_output_file(out)  # before any work: a folder or unwritable path fails now, not at the end
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
     paths = list(inputs) if isinstance(inputs, (list, tuple)) else list_inputs(inputs)
     kwargs = dict(batch_size=batch_size, workers=workers, window_seconds=window_seconds, hop_seconds=hop_seconds,
                   device=device, amp=amp)
-    out = Path(out)
     started = init_from_env(torch.device(device).type)
     try:
         rank, world = rank_world()
         if world == 1:
             cb = (lambda n: progress(n, len(paths))) if progress else None
-            counts = write_predictions(iter_predictions(model, paths, **kwargs), model.classes, out, fmt, per_window, cb)
+            with output_lock(out):
+                counts = write_predictions(iter_predictions(model, paths, **kwargs), model.classes, out, fmt,
+                                           per_window, cb)
             return {**counts, "out": str(out)}
         return _predict_sharded(model, paths, out, fmt, per_window, kwargs, rank, world, progress)
     finally:

@@ -8,6 +8,7 @@ plots are made after training, by the caller (``audio_dann.train`` and the CLI d
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -22,10 +23,10 @@ import torch.nn.functional as F
 from ..config import Config, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, RunError
-from ..files import atomic_write_text, write_json
+from ..files import atomic_write_text, check_output_dir, output_lock, write_json
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
-from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, rank_world, resolve_device,
-                       seed_everything, shard_range, shutdown)
+from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
+                       resolve_device, seed_everything, shard_range, shutdown)
 from .criteria import dev_risk, proxy_a_distance, snd
 from .criteria import score as criterion_score
 from .loop import TrainData, TrainState, fit
@@ -55,9 +56,11 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
     Returns:
         the run summary (also written to ``summary.json``).
     """
+    out = check_output_dir(out)
     started = init_from_env(resolve_device(device).type)
     try:
-        return _train(prepared, Path(out), config, method, seed, device, resume, progress)
+        with output_lock(out) if is_main_process() else contextlib.nullcontext():
+            return _train(prepared, out, config, method, seed, device, resume, progress)
     finally:
         shutdown(started)
 
