@@ -97,6 +97,9 @@ def prepare(
             out_console.print("clips: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.clips_by_split.items())))
             if summary.files_skipped:
                 out_console.print(f"skipped files and reasons: {out / 'skipped.csv'}")
+        if summary.links_skipped:
+            out_console.print(f"{summary.links_skipped} links skipped: folders or files reached a second time "
+                              "through symbolic links (each real file is read once)")
 
 
 @app.command()
@@ -321,7 +324,13 @@ def select(
             write_json(json_out, result)
 
 
+def _terminate(signum, _frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temp files removed, locks released
+
+
 def main() -> None:
+    import signal
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["UserError", "ConfigError", "AudioError", "ScanError", "ManifestError", "PrepareError", "StoreError",
-           "BundleError", "RunError", "OptionError", "ExportError"]
+           "BundleError", "RunError", "OptionError", "ExportError", "OutputLockedError"]
 
 
 class UserError(Exception):
@@ -65,3 +65,7 @@ class RunError(UserError, ValueError):
 
 class ExportError(UserError, ValueError):
     """An export cannot be made or did not pass its check; the message says which and why."""
+
+
+class OutputLockedError(UserError):
+    """Another live process is writing the same output; the message names its pid and host."""

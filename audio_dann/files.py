@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OptionError, UserError
+from .errors import OptionError, OutputLockedError
 
 __all__ = ["atomic_path", "atomic_write_text", "write_json", "check_output_file", "check_output_dir",
-           "output_lock", "OutputLockedError"]
+           "output_lock"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -99,10 +99,6 @@ def check_output_dir(path: str | Path, option: str = "--out") -> Path:
         raise OptionError(f"{option} {path}: exists and is not a folder")
     _writable_ancestor(path, option)
     return path
-
-
-class OutputLockedError(UserError):
-    """Another live process is writing the same output."""
 
 
 def _lock_file(path: Path) -> Path:

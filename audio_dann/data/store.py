@@ -129,7 +129,7 @@ def open_prepared(root: str | Path) -> PreparedData:
         with open(root / "index.csv", newline="") as f:
             index = list(csv.DictReader(f))
         features = np.load(root / "features.npy", mmap_mode="r")
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError) as exc:  # np.load of an empty file raises EOFError
         if isinstance(exc, StoreError):
             raise
         raise StoreError(f"{root}: prepared folder is damaged ({exc})") from None
