@@ -55,11 +55,11 @@ class AudioClassifier(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.classify(self.frontend(waveform))
 
-    def for_inference(self) -> "AudioClassifier":
+    def for_inference(self, strided_pools: bool = True) -> "AudioClassifier":
         """An eval-mode copy for prediction (see :func:`fold.for_inference`): same outputs to ~1e-6,
         about twice as fast on CPU. Never train or save it."""
         fast = copy.deepcopy(self).eval()
-        fast.dann = for_inference(fast.dann)
+        fast.dann = for_inference(fast.dann, strided_pools)
         return fast
 
     def to_bundle(self, **extra: Any) -> dict[str, Any]:

@@ -24,13 +24,14 @@ def _plain_pool2(m: nn.Module) -> bool:
             and m.padding in (0, (0, 0)) and m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices)
 
 
-def for_inference(module: nn.Module) -> nn.Module:
+def for_inference(module: nn.Module, strided_pools: bool = True) -> nn.Module:
     """An eval-mode inference copy of ``module``: every Conv2d -> BatchNorm2d pair of a Sequential
     folded into one convolution (the norm becomes Identity), 2x2 max pools as :class:`PairMax2d`.
 
     Eval-mode batch norm is a per-channel affine map, so the copy computes the same function up
     to float rounding (~1e-6); on CPU the norms were a quarter of the network's time and max
     pooling another quarter. The original is untouched; never train or save the copy.
+    ``strided_pools=False`` keeps ``MaxPool2d``, which ONNX runtimes run faster than strided slices.
     """
     fast = copy.deepcopy(module).eval()
     for seq in [m for m in fast.modules() if isinstance(m, nn.Sequential)]:
@@ -41,6 +42,6 @@ def for_inference(module: nn.Module) -> nn.Module:
                 seq[k] = fused.to(memory_format=torch.channels_last) if layer.weight.is_contiguous(
                     memory_format=torch.channels_last) else fused
                 seq[k + 1] = nn.Identity()
-            elif _plain_pool2(layer):
+            elif strided_pools and _plain_pool2(layer):
                 seq[k] = PairMax2d()
     return fast

@@ -24,7 +24,8 @@ class ConvLogMel(nn.Module):
 
     The frame at hop ``t`` is ``x_padded[t * hop : t * hop + n_fft]`` (``center=True``, zero padding of
     ``n_fft // 2`` on both sides), times the window (zero-padded to ``n_fft`` in the middle, as
-    ``torch.stft`` does), projected on cosines and sines of the ``n_fft // 2 + 1`` DFT bins.
+    ``torch.stft`` does), projected on cosines and sines of the ``n_fft // 2 + 1`` DFT bins; only the
+    taps under the window are computed.
     """
 
     def __init__(self, logmel: LogMel) -> None:
@@ -39,15 +40,19 @@ class ConvLogMel(nn.Module):
         n = torch.arange(n_fft, dtype=torch.float64)[None, :]
         angle = 2 * math.pi * k * n / n_fft
         kernels = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2 * bins, n_fft)
-        self.register_buffer("kernels", kernels.float()[:, None, :])
+        # Taps where the window is zero contribute nothing: keep [first, last] nonzero only (a window of
+        # win_length < n_fft costs win_length taps, not n_fft), and shift the padding to match.
+        nonzero = torch.nonzero(window).flatten()
+        first, last = int(nonzero[0]), int(nonzero[-1])
+        self.register_buffer("kernels", kernels[:, first:last + 1].float()[:, None, :].contiguous())
+        self.pad_left, self.pad_right = n_fft // 2 - first, n_fft // 2 - (n_fft - 1 - last)
         self.register_buffer("fb", logmel.mel.mel_scale.fb.detach().float().clone())  # (bins, n_mels)
         self.n_fft, self.hop, self.bins = n_fft, hop, bins
         self.log_floor = float(logmel.log_floor)
         self.sample_rate = logmel.sample_rate
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        pad = self.n_fft // 2
-        x = F.pad(waveform.float().unsqueeze(1), (pad, pad))            # (B, 1, samples + n_fft)
+        x = F.pad(waveform.float().unsqueeze(1), (self.pad_left, self.pad_right))
         spec = F.conv1d(x, self.kernels, stride=self.hop)              # (B, 2 * bins, frames)
         re, im = spec[:, : self.bins], spec[:, self.bins:]
         power = re * re + im * im                                      # (B, bins, frames)
