@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from .adaptation.adapt import adapt
 from .config import Config
 from .deploy.onnx_export import export
 from .data.prepare import prepare
@@ -23,7 +24,7 @@ from .report.run_report import make_report
 from .runtime import is_main_process
 from .training.run import train as _train_run
 
-__all__ = ["prepare", "train", "evaluate", "predict", "load_model", "export"]
+__all__ = ["prepare", "train", "adapt", "evaluate", "predict", "load_model", "export"]
 
 
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,

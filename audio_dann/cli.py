@@ -129,6 +129,9 @@ def train(
         sel = summary["selected"]
         out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
                           f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
+        est = summary.get("estimated_target_accuracy")
+        if est:
+            out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}")
         if "report_only" in summary:
             r = summary["report_only"]
             out_console.print(f"target test accuracy (report only, not used for selection): "
@@ -168,6 +171,10 @@ def evaluate(
         out_console.print(table)
         for d, v in report.get("per_domain", {}).items():
             out_console.print(f"  domain {d}: accuracy {v['accuracy']:.4f} (n={v['n']})")
+        est = report.get("estimated_accuracy")
+        if est:
+            out_console.print(f"label-free estimate ({est['estimator']}) of window accuracy: {est['value']:.3f}; "
+                              f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)")
         if report["skipped"]:
             out_console.print(f"{len(report['skipped'])} files skipped, e.g. {report['skipped'][0]['file']}: "
                               f"{report['skipped'][0]['reason']}")
@@ -203,6 +210,41 @@ def predict(
                                  window_seconds=window_seconds, hop_seconds=hop_seconds, per_window=per_window,
                                  fmt=fmt, device=resolve_device(device), amp=amp, progress=update)
         out_console.print(f"{counts['ok']} files predicted, {counts['errors']} unreadable -> {out}")
+
+
+@app.command()
+def adapt(
+    model: Path = typer.Argument(..., help="model.pt bundle (source-only or DANN) to adapt."),
+    target: List[Path] = typer.Argument(..., help="Unlabelled target folder(s) or manifest(s)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (model.pt, summary.json)."),
+    method: str = typer.Option("shot-file", "--method", "-m", help="adabn | tent | shot | shot-file"),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the target clips (trained methods)."),
+    lr: float = typer.Option(0.005, "--lr", help="Learning rate (SGD; TENT uses Adam at lr/5)."),
+    seed: int = typer.Option(0, "--seed"),
+    max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
+    no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
+    workers: Optional[int] = WorkersOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Adapt a trained model with unlabelled target audio alone (no source data needed)."""
+    with _guard():
+        from .adaptation.adapt import adapt as run_adapt
+        from .adaptation.methods import AdaptConfig
+        if epochs < 1 or not lr > 0 or max_clips < 1:
+            raise typer.BadParameter("--epochs and --max-clips must be >= 1 and --lr > 0")
+        with _bar(quiet, "decode target") as update:
+            s = run_adapt(model, target, out, method=method, config=AdaptConfig(epochs=epochs, lr=lr, seed=seed),
+                          guard=not no_guard, max_clips=max_clips, workers=workers, device=device, progress=update)
+        e = s["estimated_accuracy"]
+        if e["before"] is not None:
+            out_console.print(f"estimated target accuracy ({e['estimator']}, no target label read): "
+                              f"{e['before']:.3f} before, {e['after']:.3f} after {method}")
+        else:
+            out_console.print("the bundle has no calibration (trained before it was recorded): no estimate")
+        verdict = ("kept the ORIGINAL model: adaptation is expected to hurt" if s["kept"] == "original"
+                   else "kept the adapted model")
+        out_console.print(f"{s['clips']} target windows from {s['files']} files; {verdict} -> {s['out']}")
 
 
 @app.command()

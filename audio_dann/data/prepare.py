@@ -33,7 +33,7 @@ from .store import PREPARED_MARKER
 from .store_writer import StoreWriter
 from .workers import ChunkDataset, file_chunks, file_loader
 
-__all__ = ["PrepareSummary", "plan_items", "prepare"]
+__all__ = ["FileFeatures", "PrepareSummary", "plan_items", "prepare"]
 
 _OUR_FILES = {"config.yaml", "index.csv", "features.npy", "stats.json", "classes.json", "domains.json",
               "skipped.csv", "progress.json", PREPARED_MARKER}
@@ -132,7 +132,7 @@ def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> tuple
     return h.hexdigest()[:16], sizes
 
 
-class _Decode(ChunkDataset):
+class FileFeatures(ChunkDataset):
     """Worker side: file ``i`` -> ``(float16 log-mel clips, clip starts in s, seconds, stats sums)``."""
 
     def __init__(self, items: list[Item], chunks: list[tuple[int, int]], config: Config) -> None:
@@ -271,7 +271,7 @@ def _decode_into(writer: StoreWriter, items: list[Item], sizes: list[int], confi
                  progress: Callable[[int, int, int, float], None] | None) -> None:
     """Decode the files not done yet in worker processes and hand each to ``writer``, in order."""
     workers = cpu_cores() if config.data.workers is None else config.data.workers
-    dataset = _Decode(items, file_chunks(sizes, writer.resumed_from), config)
+    dataset = FileFeatures(items, file_chunks(sizes, writer.resumed_from), config)
     for i, decoded, reason in (result for chunk in file_loader(dataset, workers) for result in chunk):
         item = items[i]
         if decoded is None:

@@ -10,6 +10,7 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
+from ..nn.calibration import DEFAULT_ESTIMATOR, estimate
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
 from .engine import iter_predictions
@@ -37,7 +38,7 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     items = [it for it in items if it.label in index]
     if not items:
         raise ScanError(f"{data}: no files whose label is one of the model's classes ({', '.join(model.classes)})")
-    y_true, y_pred, domains = [], [], []
+    y_true, y_pred, domains, windows, window_true = [], [], [], [], []
     for n, (it, res) in enumerate(zip(items, iter_predictions(model, [i.path for i in items], batch_size=batch_size,
                                                               workers=workers, device=device, amp=amp)),
                                   start=1):
@@ -47,6 +48,8 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
             y_true.append(index[it.label])
             y_pred.append(int(res.mean_probs.argmax()))
             domains.append(it.domain)
+            windows.append(res.probs)
+            window_true.append(np.full(len(res.probs), index[it.label]))
         if progress:
             progress(n, len(items))
     if not y_true:
@@ -57,5 +60,17 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
         by_domain[d].append(t == p)
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
+    report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true))
     report["skipped"] = skipped
     return report
+
+
+def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray) -> dict | None:
+    """The label-free estimates of window accuracy (from the model's calibration, no label read), next to
+    the window accuracy the labels give, so the two can be compared."""
+    figures = estimate(probs, model.calibration)
+    if not figures:
+        return None
+    return {"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
+            "window_accuracy": float((probs.argmax(1) == truth).mean()), "windows": int(len(truth)),
+            "note": "estimates read no label; window_accuracy is the labelled figure to compare with"}

@@ -32,6 +32,9 @@ class AudioClassifier(nn.Module):
         domains: domain names (the source first) the model was trained with.
         sample_rate: the rate the frontend expects.
         config: the resolved :class:`Config` it was trained with.
+        calibration: accuracy and confidence on held-out source clips, measured by ``train`` (for the
+            label-free accuracy estimates; ``None`` for bundles without one).
+        adaptation: what ``adapt`` applied to it, oldest first (empty for a trained model).
     """
 
     def __init__(self, config: Config, classes: list[str], domains: list[str], domain_head: bool = False) -> None:
@@ -43,6 +46,8 @@ class AudioClassifier(nn.Module):
         self.frontend = LogMel.from_config(config.features)
         self.dann: DANN = build_dann(config.model, len(classes), len(domains) if domain_head else 0,
                                      n_mels=config.features.n_mels)
+        self.calibration: dict | None = None
+        self.adaptation: list[dict] = []
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(batch, samples) -> (batch, n_mels, frames)`` log-mels."""
@@ -64,7 +69,10 @@ class AudioClassifier(nn.Module):
 
     def to_bundle(self, **extra: Any) -> dict[str, Any]:
         """This model as a bundle dict (see :mod:`.bundle`); ``extra`` adds keys such as ``step``."""
-        return make_bundle(self.config, self.classes, self.domains, self.state_dict(), **extra)
+        meta = {"calibration": self.calibration} if self.calibration else {}
+        if self.adaptation:
+            meta["adaptation"] = self.adaptation
+        return make_bundle(self.config, self.classes, self.domains, self.state_dict(), **{**meta, **extra})
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write this model as a bundle, atomically."""
@@ -84,6 +92,8 @@ class AudioClassifier(nn.Module):
         if missing or unexpected:
             raise BundleError(f"{where}: weights do not fit the model (missing: {', '.join(missing[:3]) or '-'}; "
                               f"unexpected: {', '.join(unexpected[:3]) or '-'})")
+        model.calibration = bundle.get("calibration")
+        model.adaptation = list(bundle.get("adaptation") or [])
         return model
 
 

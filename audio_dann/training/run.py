@@ -24,6 +24,7 @@ from ..config import Config, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
+from ..nn.calibration import DEFAULT_ESTIMATOR, calibrate, estimate
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -86,9 +87,25 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress) 
                 evaluate=evaluator, on_eval=checkpoints.on_eval, progress_cb=progress if is_main else None)
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
     if is_main:
+        selected = checkpoints.selected()
+        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t)
         write_json(out / "summary.json", summary)
-        checkpoints.finish(summary)
+        checkpoints.finish(selected, summary)
     return summary
+
+
+def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device) -> tuple[dict | None, dict | None]:
+    """The selected model's calibration on source validation clips, and the label-free estimates of its
+    accuracy on the unlabelled target pool (see :mod:`audio_dann.nn.calibration`)."""
+    if len(clips.val_y) == 0:
+        return None, None
+    dann = model.dann.to(device)
+    calibration = calibrate(torch.softmax(model_outputs(dann, clips.val_x, device)[1], 1).numpy(), clips.val_y)
+    if clips.pool_x is None or len(clips.pool_x) == 0:
+        return calibration, None
+    figures = estimate(torch.softmax(model_outputs(dann, clips.pool_x, device)[1], 1).numpy(), calibration)
+    return calibration, {"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
+                         "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 
 
 def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
@@ -274,9 +291,13 @@ class Checkpoints:
                             loop_state={"step": state.step, "history": state.history, "best": state.best,
                                         "rng": state.rng})
 
-    def finish(self, summary: dict) -> None:
-        """Store the run summary inside the selected ``model.pt``."""
-        selected, bundle = load_checkpoint(self.out / "model.pt")
+    def selected(self) -> AudioClassifier:
+        """The model ``model.pt`` holds."""
+        return load_checkpoint(self.out / "model.pt")[0]
+
+    def finish(self, selected: AudioClassifier, summary: dict) -> None:
+        """Store the run summary (and the selected model's calibration) inside ``model.pt``."""
+        bundle = load_checkpoint(self.out / "model.pt")[1]
         selected.save(self.out / "model.pt", **{k: v for k, v in bundle.items() if k in ("step", "selected_by")},
                       summary=summary)
 

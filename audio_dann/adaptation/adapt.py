@@ -1,0 +1,72 @@
+"""``adapt``: a model bundle and unlabelled target audio in, an adapted bundle out, with a label-free
+estimate of target accuracy before and after and a guard that keeps the original when adaptation is
+expected to hurt."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..files import check_output_dir, output_lock, write_json
+from ..nn.classifier import load_checkpoint
+from ..runtime import resolve_device
+from ..nn.calibration import DEFAULT_ESTIMATOR, ESTIMATORS, agreement, estimate, probabilities
+from .methods import METHODS, AdaptConfig, adapt_network
+from .target import load_target_clips
+
+__all__ = ["adapt", "DEFAULT_METHOD"]
+
+DEFAULT_METHOD = "shot-file"
+
+
+def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: str | Path, *,
+          method: str = DEFAULT_METHOD, config: AdaptConfig = AdaptConfig(), guard: bool = True,
+          max_clips: int = 20000, workers: int | None = None, device: str = "auto",
+          progress: Callable[[int, int], None] | None = None) -> dict:
+    """Adapt the bundle ``model`` to unlabelled ``targets`` (folders or manifests) into the run folder ``out``.
+
+    Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
+    ``out/summary.json``. With ``guard`` (the default), the original weights are kept when the
+    label-free estimate of target accuracy (``DEFAULT_ESTIMATOR``, from the bundle's calibration) is
+    lower after adaptation than before; without a calibration there is no estimate and the adapted
+    model is kept, which the summary says.
+    """
+    if method not in METHODS:
+        from ..errors import OptionError
+        raise OptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    t0 = time.perf_counter()
+    out = check_output_dir(out)
+    with output_lock(out):
+        original, bundle = load_checkpoint(model)
+        dev = resolve_device(device)
+        clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers,
+                                  progress=progress)
+        adapted_net, info = adapt_network(original.dann, clips, method, config, dev)
+        before = probabilities(original.dann.to(dev), clips.x, dev)
+        after = probabilities(adapted_net.to(dev), clips.x, dev)
+        est = {"estimator": DEFAULT_ESTIMATOR, "before": estimate(before, original.calibration),
+               "after": estimate(after, original.calibration)}
+        b, a = est["before"].get(DEFAULT_ESTIMATOR), est["after"].get(DEFAULT_ESTIMATOR)
+        kept = "original" if (guard and a is not None and b is not None and a < b) else "adapted"
+        final = copy.deepcopy(original).cpu()
+        if kept == "adapted":
+            final.dann = adapted_net.cpu()
+        record = {"method": method, "kept": kept, "targets": [str(t) for t in
+                                                              ([targets] if isinstance(targets, (str, Path)) else targets)],
+                  "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
+                  "settings": asdict(config), "estimated_accuracy": {"estimator": DEFAULT_ESTIMATOR, "before": b,
+                                                                     "after": a},
+                  "agreement_with_original": agreement(before, after), **info}
+        final.adaptation = [*original.adaptation, record]
+        final.save(out / "model.pt", summary=bundle.get("summary"))
+        summary = {"model": str(model), "out": str(out / "model.pt"), **record,
+                   "all_estimates": est, "device": str(dev), "seconds": time.perf_counter() - t0,
+                   "guard": guard, "note": ("no calibration in the bundle: no estimate, the guard cannot judge"
+                                            if b is None else "estimates use no target label")}
+        write_json(out / "summary.json", summary)
+    return summary
+

@@ -1,0 +1,164 @@
+"""Source-free adaptation methods: each changes a DANN network in place using unlabelled target clips.
+
+- ``adabn`` (Li et al., 2016): batch-norm statistics re-estimated on the target; nothing trained.
+- ``tent`` (Wang et al., ICLR 2021): the batch-norm scales and shifts trained to minimise the entropy
+  of target predictions, normalising with target batch statistics; then AdaBN.
+- ``shot`` (Liang et al., ICML 2020): the label head frozen, the feature extractor trained with
+  information maximisation (confident and diverse predictions) and self-supervised pseudo-labels from
+  class centroids in embedding space; then AdaBN.
+- ``shot-file``: ``shot`` whose pseudo-labels are the argmax of probabilities averaged over each
+  window's own file and its nearest neighbours in embedding space (NOTELA-style smoothing, Boudiaf et
+  al., ICML 2023): windows of one recording share a label, which suits long field recordings.
+
+All of them start from AdaBN (normalising with target statistics is the first thing a target-only
+method can do) and finish with an AdaBN pass, so the saved model runs in eval mode with target
+running statistics.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..runtime import derive_seed
+from .target import TargetClips
+
+__all__ = ["METHODS", "AdaptConfig", "adapt_network", "adabn"]
+
+METHODS = ("adabn", "tent", "shot", "shot-file")
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Settings of the trained methods (AdaBN has none)."""
+
+    epochs: int = 10                 # passes over the target clips
+    batch_size: int = 64
+    lr: float = 0.005                # SGD, momentum 0.9 (TENT: Adam at lr / 5)
+    pseudo_weight: float = 0.3       # SHOT's beta on the pseudo-label cross-entropy
+    neighbours: int = 5              # shot-file: embedding neighbours averaged into a pseudo-label
+    seed: int = 0
+
+
+@torch.no_grad()
+def adabn(dann: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> None:
+    """Replace every batch-norm layer's running statistics by those of ``x`` (an exact average over all clips)."""
+    bns = [m for m in dann.modules() if isinstance(m, _BN)]
+    saved = [m.momentum for m in bns]
+    dann.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every clip counts alike
+        m.train()
+    for s in range(0, len(x), batch_size):
+        dann(x[s:s + batch_size].to(device, torch.float32), 0.0, with_domain=False)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    dann.eval()
+
+
+@torch.no_grad()
+def _outputs(dann: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    dann.eval()
+    zs, ps = [], []
+    for s in range(0, len(x), 512):
+        logits, _, z = dann(x[s:s + 512].to(device, torch.float32), 0.0, with_domain=False)
+        zs.append(z.float())
+        ps.append(torch.softmax(logits.float(), 1))
+    return torch.cat(zs), torch.cat(ps)
+
+
+def _centroid_labels(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """SHOT's pseudo-labels: weighted class centroids (cosine), two rounds of nearest-centroid assignment."""
+    zn = F.normalize(z, dim=1)
+    centroids = F.normalize(p.T @ zn / p.sum(0)[:, None].clamp_min(1e-8), dim=1)
+    labels = (zn @ centroids.T).argmax(1)
+    onehot = F.one_hot(labels, p.shape[1]).float()
+    centroids = F.normalize(onehot.T @ zn / onehot.sum(0)[:, None].clamp_min(1e-8), dim=1)
+    return (zn @ centroids.T).argmax(1)
+
+
+def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndarray, k: int) -> torch.Tensor:
+    """Probabilities averaged over each window's file and its ``k`` nearest embedding neighbours."""
+    files = torch.as_tensor(file_index, device=p.device)
+    n_files = int(files.max()) + 1
+    per_file = torch.zeros(n_files, p.shape[1], device=p.device).index_add_(0, files, p)
+    per_file = per_file / torch.bincount(files, minlength=n_files).clamp_min(1)[:, None]
+    zn = F.normalize(z, dim=1)
+    smoothed = torch.empty_like(p)
+    for s in range(0, len(zn), 1024):
+        sim = zn[s:s + 1024] @ zn.T
+        idx = sim.topk(min(k + 1, len(zn)), dim=1).indices  # itself included
+        smoothed[s:s + 1024] = p[idx].mean(1)
+    return (0.5 * smoothed + 0.5 * per_file[files]).argmax(1)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * torch.log(p.clamp_min(1e-8))).sum(1).mean()
+
+
+def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, device: torch.device) -> dict:
+    """TENT, SHOT or shot-file: ``epochs`` passes of shuffled target batches, BN on batch statistics."""
+    if method == "tent":
+        for p in dann.parameters():
+            p.requires_grad_(False)
+        params = [p for m in dann.modules() if isinstance(m, _BN) for p in (m.weight, m.bias) if p is not None]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=cfg.lr / 5)
+    else:
+        for p in dann.parameters():
+            p.requires_grad_(True)
+        for p in dann.label_head.parameters():  # SHOT keeps the source hypothesis (the classifier)
+            p.requires_grad_(False)
+        params = [p for n, p in dann.named_parameters() if p.requires_grad and not n.startswith("domain_head")]
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, f"adapt/{method}"))
+    torch.manual_seed(derive_seed(cfg.seed, f"adapt/{method}/torch"))
+    n, losses = len(clips), []
+    for epoch in range(cfg.epochs):
+        pseudo = None
+        if method != "tent" and cfg.pseudo_weight > 0:
+            z, p = _outputs(dann, clips.x, device)
+            pseudo = (_centroid_labels(z, p) if method == "shot"
+                      else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours))
+        dann.train()
+        order = torch.randperm(n, generator=gen)
+        for s in range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            logits = dann(clips.x[idx].to(device, torch.float32), 0.0, with_domain=False)[0].float()
+            prob = torch.softmax(logits, 1)
+            loss = _entropy(prob)
+            if method != "tent":
+                mean = prob.mean(0)
+                loss = loss + (mean * torch.log(mean.clamp_min(1e-8))).sum()  # minus the entropy of the mean
+                if pseudo is not None:
+                    loss = loss + cfg.pseudo_weight * F.cross_entropy(logits, pseudo[idx.to(pseudo.device)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    for p in dann.parameters():
+        p.requires_grad_(True)
+    return {"epochs": cfg.epochs, "steps": len(losses), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None}
+
+
+def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig = AdaptConfig(),
+                  device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """An adapted copy of ``dann`` (the original is untouched) and what was done."""
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    device = torch.device(device)
+    net = copy.deepcopy(dann).to(device)
+    adabn(net, clips.x, device)
+    info: dict = {"method": method}
+    if method != "adabn":
+        info.update(_train(net, clips, method, cfg, device))
+        adabn(net, clips.x, device)
+    return net.eval().cpu(), info
