@@ -230,7 +230,7 @@ def adapt(
     """Adapt a trained model with unlabelled target audio alone (no source data needed)."""
     with _guard():
         from .adaptation.adapt import adapt as run_adapt
-        from .adaptation.methods import AdaptConfig
+        from .training.self_training import AdaptConfig
         if epochs < 1 or not lr > 0 or max_clips < 1:
             raise typer.BadParameter("--epochs and --max-clips must be >= 1 and --lr > 0")
         with _bar(quiet, "decode target") as update:

@@ -119,6 +119,9 @@ class TrainConfig:
     rv_steps: int = 25               # reverse-validation training steps per evaluation (0: skip rv)
     selection_clips: int = 1000      # at most this many source / target clips per criterion
     sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
+    latent_domains: int = 0          # a target with no domain names: 0 one domain, -1 discover K, K>1 discover K
+    self_training: str = "none"      # after training, on the target pool: none | adabn | tent | shot | shot-file
+    self_training_epochs: int = 10
     seed: int = 0
 
     def validate(self) -> None:
@@ -126,6 +129,11 @@ class TrainConfig:
         _choice(self, "optimizer", ("sgd", "adamw"))
         _choice(self, "amp", ("auto", "off", "bf16", "fp16"))
         _choice(self, "select", ("source-val", "dev", "snd", "rv"))
+        _choice(self, "self_training", ("none", "adabn", "tent", "shot", "shot-file"))
+        if self.latent_domains < -1 or self.latent_domains == 1:
+            raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
+        if self.self_training_epochs < 1:
+            raise ConfigError(f"train.self_training_epochs: must be >= 1, got {self.self_training_epochs}")
         if self.select == "rv" and self.rv_steps <= 0:
             raise ConfigError("train.rv_steps: must be > 0 when train.select is rv")
         _positive(self, "steps", "batch_size", "lr", "eval_every")

@@ -1,4 +1,4 @@
-"""Adaptation from target audio alone (source-free): AdaBN, TENT, SHOT and a file-aware variant, the
-label-free estimates of target accuracy, and the guard that keeps the original model when adaptation
-is expected to hurt. Imports ``training``, ``infer``, ``nn`` and ``data``; below ``report`` and ``api``.
+"""Adaptation from target audio alone (``adapt``): decoding the target, the source-free methods of
+:mod:`audio_dann.training.self_training`, the label-free estimates before and after, and the guard that
+keeps the original model when adaptation is expected to hurt. Imports ``training``, ``nn`` and ``data``.
 """

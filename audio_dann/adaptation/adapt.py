@@ -15,7 +15,7 @@ from ..files import check_output_dir, output_lock, write_json
 from ..nn.classifier import load_checkpoint
 from ..runtime import resolve_device
 from ..nn.calibration import DEFAULT_ESTIMATOR, ESTIMATORS, agreement, estimate, probabilities
-from .methods import METHODS, AdaptConfig, adapt_network
+from ..training.self_training import METHODS, AdaptConfig, adapt_network
 from .target import load_target_clips
 
 __all__ = ["adapt", "DEFAULT_METHOD"]

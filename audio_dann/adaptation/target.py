@@ -7,7 +7,7 @@ windows), which bounds memory for large target folders.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,21 +20,9 @@ from ..data.scan import Item, scan_input
 from ..data.workers import file_chunks, file_loader
 from ..errors import ScanError
 from ..runtime import cpu_cores, derive_seed
+from ..training.self_training import TargetClips
 
-__all__ = ["TargetClips", "load_target_clips"]
-
-
-@dataclass
-class TargetClips:
-    """Unlabelled target windows: ``x`` float16 ``(N, n_mels, frames)``, the file of each window, the files."""
-
-    x: torch.Tensor
-    file_index: np.ndarray
-    paths: list[str]
-    skipped: list[tuple[str, str]]
-
-    def __len__(self) -> int:
-        return len(self.x)
+__all__ = ["load_target_clips"]
 
 
 def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clips: int = 20000, seed: int = 0,

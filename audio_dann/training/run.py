@@ -32,7 +32,9 @@ from .criteria import dev_risk, proxy_a_distance, snd
 from .criteria import score as criterion_score
 from .loop import TrainData, TrainState, fit
 from .outputs import model_outputs, predict_logits
+from .latent import discover_domains, file_descriptors
 from .reverse import reverse_validation_risk
+from .self_training import AdaptConfig, TargetClips, adapt_network
 from .run_folder import REPORT_ONLY_NOTE
 
 __all__ = ["train", "Checkpoints"]
@@ -71,12 +73,12 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress) 
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
     rank, world = rank_world()
     config = _resolve_config(config or Config(), prep, method, seed)
+    clips = _load_clips(prep, config.train)
     seed_everything(config.train.seed)  # before the model is built: its initial weights follow the seed
-    model, state, opt_state, config = _open_run(out, config, prep, resume)
+    model, state, opt_state, config = _open_run(out, config, prep, clips.domains, resume)
     barrier()  # every rank has checked the run folder before rank 0 writes to it
     device_t = _device(device, world)
     cfg = config.train
-    clips = _load_clips(prep, adapt=cfg.method == "dann")
     model.to(device_t)
     is_main = rank == 0
     if is_main:
@@ -88,10 +90,25 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress) 
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
     if is_main:
         selected = checkpoints.selected()
+        if cfg.self_training != "none" and clips.n_target:
+            summary["self_training"] = _self_train(selected, clips, cfg, device_t)
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t)
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
     return summary
+
+
+def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.device) -> dict:
+    """The self-training stage after alignment (``train.self_training``) on the unlabelled target pool,
+    the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it."""
+    x = clips.pool_x if isinstance(clips.pool_x, torch.Tensor) else torch.from_numpy(np.asarray(clips.pool_x[:]))
+    files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
+    net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training,
+                              AdaptConfig(epochs=cfg.self_training_epochs, seed=cfg.seed), device)
+    model.dann = net
+    record = {"stage": "train.self_training", **info, "clips": len(x)}
+    model.adaptation = [*model.adaptation, record]
+    return record
 
 
 def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device) -> tuple[dict | None, dict | None]:
@@ -118,13 +135,13 @@ def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed
     return replace(config, features=prep.config.features, data=prep.config.data, train=train_cfg).validate()
 
 
-def _open_run(out: Path, config: Config, prep: PreparedData, resume: bool):
+def _open_run(out: Path, config: Config, prep: PreparedData, domains: list[str], resume: bool):
     """``(model, loop state, optimizer state, config)``: fresh, or from ``last.pt`` (whose config wins)."""
     last = out / "last.pt"
     if not resume:
         if (out / "summary.json").exists() or last.exists():
             raise RunError(f"{out}: run folder already holds a run; use --resume to continue it or choose a new --out")
-        return build_classifier(config, prep.classes, prep.domains, prep.stats), None, None, config
+        return build_classifier(config, prep.classes, domains, prep.stats), None, None, config
     if not last.is_file():
         raise RunError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
     model, bundle = load_checkpoint(last)
@@ -165,9 +182,13 @@ class Clips:
     test_y: np.ndarray
     pool_x: Any               # the unlabelled target training clips
     pool_y: np.ndarray | None  # their labels where a manifest carried them (report only), else None
+    pool_files: list[str]     # the file of each pool clip
+    domains: list[str]        # the domain head's classes: the source, then the target domains
+    latent: dict | None = None  # how latent domains were discovered (train.latent_domains)
 
 
-def _load_clips(prep: PreparedData, adapt: bool) -> Clips:
+def _load_clips(prep: PreparedData, cfg) -> Clips:
+    adapt = cfg.method == "dann"
     src_rows = prep.rows("train", source=True)
     tgt_rows = prep.rows("train", source=False)
     val_rows = prep.rows("val", source=True)
@@ -178,13 +199,21 @@ def _load_clips(prep: PreparedData, adapt: bool) -> Clips:
     in_memory = needed <= _IN_MEMORY_LIMIT
     rows = lambda r: _rows_data(prep, r, in_memory)  # noqa: E731
     target_x = rows(tgt_rows)
+    pool_files = [prep.index[i]["file"] for i in tgt_rows]
+    domains, domain_ids, latent = list(prep.domains), prep.domain_ids(tgt_rows), None
+    if adapt and cfg.latent_domains != 0 and len(prep.domains) == 2 and len(tgt_rows):
+        desc, which = file_descriptors(prep.features, tgt_rows, pool_files)
+        labels, latent = discover_domains(desc, cfg.seed, k=max(cfg.latent_domains, 0))
+        if latent["k"] > 1:
+            domains = [prep.domains[0], *[f"{prep.domains[1]}~{j}" for j in range(latent["k"])]]
+            domain_ids = 1 + labels[which]
     data = TrainData(source_x=rows(src_rows), source_y=torch.from_numpy(prep.labels(src_rows)),
                      target_x=target_x if adapt else None,
-                     target_domain=torch.from_numpy(prep.domain_ids(tgt_rows)) if adapt else None)
+                     target_domain=torch.from_numpy(np.asarray(domain_ids, dtype=np.int64)) if adapt else None)
     pool_y = prep.labels(tgt_rows)
     has_pool_labels = len(tgt_rows) > 0 and bool((pool_y >= 0).all())
     return Clips(data, len(src_rows), len(tgt_rows), rows(val_rows), prep.labels(val_rows), rows(test_rows),
-                 prep.labels(test_rows), target_x, pool_y if has_pool_labels else None)
+                 prep.labels(test_rows), target_x, pool_y if has_pool_labels else None, pool_files, domains, latent)
 
 
 def _rows_data(prep: PreparedData, rows: np.ndarray, in_memory: bool):
@@ -310,6 +339,7 @@ def _summary(prep: PreparedData, cfg, clips: Clips, state: TrainState, device: t
         "method": cfg.method, "steps": cfg.steps, "seed": cfg.seed, "device": str(device), "world_size": world,
         "selected": {"step": state.best["step"], "criterion": cfg.select, "score": state.best["score"]},
         "final": {k: v for k, v in final.items() if k != "report_only"},
+        "latent_domains": clips.latent,
         "clips": {"source_train": clips.n_source, "target_train": clips.n_target if cfg.method == "dann" else 0,
                   "source_val": len(clips.val_y), "target_test": len(clips.test_y)},
         "train_seconds": seconds,

@@ -25,17 +25,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audio_dann.adaptation.methods import METHODS, AdaptConfig, adapt_network
-from audio_dann.adaptation.target import TargetClips
+from audio_dann.training.self_training import METHODS, AdaptConfig, TargetClips, adapt_network
 from audio_dann.api import prepare, train
-from audio_dann.config import load_config
+from audio_dann.config import apply_overrides, load_config
 from audio_dann.data.store import open_prepared
 from audio_dann.nn.calibration import agreement, calibrate, estimate, probabilities
 from audio_dann.nn.classifier import load_model
+from channel_shift import channel_manifests  # noqa: E402 (same folder)
 from run_recipe import manifests  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
-BASES = ("source-only", "dann-flat", "dann-named")
+# base models: name -> (prepared folder, method, extra settings)
+BASES = {"source-only": ("flat", "source-only", []), "dann-flat": ("flat", "dann", []),
+         "dann-latent": ("flat", "dann", ["train.latent_domains=-1"]),
+         "dann-latent3": ("flat", "dann", ["train.latent_domains=3"]),
+         "dann-named": ("named", "dann", [])}
 
 
 def _flat(csv_in: Path, csv_out: Path) -> Path:
@@ -85,20 +89,23 @@ def _one(job: dict) -> list[dict]:
     views = _views(Path(job["preps"]["flat"]))
     pool = views["pool"]
     rows = []
-    for base in BASES:
-        prep = job["preps"]["named" if base == "dann-named" else "flat"]
+    for base in job["bases"]:
+        layout, method_, extra = BASES[base]
+        prep = job["preps"][layout]
         run = work / "runs" / f"{job['task']}_{base}_s{job['seed']}"
         t0 = time.perf_counter()
         if not (run / "summary.json").exists():
-            train(prep, run, config=config, method="source-only" if base == "source-only" else "dann",
-                  seed=job["seed"], device=device, report=False)
+            train(prep, run, config=apply_overrides(config, extra), method=method_, seed=job["seed"], device=device,
+                  report=False)
         train_s = time.perf_counter() - t0
         model = load_model(run / "model.pt")
         clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
         before = probabilities(model.dann.to(device), pool["x"], device)
         est_before = estimate(before, model.calibration)
         est_before.update({f"{k}-recal": v for k, v in est_before.items()})
+        latent = json.loads((run / "summary.json").read_text()).get("latent_domains")
         rows.append({"task": job["task"], "seed": job["seed"], "base": base, "method": "none", "train_s": train_s,
+                     "latent_k": latent["k"] if latent else None,
                      **{f"pool_{k}": v for k, v in _scores(before, pool, model.classes).items()},
                      **{f"test_{k}": v for k, v in _scores(probabilities(model.dann, views["test"]["x"], device),
                                                            views["test"], model.classes).items()},
@@ -145,6 +152,20 @@ def _agreement_estimates(rows: list[dict]) -> None:
                 r["estimates"]["agreement"] = agreement(probs[i], probs[(i + 1) % len(group)])
 
 
+def _agreement_guard(rows: list[dict]) -> None:
+    """The guard with the agreement estimate: keep the adapted model when its agreement with the other
+    seed's adapted model is not below the originals' agreement; record the kept model's accuracy."""
+    base = {(r["task"], r["base"], r["seed"]): r for r in rows if r["method"] == "none"}
+    for r in rows:
+        b = base[(r["task"], r["base"], r["seed"])]
+        if r["method"] == "none" or "agreement" not in r["estimates"]:
+            continue
+        keep = r["estimates"]["agreement"] >= b["estimates"]["agreement"]
+        r["agreement_guard_keeps"] = "adapted" if keep else "original"
+        r["kept_pool_window_acc"] = r["pool_window_acc"] if keep else b["pool_window_acc"]
+        r["kept_test_file_acc"] = r["test_file_acc"] if keep else b["test_file_acc"]
+
+
 def _ci(values) -> str:
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
@@ -155,7 +176,8 @@ def _ci(values) -> str:
 
 def tables(rows: list[dict]) -> str:
     out = ["| task | base | method | test acc (file, mean +- 95% half-width) | pool acc (file) | pool acc (window) "
-           "| ATC-NE est. | guard keeps adapted | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+           "| ATC-NE est. | agreement est. | agreement guard keeps adapted | pool acc (window) of the kept model | "
+           "seeds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in sorted({r["task"] for r in rows}):
         for base in BASES:
             for method in ("none", *METHODS):
@@ -163,10 +185,12 @@ def tables(rows: list[dict]) -> str:
                 if not rs:
                     continue
                 est = [r["estimates"].get("atc-ne", np.nan) for r in rs]
-                kept = sum(r.get("guard_keeps", "adapted") == "adapted" for r in rs) if method != "none" else "-"
+                agree = [r["estimates"].get("agreement", np.nan) for r in rs]
+                kept = (sum(r.get("agreement_guard_keeps") == "adapted" for r in rs) if method != "none" else "-")
+                kept_acc = (_ci([r.get("kept_pool_window_acc", np.nan) for r in rs]) if method != "none" else "-")
                 out.append(f"| {task} | {base} | {method} | {_ci([r['test_file_acc'] for r in rs])} | "
                            f"{_ci([r['pool_file_acc'] for r in rs])} | {_ci([r['pool_window_acc'] for r in rs])} | "
-                           f"{np.mean(est):.3f} | {kept} | {len(rs)} |")
+                           f"{np.mean(est):.3f} | {np.mean(agree):.3f} | {kept} | {kept_acc} | {len(rs)} |")
     out += ["", "| estimator | mean abs. error (pool windows) | worst | runs |", "|---|---|---|---|"]
     for name in ("atc-ne", "atc-mc", "doc", "atc-ne-recal", "atc-mc-recal", "doc-recal", "agreement"):
         err = [abs(r["estimates"][name] - r["pool_window_acc"]) for r in rows if name in r["estimates"]]
@@ -182,6 +206,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["A", "B"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="task/seed combinations run in parallel processes")
     ap.add_argument("--subset", type=int, default=None, help="only file index < N (smoke test)")
@@ -191,13 +216,17 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     jobs = []
     for task in args.tasks:
-        m = manifests(args.fsdd, args.work, task, args.subset)
+        # A, B: the speaker shift both ways; C: clean -> degraded channel (one condition: no names to give)
+        m = channel_manifests(args.fsdd, args.work / "channel") if task == "C" else manifests(
+            args.fsdd, args.work, task, args.subset)
         flat = _flat(m["target"], args.work / f"{task}_target_flat.csv")
         preps = {"flat": args.work / f"{task}_prep_flat", "named": args.work / f"{task}_prep_named"}
         prepare(m["source"], [flat], preps["flat"], target_eval=m["test"], config=config)
-        prepare(m["source"], [m["target"]], preps["named"], target_eval=m["test"], config=config)
+        bases = [b for b in args.bases if not (task == "C" and BASES[b][0] == "named")]
+        if any(BASES[b][0] == "named" for b in bases):
+            prepare(m["source"], [m["target"]], preps["named"], target_eval=m["test"], config=config)
         jobs += [{"task": task, "seed": s, "config": config, "device": args.device, "work": str(args.work),
-                  "preps": {k: str(v) for k, v in preps.items()}, "methods": args.methods,
+                  "preps": {k: str(v) for k, v in preps.items()}, "methods": args.methods, "bases": bases,
                   "threads": max(1, (mp.cpu_count() or 2) // max(args.jobs, 1))} for s in args.seeds]
     rows = []
     with mp.get_context("spawn").Pool(max(args.jobs, 1)) as pool:
@@ -206,6 +235,7 @@ def main() -> None:
             for r in part:
                 print(json.dumps({k: v for k, v in r.items() if k != "probs_file"}), flush=True)
     _agreement_estimates(rows)
+    _agreement_guard(rows)
     (args.work / "adapt_results.json").write_text(json.dumps(rows, indent=1))
     print(tables(rows))
 

@@ -40,25 +40,31 @@ def degrade(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(y * rng.uniform(1.0, 2.0), -0.8, 0.8).astype(np.float32)
 
 
-def main() -> None:
-    ap = shift_args("data/fsdd_channel")
-    args = ap.parse_args()
-    config = load_config(HERE / "config.yaml", args.overrides)
+def channel_manifests(fsdd: Path, work: Path) -> dict[str, Path]:
+    """Degrade the target and test utterances (once) and write the source, target and test manifests."""
     pattern = "{label}_{speaker}_{index}.wav"
-    degraded = args.work / "degraded"
+    degraded = work / "degraded"
     rng = np.random.default_rng(0)
-    rows, _ = build_manifest(args.fsdd, pattern, ["index<5"])
-    rows += build_manifest(args.fsdd, pattern, ["index>=28"])[0]
+    rows, _ = build_manifest(fsdd, pattern, ["index<5"])
+    rows += build_manifest(fsdd, pattern, ["index>=28"])[0]
     for r in rows:
         out = degraded / Path(r["path"]).name
         if not out.exists():
             x, sr = read_audio(r["path"])
             out.parent.mkdir(parents=True, exist_ok=True)
             sf.write(out, degrade(x, sr, rng), sr, subtype="PCM_16")
-    m = {"source": args.work / "source.csv", "target": args.work / "target.csv", "test": args.work / "test.csv"}
-    write_manifest(build_manifest(args.fsdd, pattern, ["index<=27"], val_where="index<5")[0], m["source"])
+    m = {"source": work / "source.csv", "target": work / "target.csv", "test": work / "test.csv"}
+    write_manifest(build_manifest(fsdd, pattern, ["index<=27"], val_where="index<5")[0], m["source"])
     write_manifest(build_manifest(degraded, pattern, ["index>=28"])[0], m["target"])
     write_manifest(build_manifest(degraded, pattern, ["index<5"])[0], m["test"])
+    return m
+
+
+def main() -> None:
+    ap = shift_args("data/fsdd_channel")
+    args = ap.parse_args()
+    config = load_config(HERE / "config.yaml", args.overrides)
+    m = channel_manifests(args.fsdd, args.work)
     prep = args.work / "prepared"
     prepare(m["source"], [m["target"]], prep, target_eval=m["test"], config=config)
     score_grid(prep, args.work / "runs" / args.tag, config, args.methods, args.seeds, m["test"], m["target"],

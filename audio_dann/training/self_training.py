@@ -1,4 +1,5 @@
-"""Source-free adaptation methods: each changes a DANN network in place using unlabelled target clips.
+"""Self-training on unlabelled target clips (source-free): used by ``adapt`` on any model, and by
+``train`` as a stage after alignment (``train.self_training``).
 
 - ``adabn`` (Li et al., 2016): batch-norm statistics re-estimated on the target; nothing trained.
 - ``tent`` (Wang et al., ICLR 2021): the batch-norm scales and shifts trained to minimise the entropy
@@ -25,11 +26,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import derive_seed
-from .target import TargetClips
 
-__all__ = ["METHODS", "AdaptConfig", "adapt_network", "adabn"]
+__all__ = ["METHODS", "AdaptConfig", "TargetClips", "adapt_network", "adabn"]
 
 METHODS = ("adabn", "tent", "shot", "shot-file")
+
+
+@dataclass
+class TargetClips:
+    """Unlabelled target windows: ``x`` float16 ``(N, n_mels, frames)``, the file of each window, the files."""
+
+    x: torch.Tensor
+    file_index: np.ndarray
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.x)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 

@@ -1,0 +1,91 @@
+"""Latent domains: recording conditions discovered from the audio when the target names none.
+
+A flat target folder gives one target domain, so the domain head can only tell "source" from
+"target". Named target conditions (a K-way head) gained 10-12 points on FSDD, so for a flat target
+the files are clustered by their long-term spectra (each file's mean log-mel and its 10th
+percentile over time: the channel's colouring and its noise floor, cf. Mancini et al., CVPR 2018)
+and each cluster becomes a domain. The number of clusters is chosen by the silhouette score among
+2..``max_k`` (no label is read); pure numpy, seeded, so a resumed run finds the same clusters.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..runtime import derive_seed
+
+__all__ = ["file_descriptors", "kmeans", "silhouette", "discover_domains"]
+
+
+def file_descriptors(features, rows: np.ndarray, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct file of ``files`` (one entry per clip row): ``[mean log-mel, 10th percentile]``,
+    standardised; returns ``(descriptors (F, 2 * n_mels), file index of each row)``."""
+    uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
+    which = np.array([uniq[f] for f in files])
+    n_mels = features.shape[1]
+    desc = np.zeros((len(uniq), 2 * n_mels))
+    for k in range(len(uniq)):
+        clips = np.asarray(features[rows[which == k]], dtype=np.float32)      # (c, mels, frames)
+        frames = clips.transpose(1, 0, 2).reshape(n_mels, -1)
+        desc[k] = np.concatenate([frames.mean(1), np.percentile(frames, 10, axis=1)])
+    desc = (desc - desc.mean(0)) / (desc.std(0) + 1e-6)
+    return desc, which
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, restarts: int = 5) -> np.ndarray:
+    """Cluster labels of the rows of ``x`` (k-means++, best of ``restarts`` by inertia)."""
+    best, best_inertia = None, np.inf
+    for r in range(restarts):
+        rng = np.random.default_rng(derive_seed(seed, "latent/kmeans", k, r))
+        centres = [x[rng.integers(len(x))]]
+        for _ in range(1, k):
+            d = np.min(((x[:, None] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
+            centres.append(x[rng.choice(len(x), p=d / d.sum() if d.sum() > 0 else None)])
+        centres = np.asarray(centres)
+        for _ in range(iters):
+            labels = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+            new = np.array([x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
+            if np.allclose(new, centres):
+                break
+            centres = new
+        inertia = ((x - centres[labels]) ** 2).sum()
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    return best
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient (Euclidean)."""
+    sq = (x ** 2).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0.0))
+    ks = np.unique(labels)
+    if len(ks) < 2:
+        return -1.0
+    s = np.zeros(len(x))
+    for i in range(len(x)):
+        own = labels == labels[i]
+        a = d[i, own].sum() / max(own.sum() - 1, 1)
+        b = min(d[i, labels == k].mean() for k in ks if k != labels[i])
+        s[i] = (b - a) / max(a, b, 1e-12)
+    return float(s.mean())
+
+
+def discover_domains(descriptors: np.ndarray, seed: int, k: int = 0, max_k: int = 6,
+                     max_files: int = 1500) -> tuple[np.ndarray, dict]:
+    """Cluster file descriptors; ``k`` > 0 fixes the number of domains, 0 chooses it by silhouette.
+
+    Returns a cluster index per file and a record of the choice (``k``, silhouette per candidate).
+    """
+    n = len(descriptors)
+    if n < 4:
+        return np.zeros(n, dtype=int), {"k": 1, "reason": "too few target files to cluster"}
+    sample = np.arange(n)
+    if n > max_files:  # silhouettes need all pairwise distances: score on a seeded sample
+        sample = np.sort(np.random.default_rng(derive_seed(seed, "latent/sample")).permutation(n)[:max_files])
+    candidates = [k] if k > 0 else list(range(2, min(max_k, n - 1) + 1))
+    scores = {}
+    for c in candidates:
+        labels = kmeans(descriptors[sample], c, seed)
+        scores[c] = silhouette(descriptors[sample], labels) if k <= 0 else float("nan")
+    chosen = k if k > 0 else max(scores, key=scores.get)
+    labels = kmeans(descriptors, chosen, seed)
+    return labels, {"k": int(chosen), "silhouette": {str(c): s for c, s in scores.items()}}
