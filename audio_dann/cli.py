@@ -223,6 +223,8 @@ def adapt(
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
+                                             "seed): its agreement gives the estimate the guard trusts."),
     workers: Optional[int] = WorkersOpt,
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
@@ -235,13 +237,14 @@ def adapt(
             raise typer.BadParameter("--epochs and --max-clips must be >= 1 and --lr > 0")
         with _bar(quiet, "decode target") as update:
             s = run_adapt(model, target, out, method=method, config=AdaptConfig(epochs=epochs, lr=lr, seed=seed),
-                          guard=not no_guard, max_clips=max_clips, workers=workers, device=device, progress=update)
+                          guard=not no_guard, reference=reference, max_clips=max_clips, workers=workers,
+                          device=device, progress=update)
         e = s["estimated_accuracy"]
         if e["before"] is not None:
             out_console.print(f"estimated target accuracy ({e['estimator']}, no target label read): "
                               f"{e['before']:.3f} before, {e['after']:.3f} after {method}")
         else:
-            out_console.print("the bundle has no calibration (trained before it was recorded): no estimate")
+            out_console.print("no estimate: the bundle has no calibration and no --reference was given")
         verdict = ("kept the ORIGINAL model: adaptation is expected to hurt" if s["kept"] == "original"
                    else "kept the adapted model")
         out_console.print(f"{s['clips']} target windows from {s['files']} files; {verdict} -> {s['out']}")

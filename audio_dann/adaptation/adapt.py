@@ -14,7 +14,7 @@ import torch
 from ..files import check_output_dir, output_lock, write_json
 from ..nn.classifier import load_checkpoint
 from ..runtime import resolve_device
-from ..nn.calibration import DEFAULT_ESTIMATOR, ESTIMATORS, agreement, estimate, probabilities
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, estimate, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
 from .target import load_target_clips
 
@@ -25,15 +25,21 @@ DEFAULT_METHOD = "shot-file"
 
 def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: str | Path, *,
           method: str = DEFAULT_METHOD, config: AdaptConfig = AdaptConfig(), guard: bool = True,
-          max_clips: int = 20000, workers: int | None = None, device: str = "auto",
-          progress: Callable[[int, int], None] | None = None) -> dict:
+          reference: str | Path | None = None, max_clips: int = 20000, workers: int | None = None,
+          device: str = "auto", progress: Callable[[int, int], None] | None = None) -> dict:
     """Adapt the bundle ``model`` to unlabelled ``targets`` (folders or manifests) into the run folder ``out``.
 
     Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
-    ``out/summary.json``. With ``guard`` (the default), the original weights are kept when the
-    label-free estimate of target accuracy (``DEFAULT_ESTIMATOR``, from the bundle's calibration) is
-    lower after adaptation than before; without a calibration there is no estimate and the adapted
-    model is kept, which the summary says.
+    ``out/summary.json``. The label-free estimate of target accuracy before and after:
+
+    - with ``reference`` (a second model of the same task, trained independently, e.g. another seed),
+      the agreement estimate: the share of target windows on which the model and the reference agree,
+      before adaptation and after adapting both alike (measured error on the FSDD recipes: 4.8 points
+      on average over 210 runs, worst 9.8 on task A's recipe models);
+    - without one, ATC-NE from the bundle's calibration, which measured 16 points off on average and
+      overestimates adapted models (their confidence rises), so it rarely stops an adaptation.
+
+    With ``guard`` (the default) the original weights are kept when the estimate drops.
     """
     if method not in METHODS:
         from ..errors import OptionError
@@ -48,9 +54,17 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         adapted_net, info = adapt_network(original.dann, clips, method, config, dev)
         before = probabilities(original.dann.to(dev), clips.x, dev)
         after = probabilities(adapted_net.to(dev), clips.x, dev)
-        est = {"estimator": DEFAULT_ESTIMATOR, "before": estimate(before, original.calibration),
-               "after": estimate(after, original.calibration)}
-        b, a = est["before"].get(DEFAULT_ESTIMATOR), est["after"].get(DEFAULT_ESTIMATOR)
+        est = {"atc": {"before": estimate(before, original.calibration),
+                       "after": estimate(after, original.calibration)}}
+        estimator = DEFAULT_ESTIMATOR
+        b, a = est["atc"]["before"].get(estimator), est["atc"]["after"].get(estimator)
+        if reference is not None:
+            ref = load_checkpoint(reference)[0]
+            ref_adapted, _ = adapt_network(ref.dann, clips, method, config, dev)
+            estimator = "agreement"
+            b = agreement(before, probabilities(ref.dann.to(dev), clips.x, dev))
+            a = agreement(after, probabilities(ref_adapted.to(dev), clips.x, dev))
+            est["agreement"] = {"before": b, "after": a, "reference": str(reference)}
         kept = "original" if (guard and a is not None and b is not None and a < b) else "adapted"
         final = copy.deepcopy(original).cpu()
         if kept == "adapted":
@@ -58,15 +72,14 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         record = {"method": method, "kept": kept, "targets": [str(t) for t in
                                                               ([targets] if isinstance(targets, (str, Path)) else targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
-                  "settings": asdict(config), "estimated_accuracy": {"estimator": DEFAULT_ESTIMATOR, "before": b,
-                                                                     "after": a},
+                  "settings": asdict(config), "estimated_accuracy": {"estimator": estimator, "before": b, "after": a},
                   "agreement_with_original": agreement(before, after), **info}
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))
         summary = {"model": str(model), "out": str(out / "model.pt"), **record,
                    "all_estimates": est, "device": str(dev), "seconds": time.perf_counter() - t0,
-                   "guard": guard, "note": ("no calibration in the bundle: no estimate, the guard cannot judge"
-                                            if b is None else "estimates use no target label")}
+                   "guard": guard, "note": ("no calibration in the bundle and no --reference: no estimate, the guard "
+                                            "cannot judge" if b is None else "estimates use no target label")}
         write_json(out / "summary.json", summary)
     return summary
 

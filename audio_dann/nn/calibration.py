@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["ESTIMATORS", "DEFAULT_ESTIMATOR", "agreement", "calibrate", "estimate", "probabilities", "scores"]
 
-DEFAULT_ESTIMATOR = "atc-ne"  # chosen by measurement: see recipes/fsdd_speakers/README.md
+DEFAULT_ESTIMATOR = "atc-ne"  # of the one-model estimators; two models: agreement, measured better (recipes/fsdd_speakers)
 
 ESTIMATORS = ("atc-ne", "atc-mc", "doc")
 

@@ -60,7 +60,8 @@ class AdaptConfig:
 
 @torch.no_grad()
 def adabn(dann: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> None:
-    """Replace every batch-norm layer's running statistics by those of ``x`` (an exact average over all clips)."""
+    """Replace every batch-norm layer's running statistics by those of ``x``: the average of the batch
+    statistics, every batch weighted alike (exactly the mean over ``x`` when the batches are equal)."""
     bns = [m for m in dann.modules() if isinstance(m, _BN)]
     saved = [m.momentum for m in bns]
     dann.eval()

@@ -1,0 +1,125 @@
+"""Source-free adaptation, the label-free estimates, the guard, latent domains and self-training in train."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audio_dann.api import adapt, prepare, train
+from audio_dann.config import Config, apply_overrides
+from audio_dann.nn.calibration import agreement, calibrate, estimate
+from audio_dann.nn.classifier import load_model
+from audio_dann.training import self_training
+from audio_dann.training.latent import discover_domains, kmeans, silhouette
+from audio_dann.training.self_training import TargetClips, adabn
+
+from audio_files import class_folders
+
+CFG = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]",
+                                 "model.embedding_dim=16", "model.domain_hidden=16", "train.steps=12",
+                                 "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt")
+    src = class_folders(root / "src", per_class=6)
+    tgt = class_folders(root / "tgt", per_class=5, shift=1.3)
+    prepare(src, [tgt], root / "prep", config=CFG)
+    runs = {}
+    for seed in (0, 1):
+        runs[seed] = root / f"run{seed}"
+        train(root / "prep", runs[seed], config=CFG, method="source-only", seed=seed, device="cpu", report=False)
+    return root, tgt, runs
+
+
+def test_adabn_sets_running_statistics_to_the_target_average():
+    torch.manual_seed(0)
+    from audio_dann.config import ModelConfig
+    from audio_dann.nn.dann import build_dann
+    net = build_dann(ModelConfig(channels=(4, 8), embedding_dim=8), 3, 0, n_mels=8)
+    x = torch.randn(40, 8, 12) * 2 + 1
+    adabn(net, x, torch.device("cpu"), batch_size=8)  # five equal batches
+    bn = net.extractor.features[1]
+    with torch.no_grad():
+        h = net.extractor.features[0](net.input_norm(x).unsqueeze(1))
+    torch.testing.assert_close(bn.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not net.training and bn.momentum == 0.1  # momentum restored
+
+
+def test_atc_and_doc_recover_the_accuracy_of_an_unshifted_set():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 5)) * 2
+    labels = np.where(rng.random(4000) < 0.7, logits.argmax(1), rng.integers(0, 5, 4000))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    cal = calibrate(probs[:2000], labels[:2000])
+    acc = float((probs[2000:].argmax(1) == labels[2000:]).mean())
+    est = estimate(probs[2000:], cal)
+    assert abs(est["atc-ne"] - acc) < 0.03 and abs(est["doc"] - acc) < 0.03 and estimate(probs, None) == {}
+    assert agreement(probs, probs) == 1.0 and agreement(probs, probs[:, ::-1]) < 0.5
+
+
+def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(trained):
+    root, _, runs = trained
+    model = load_model(runs[0] / "model.pt")
+    assert set(model.calibration) >= {"source_accuracy", "atc_ne_threshold"}
+    est = json.loads((runs[0] / "summary.json").read_text())["estimated_target_accuracy"]
+    assert 0.0 <= est["value"] <= 1.0 and "no target label" in est["on"]
+
+
+@pytest.mark.parametrize("method", ["adabn", "shot-file"])
+def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, method):
+    root, tgt, runs = trained
+    s = adapt(runs[0] / "model.pt", tgt, tmp_path / "a", method=method,
+              config=self_training.AdaptConfig(epochs=2, batch_size=8), guard=False, workers=0, device="cpu")
+    model = load_model(tmp_path / "a" / "model.pt")
+    assert model.adaptation[-1]["method"] == method and s["clips"] == 10 and s["kept"] == "adapted"
+    assert s["estimated_accuracy"]["before"] is not None and json.loads((tmp_path / "a" / "summary.json").read_text())
+    original = load_model(runs[0] / "model.pt")
+    changed = [k for k, v in original.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
+    assert any("running_mean" in k for k in changed)
+
+
+def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(trained, tmp_path, monkeypatch):
+    root, tgt, runs = trained
+    real = self_training.adapt_network
+
+    def harmful(dann, clips, method, cfg, device):  # an adaptation that scrambles the label head
+        net, info = real(dann, clips, "adabn", cfg, device)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(int(dann.label_head.fc.weight.abs().sum() * 1e4) % 2 ** 31)
+            net.label_head.fc.weight.copy_(torch.randn(net.label_head.fc.weight.shape, generator=g) * 5)
+        return net, info
+
+    import audio_dann.adaptation.adapt as adapt_module
+    monkeypatch.setattr(adapt_module, "adapt_network", harmful)
+    s = adapt(runs[0] / "model.pt", tgt, tmp_path / "g", method="adabn", reference=runs[1] / "model.pt",
+              workers=0, device="cpu")
+    e = s["estimated_accuracy"]
+    assert e["estimator"] == "agreement" and e["after"] < e["before"] and s["kept"] == "original"
+    kept, original = load_model(tmp_path / "g" / "model.pt"), load_model(runs[0] / "model.pt")
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in kept.state_dict().items())
+    assert kept.adaptation[-1]["kept"] == "original"
+
+
+def test_latent_domains_are_found_in_clear_clusters():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 6)) * 6
+    x = np.concatenate([c + rng.normal(size=(40, 6)) for c in centres])
+    labels, info = discover_domains(x, seed=0)
+    assert info["k"] == 3
+    truth = np.repeat([0, 1, 2], 40)
+    assert all(len(set(labels[truth == t])) == 1 for t in range(3)) and len(set(labels)) == 3
+    assert silhouette(x, kmeans(x, 3, 0)) > silhouette(x, kmeans(x, 5, 0))
+
+
+def test_train_with_latent_domains_and_a_self_training_stage(trained, tmp_path):
+    root, _, _ = trained
+    cfg = apply_overrides(CFG, ["train.latent_domains=2", "train.self_training=adabn"])
+    s = train(root / "prep", tmp_path / "r", config=cfg, method="dann", device="cpu", report=False)
+    assert s["latent_domains"]["k"] == 2 and s["self_training"]["method"] == "adabn"
+    model = load_model(tmp_path / "r" / "model.pt")
+    assert len(model.domains) == 3 and model.dann.domain_head.net[-1].out_features == 3
+    assert model.adaptation[-1]["stage"] == "train.self_training"
