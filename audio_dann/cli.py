@@ -196,20 +196,41 @@ def predict(
     amp: str = AmpOpt,
     window_seconds: Optional[float] = typer.Option(None, "--window-seconds", help="Window length (default: the model's clip length)."),
     hop_seconds: Optional[float] = typer.Option(None, "--hop-seconds", help="Hop between windows of long files."),
-    per_window: bool = typer.Option(False, "--per-window", help="One row per window instead of per file."),
-    fmt: str = typer.Option("csv", "--format", help="csv | jsonl"),
+    per_window: bool = typer.Option(False, "--per-window", help="One row per window (begin_s, end_s) instead of per file."),
+    fmt: str = typer.Option("csv", "--format", help="csv | jsonl | raven (one Raven Pro selection table) | "
+                                                   "audacity (--out is a folder of label files)"),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep windows whose top class reaches this."),
+    all_classes: bool = typer.Option(False, "--all-classes", help="With --min-confidence: every class that reaches it."),
+    merge: bool = typer.Option(False, "--merge", help="Join consecutive windows of one class into one event."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: the first file's spectrogram with its detections."),
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Classify every audio file of a folder; unreadable files get an error row, the rest go on."""
+    """Classify every audio file of a folder; unreadable files get an error row, the rest go on.
+
+    Rerunning the same command after a crash or Ctrl-C finishes the files not done yet."""
     with _guard():
         from .infer.predict import predict as run_predict
         from .runtime import resolve_device
+        if plot:
+            from .files import check_output_file
+            check_output_file(plot, "--plot")
         with _bar(quiet, "predict") as update:
             counts = run_predict(model, wav_dir, out, batch_size=batch_size, workers=workers,
                                  window_seconds=window_seconds, hop_seconds=hop_seconds, per_window=per_window,
-                                 fmt=fmt, device=resolve_device(device), amp=amp, progress=update)
-        out_console.print(f"{counts['ok']} files predicted, {counts['errors']} unreadable -> {out}")
+                                 fmt=fmt, min_confidence=min_confidence, all_classes=all_classes, merge=merge,
+                                 device=resolve_device(device), amp=amp, progress=update)
+        if counts.get("restarted_because"):
+            out_console.print(f"started afresh: {counts['restarted_because']}")
+        hours, spent = counts["audio_seconds"] / 3600, counts["seconds"]
+        resumed = f"; {counts['resumed']} files taken from the interrupted run" if counts.get("resumed") else ""
+        out_console.print(f"{counts['ok']} files predicted, {counts['errors']} unreadable; {hours:.2f} h of audio in "
+                          f"{spent:.1f} s (real-time factor {counts['audio_seconds'] / max(spent, 1e-9):.0f}){resumed}"
+                          f" -> {out}")
+        if plot:
+            from .report.plots import plot_detections
+            plot_detections(model, wav_dir, out, fmt, plot)
+            out_console.print(f"detections plotted -> {plot}")
 
 
 @app.command()

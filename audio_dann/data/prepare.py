@@ -27,7 +27,7 @@ from ..errors import PrepareError, ScanError
 from ..files import check_output_dir, output_lock, write_json
 from ..nn.frontend import LogMel
 from ..runtime import cpu_cores, derive_seed
-from .audio import gather_windows, load_clip_source, plan_windows
+from .stream import stream_length, stream_mono, stream_windows
 from .scan import Item, scan_input
 from .store import PREPARED_MARKER
 from .store_writer import StoreWriter
@@ -133,35 +133,53 @@ def _fingerprint(config: Config, items: list[Item], classes: list[str]) -> tuple
 
 
 class FileFeatures(ChunkDataset):
-    """Worker side: file ``i`` -> ``(float16 log-mel clips, clip starts in s, seconds, stats sums)``."""
+    """Worker side: file ``i`` -> ``(float16 log-mel clips, clip starts in s, seconds, stats sums)``.
 
-    def __init__(self, items: list[Item], chunks: list[tuple[int, int]], config: Config) -> None:
+    The file is decoded as a stream (:mod:`.stream`) and its windows turned into log-mels a batch at a
+    time. With ``spill_dir`` set, the clips of a file beyond ``spill_clips`` go to a raw float16 spill
+    file there, whose path is returned instead of the array: memory does not grow with a file's length.
+    """
+
+    def __init__(self, items: list[Item], chunks: list[tuple[int, int]], config: Config,
+                 spill_dir: Path | None = None, spill_clips: int = 2048) -> None:
         super().__init__(chunks)
         self.items, self.cfg = items, config.features
         self.batch = config.data.batch_size
+        self.spill_dir, self.spill_clips = spill_dir, spill_clips
         self._frontend: LogMel | None = None
-
-    def _logmel(self, signal: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """float16 log-mels of the windows at ``starts``, cut a batch at a time: a long recording
-        never has all its (overlapping) windows in memory at once."""
-        if self._frontend is None:  # built lazily, once per worker process
-            self._frontend = LogMel.from_config(self.cfg).eval()
-        clip = self.cfg.clip_samples
-        with torch.inference_mode():
-            return torch.cat([self._frontend(torch.from_numpy(gather_windows(signal, starts[s:s + self.batch], clip)))
-                              .half() for s in range(0, len(starts), self.batch)]).numpy()
 
     def work(self, i: int) -> tuple:
         cfg, path = self.cfg, self.items[i].path
-        x = load_clip_source(path, cfg.sample_rate)
-        signal, offsets = plan_windows(x, cfg.clip_samples, int(round(cfg.hop_seconds * cfg.sample_rate)),
-                                       cfg.pad_mode)
-        clips = self._logmel(signal, offsets)
-        sums = np.zeros((2, clips.shape[1]))
-        for s in range(0, len(clips), 256):  # the stored float16 values, summed in float64 (in blocks)
-            wide = clips[s:s + 256].astype(np.float64)
-            sums += np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
-        return clips, offsets / cfg.sample_rate, len(x) / cfg.sample_rate, sums
+        if self._frontend is None:  # built lazily, once per worker process
+            self._frontend = LogMel.from_config(cfg).eval()
+        hop = int(round(cfg.hop_seconds * cfg.sample_rate))
+        feats, starts, n, spill = [], [], 0, None
+        sums = np.zeros((2, cfg.n_mels))
+        spill_path = self.spill_dir / f"{i}.{os.getpid()}.f16" if self.spill_dir is not None else None
+        try:
+            for st, wins in stream_windows(stream_mono(path, cfg.sample_rate), cfg.clip_samples, hop, cfg.pad_mode,
+                                           self.batch, path):
+                with torch.inference_mode():
+                    clips = self._frontend(torch.from_numpy(wins)).half().numpy()
+                wide = clips.astype(np.float64)  # the stored float16 values, summed in float64
+                sums += np.stack([wide.sum(axis=(0, 2)), np.square(wide).sum(axis=(0, 2))])
+                starts.append(st)
+                if spill is None and spill_path is not None and n + len(clips) > self.spill_clips:
+                    spill = open(spill_path, "wb")
+                    for f in feats:
+                        spill.write(f.tobytes())
+                    feats = []
+                (spill.write(clips.tobytes()) if spill is not None else feats.append(clips))
+                n += len(clips)
+        except BaseException:
+            if spill is not None:
+                spill.close()
+                spill_path.unlink(missing_ok=True)
+            raise
+        if spill is not None:
+            spill.close()
+        out = str(spill_path) if spill is not None else np.concatenate(feats)
+        return out, np.concatenate(starts) / cfg.sample_rate, stream_length(path), sums
 
 
 def _check_out(out: Path) -> None:
@@ -271,7 +289,12 @@ def _decode_into(writer: StoreWriter, items: list[Item], sizes: list[int], confi
                  progress: Callable[[int, int, int, float], None] | None) -> None:
     """Decode the files not done yet in worker processes and hand each to ``writer``, in order."""
     workers = cpu_cores() if config.data.workers is None else config.data.workers
-    dataset = FileFeatures(items, file_chunks(sizes, writer.resumed_from), config)
+    spill = writer.out / ".spill"
+    if spill.is_dir():  # spill files of a killed run
+        for stale in spill.iterdir():
+            stale.unlink()
+    spill.mkdir(exist_ok=True)
+    dataset = FileFeatures(items, file_chunks(sizes, writer.resumed_from), config, spill_dir=spill)
     for i, decoded, reason in (result for chunk in file_loader(dataset, workers) for result in chunk):
         item = items[i]
         if decoded is None:
@@ -284,6 +307,7 @@ def _decode_into(writer: StoreWriter, items: list[Item], sizes: list[int], confi
         if progress is not None:
             progress(i + 1, len(items), writer.clips, writer.state["audio_seconds"])
     writer.save()
+    spill.rmdir()
 
 
 def _validate(out: Path, source, n_items: int, classes: list[str], domains: list[str]) -> tuple[int, dict[str, int]]:

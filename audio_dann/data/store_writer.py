@@ -101,6 +101,7 @@ class StoreWriter:
         self._index = self._open_table("index.csv", "index_bytes", INDEX_COLUMNS, resume)
         self._skipped = self._open_table("skipped.csv", "skipped_bytes", ("file", "reason"), resume)
         self._stats_sums = np.asarray(self.state["stats_sums"], dtype=np.float64)
+        self._index_rows = self.features.rows  # rows of index.csv written (features may run ahead within a file)
         self._pending_feats: list[np.ndarray] = []
         self._pending_rows: list[list[str]] = []
         self._pending_skips: list[list[str]] = []
@@ -127,20 +128,39 @@ class StoreWriter:
     @property
     def clips(self) -> int:
         """Clips written so far, pending ones included."""
-        return self.features.rows + len(self._pending_rows)
+        return self._index_rows + len(self._pending_rows)
 
-    def add(self, path: str, domain: str, label: str | None, split: str, clips: np.ndarray, offsets: np.ndarray,
+    def _flush_features(self) -> None:
+        if self._pending_feats:
+            self.features.append(np.concatenate(self._pending_feats))
+            self._pending_feats.clear()
+
+    def add(self, path: str, domain: str, label: str | None, split: str, clips: np.ndarray | str, offsets: np.ndarray,
             seconds: float, sums: np.ndarray) -> None:
-        """One file's clips ``(n, n_mels, frames)`` and their start times; training clips count for the stats."""
+        """One file's clips ``(n, n_mels, frames)`` and their start times; training clips count for the stats.
+
+        ``clips`` may be the path of a spill file (raw float16 rows a worker wrote for a long recording):
+        it is copied into the store a block at a time and removed, so memory stays flat.
+        """
         base = self.clips
-        self._pending_feats.append(clips)
+        if isinstance(clips, str):
+            self._flush_features()  # earlier files' rows first, in order
+            spilled = np.memmap(clips, dtype="<f2", mode="r").reshape(-1, *self.features.row_shape)
+            for s in range(0, len(spilled), _MAX_PENDING_CLIPS):
+                self.features.append(np.asarray(spilled[s:s + _MAX_PENDING_CLIPS]))
+            n_frames = spilled.shape[0] * spilled.shape[2]
+            del spilled
+            Path(clips).unlink(missing_ok=True)
+        else:
+            self._pending_feats.append(clips)
+            n_frames = clips.shape[0] * clips.shape[2]
         self._pending_rows.extend([str(base + k), path, f"{off:.3f}", domain, label or "", split]
                                   for k, off in enumerate(offsets))
         self.state["files_read"] += 1
         self.state["audio_seconds"] += float(seconds)
         if split == "train":  # normalisation stats: training clips of every domain
             self._stats_sums += sums
-            self.state["stats_frames"] += clips.shape[0] * clips.shape[2]
+            self.state["stats_frames"] += n_frames
 
     def skip(self, path: str, reason: str) -> None:
         self._pending_skips.append([path, reason])
@@ -155,12 +175,13 @@ class StoreWriter:
 
     def save(self) -> None:
         """Append what is pending, then record how far the outputs are durable (for resume)."""
-        if self._pending_feats:
-            self.features.append(np.concatenate(self._pending_feats))
+        self._flush_features()
+        if self._pending_rows:
             self._index.write(_csv_text(self._pending_rows))
+            self._index_rows += len(self._pending_rows)
         if self._pending_skips:
             self._skipped.write(_csv_text(self._pending_skips))
-        self._pending_feats.clear(), self._pending_rows.clear(), self._pending_skips.clear()
+        self._pending_rows.clear(), self._pending_skips.clear()
         self.features.flush(), self._index.flush(), self._skipped.flush()
         self.state.update(clips=self.features.rows, index_bytes=self._index.tell(),
                           skipped_bytes=self._skipped.tell(), stats_sums=self._stats_sums.tolist())

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data.audio import load_clip_source, plan_windows
+from ..data.stream import stream_length, stream_mono, stream_windows
 from ..data.workers import ChunkDataset, auto_workers, file_chunks, file_loader
 from ..errors import OptionError
 from ..nn.classifier import AudioClassifier
@@ -30,6 +31,7 @@ class FileResult:
     probs: np.ndarray | None          # (n_windows, n_classes) window probabilities
     offsets: np.ndarray | None        # (n_windows,) window starts in seconds
     error: str | None = None
+    seconds: float = 0.0              # the file's length
 
     @property
     def mean_probs(self) -> np.ndarray:
@@ -39,33 +41,42 @@ class FileResult:
 
 def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_rate: int, batch_size: int,
               device: torch.device, amp: str = "off") -> list[tuple]:
-    """``(i, (signal, starts), error)`` per file -> ``(i, (window probabilities, starts in seconds), error)``.
+    """``(i, payload, error)`` per file -> ``(i, (window probabilities, starts in seconds, seconds), error)``.
 
-    Windows of consecutive files share forward passes of up to ``batch_size``; they are cut from
-    the signals one batch at a time, so a long recording never has all its windows in memory.
+    A payload is ``("plan", signal, starts, seconds)`` for a file decoded whole, or already
+    ``("scored", probs, starts in seconds, seconds)`` for a long file classified as it streamed.
+    Windows of consecutive planned files share forward passes of up to ``batch_size``, cut from the
+    signals one batch at a time.
     """
-    where = [(k, int(start)) for k, (_, planned, _) in enumerate(items) if planned is not None
-             for start in planned[1]]
+    where = [(k, int(start)) for k, (_, p, _) in enumerate(items) if p is not None and p[0] == "plan"
+             for start in p[2]]
     probs = np.empty((len(where), len(model.classes)), dtype=np.float32)
     with torch.inference_mode(), autocast_for(device, amp):
         for s in range(0, len(where), batch_size):
-            waves = np.stack([items[k][1][0][start:start + window] for k, start in where[s:s + batch_size]])
+            waves = np.stack([items[k][1][1][start:start + window] for k, start in where[s:s + batch_size]])
             logits = model(torch.from_numpy(waves).to(device))
             probs[s:s + len(waves)] = torch.softmax(logits.float(), 1).cpu().numpy()
     out, pos = [], 0
-    for i, planned, err in items:
-        if planned is None:
+    for i, p, err in items:
+        if p is None:
             out.append((i, None, err))
+        elif p[0] == "scored":
+            out.append((i, p[1:], None))
         else:
-            starts = planned[1]
-            out.append((i, (probs[pos:pos + len(starts)], starts / sample_rate), None))
+            starts = p[2]
+            out.append((i, (probs[pos:pos + len(starts)], starts / sample_rate, p[3]), None))
             pos += len(starts)
     return out
 
 
+# Files longer than this are decoded and classified as a stream inside the worker (flat memory);
+# shorter ones are decoded whole so that the windows of many short files share forward passes.
+STREAM_ABOVE_SECONDS = 120.0
+
+
 class _FileClips(ChunkDataset):
-    """Worker side: file ``i`` -> ``(signal, window starts)``; with ``model`` set, the worker also runs
-    it on the whole chunk: ``(window probabilities, starts in seconds)`` per file."""
+    """Worker side: file ``i`` -> a ``("plan", signal, starts, seconds)`` payload; with ``model`` set,
+    the worker also classifies: long files as they stream, the rest of the chunk batched together."""
 
     def __init__(self, paths: Sequence[str], chunks: list[tuple[int, int]], sample_rate: int, window: int, hop: int,
                  pad_mode: str, model: AudioClassifier | None = None, batch_size: int = 64, amp: str = "off") -> None:
@@ -74,13 +85,34 @@ class _FileClips(ChunkDataset):
         self.window, self.hop, self.pad_mode = window, hop, pad_mode
         self.model, self.batch_size, self.amp = model, batch_size, amp
 
-    def work(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return plan_windows(load_clip_source(self.paths[i], self.sr), self.window, self.hop, self.pad_mode)
+    def work(self, i: int) -> tuple:
+        path = self.paths[i]
+        seconds = _declared_seconds(path)
+        if self.model is not None and seconds > STREAM_ABOVE_SECONDS:
+            return self._stream(path, seconds)
+        x = load_clip_source(path, self.sr)
+        return ("plan", *plan_windows(x, self.window, self.hop, self.pad_mode), len(x) / self.sr)
+
+    def _stream(self, path: str, seconds: float) -> tuple:
+        probs, starts = [], []
+        with torch.inference_mode(), autocast_for(torch.device("cpu"), self.amp):
+            for st, wins in stream_windows(stream_mono(path, self.sr), self.window, self.hop, self.pad_mode,
+                                           self.batch_size, path):
+                probs.append(torch.softmax(self.model(torch.from_numpy(wins)).float(), 1).numpy())
+                starts.append(st)
+        return "scored", np.concatenate(probs), np.concatenate(starts) / self.sr, seconds
 
     def finish(self, results: list[tuple]) -> list[tuple]:
         if self.model is None:
             return results
         return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp)
+
+
+def _declared_seconds(path: str) -> float:
+    try:
+        return stream_length(path)
+    except Exception:  # noqa: BLE001 - the decoder reports the reason
+        return 0.0
 
 
 def _sizes(paths: Sequence[str]) -> list[int]:
@@ -133,7 +165,10 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
 
     def results(items: list[tuple]) -> Iterator[FileResult]:
         for i, scored, err in items:
-            yield FileResult(paths[i], None, None, err) if scored is None else FileResult(paths[i], *scored)
+            if scored is None:
+                yield FileResult(paths[i], None, None, err)
+            else:
+                yield FileResult(paths[i], scored[0], scored[1], None, scored[2])
 
     def flush() -> Iterator[FileResult]:
         yield from results(_classify(fast, pending, window, sr, batch_size, device, amp))
@@ -144,6 +179,6 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
             yield from results(chunk)
             continue
         pending.extend(chunk)
-        if sum(len(planned[1]) for _, planned, _ in pending if planned is not None) >= batch_size:
+        if sum(len(p[2]) for _, p, _ in pending if p is not None and p[0] == "plan") >= batch_size:
             yield from flush()
     yield from flush()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -11,11 +13,13 @@ import torch
 
 from ..data.scan import list_inputs
 from ..errors import OptionError
-from ..files import atomic_path, check_output_file, output_lock
+from ..files import atomic_path, check_output_dir, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import barrier, check_amp, init_from_env, rank_world, shard_range, shutdown
 from .engine import iter_predictions
-from .writers import FORMATS, write_predictions
+from .detections import DetectionSettings, detections
+from .journal import Journal, run_key
+from .writers import DETECTION_FORMATS, FORMATS, write_predictions, write_table
 
 __all__ = ["predict"]
 
@@ -23,33 +27,92 @@ __all__ = ["predict"]
 def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[str], out: str | Path, *,
             batch_size: int = 64, workers: int | None = None, window_seconds: float | None = None,
             hop_seconds: float | None = None, per_window: bool = False, fmt: str = "csv",
+            min_confidence: float = 0.0, all_classes: bool = False, merge: bool = False,
             device: str | torch.device = "cpu", amp: str = "off",
-            progress: Callable[[int, int], None] | None = None) -> dict:
+            progress: Callable[..., None] | None = None) -> dict:
     """Predict every audio file of ``inputs`` (a folder, a file or a list) into ``out``.
 
-    Returns ``{"files", "ok", "errors", "out"}``.
+    ``fmt``: ``csv``, ``jsonl``, ``raven`` or ``audacity`` (see :mod:`.writers`; the last two always
+    list detections, and ``audacity`` makes ``out`` a folder). With ``per_window`` (or a detection
+    format) each window whose top class (``all_classes``: any class) reaches ``min_confidence`` is a
+    row with ``begin_s`` and ``end_s``; ``merge`` joins consecutive windows of one class. A folder run
+    resumes: rerunning the same command after a crash decodes only the files not finished (journal
+    beside ``out``). ``progress(files_done, files_total, text)``.
+
+    Returns ``{"files", "ok", "errors", "resumed", "audio_seconds", "seconds", "out"}``.
     """
     if fmt not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_amp(amp)
-    out = check_output_file(out)  # before any work: a folder or unwritable path fails now, not at the end
+    per_window = per_window or fmt in DETECTION_FORMATS
+    settings = DetectionSettings(min_confidence, all_classes, merge)
+    out = check_output_dir(out) if fmt == "audacity" else check_output_file(out)  # before any work
+    digest = _digest(model)
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
+    root = Path(inputs) if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else None
     paths = list(inputs) if isinstance(inputs, (list, tuple)) else list_inputs(inputs)
     kwargs = dict(batch_size=batch_size, workers=workers, window_seconds=window_seconds, hop_seconds=hop_seconds,
                   device=device, amp=amp)
     started = init_from_env(torch.device(device).type)
     try:
         rank, world = rank_world()
-        if world == 1:
-            cb = (lambda n: progress(n, len(paths))) if progress else None
-            with output_lock(out):
-                counts = write_predictions(iter_predictions(model, paths, **kwargs), model.classes, out, fmt,
-                                           per_window, cb)
-            return {**counts, "out": str(out)}
-        return _predict_sharded(model, paths, out, fmt, per_window, kwargs, rank, world, progress)
+        if world > 1:
+            if fmt not in ("csv", "jsonl") or per_window:
+                raise OptionError("under torchrun, predict writes per-file csv or jsonl only (for now)")
+            return _predict_sharded(model, paths, out, fmt, per_window, kwargs, rank, world, progress)
+        with output_lock(out):
+            return _predict_journaled(model, digest, paths, out, fmt, per_window, settings, kwargs, root, progress)
     finally:
         shutdown(started)
+
+
+def _digest(model) -> str:
+    """A hash of the model: of the bundle file, or of the weights of a model given as an object."""
+    h = hashlib.sha256()
+    if isinstance(model, torch.nn.Module):
+        for k, v in model.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        with open(model, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _predict_journaled(model: AudioClassifier, digest: str, paths: list[str], out: Path, fmt: str, per_window: bool,
+                       settings: DetectionSettings, kwargs: dict, root: Path | None, progress) -> dict:
+    feats = model.config.features
+    window_s = kwargs["window_seconds"] or feats.clip_seconds
+    key = run_key(digest, {"fmt": fmt, "per_window": per_window, **asdict(settings), "window": window_s,
+                           "hop": kwargs["hop_seconds"], "amp": kwargs["amp"], "out": str(out)})
+    journal = Journal(out, key).open(paths)
+    resumed = len(journal.done)
+    todo = [p for p in paths if p not in journal.done]
+    t0, audio = time.perf_counter(), 0.0  # audio decoded by this run (resumed files not counted)
+    try:
+        for res in iter_predictions(model, todo, **kwargs):
+            entry = {"path": res.path, "error": res.error, "seconds": res.seconds}
+            if res.error is None:
+                entry["mean"] = res.mean_probs
+                if per_window:
+                    entry["events"] = [(d.begin_s, d.end_s, d.label, d.confidence, d.probs) for d in detections(
+                        res.probs, res.offsets, window_s, res.seconds, model.classes, settings)]
+            journal.append(entry)
+            audio += res.seconds
+            if progress:
+                spent = time.perf_counter() - t0
+                progress(len(journal.done), len(paths), f"{audio / 3600:.2f} h audio, "
+                                                        f"real-time factor {audio / max(spent, 1e-9):.0f}")
+        write_table(journal.entries(paths), model.classes, out, fmt, per_window, model.sample_rate, root)
+    finally:
+        journal.close()
+    journal.close(remove=True)
+    errors = sum(1 for e in journal.entries(paths) if e["error"] is not None)
+    return {"files": len(paths), "ok": len(paths) - errors, "errors": errors, "resumed": resumed,
+            "restarted_because": journal.restarted_because, "audio_seconds": audio,
+            "seconds": time.perf_counter() - t0, "out": str(out)}
 
 
 def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs: dict, rank: int, world: int,

@@ -1,22 +1,40 @@
-"""Prediction tables: one row per file (or per window), as CSV or JSON lines, written atomically."""
+"""Prediction tables: per file or per window/event, as CSV, JSON lines, a Raven Pro selection table or
+Audacity label files; written atomically.
+
+- ``csv`` / ``jsonl``: one row per file (``path, label, confidence, p_<class>..., status``), or with
+  ``per_window`` one row per detection (``path, begin_s, end_s, label, confidence, p_<class>...,
+  status``). Unreadable files get one row whose status is ``error: <reason>``.
+- ``raven``: one tab-separated selection table for the whole run (Raven Pro's columns ``Selection,
+  View, Channel, Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz)``, then ``Begin Path,
+  File Offset (s), Class, Confidence``). As in multi-file tables, ``Begin Time (s)`` runs on across
+  the files in input order (each file starts where the previous one ended) and ``File Offset (s)``
+  is the time within the file.
+- ``audacity``: ``out`` is a folder with one label file per audio file (its relative path, ``.txt``),
+  each line ``start<TAB>end<TAB>label`` (Audacity's label-track text format).
+"""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..files import atomic_path
+from ..files import atomic_path, atomic_write_text
 from .engine import FileResult
 
-__all__ = ["FORMATS", "write_predictions", "prediction_rows"]
+__all__ = ["FORMATS", "DETECTION_FORMATS", "RAVEN_COLUMNS", "write_predictions", "prediction_rows", "write_table"]
 
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "raven", "audacity")
+DETECTION_FORMATS = ("raven", "audacity")  # always one entry per detection
+RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+                 "Begin Path", "File Offset (s)", "Class", "Confidence")
 
 
 def prediction_rows(result: FileResult, classes: list[str], per_window: bool) -> list[dict]:
+    """Per-file (or per-window) rows of one result, for the sharded writer."""
     if result.error is not None:
         row = {"path": result.path, "label": "", "confidence": ""}
         row.update({f"p_{c}": "" for c in classes})
@@ -39,7 +57,7 @@ def prediction_rows(result: FileResult, classes: list[str], per_window: bool) ->
 
 def write_predictions(results: Iterator[FileResult], classes: list[str], out: Path, fmt: str, per_window: bool,
                       progress: Callable[[int], None] | None = None) -> dict:
-    """Write rows atomically to ``out`` (csv or jsonl); returns ``{"files", "ok", "errors"}``."""
+    """The per-shard writer of a torchrun ``predict`` (csv or jsonl); returns ``{"files", "ok", "errors"}``."""
     counts = {"files": 0, "ok": 0, "errors": 0}
     columns = ["path"] + (["window_start"] if per_window else []) + ["label", "confidence"] + \
               [f"p_{c}" for c in classes] + ["status"]
@@ -58,3 +76,67 @@ def write_predictions(results: Iterator[FileResult], classes: list[str], out: Pa
             if progress:
                 progress(counts["files"])
     return counts
+
+
+def _table_rows(entries: Iterable[dict], classes: list[str], per_window: bool) -> Iterator[dict]:
+    """csv/jsonl rows from journal entries (see :mod:`.journal`)."""
+    empty = {f"p_{c}": "" for c in classes}
+    for e in entries:
+        if e["error"] is not None:
+            head = {"path": e["path"], **({"begin_s": "", "end_s": ""} if per_window else {})}
+            yield {**head, "label": "", "confidence": "", **empty, "status": f"error: {e['error']}"}
+        elif not per_window:
+            p = e["mean"]
+            k = int(np.argmax(p))
+            yield {"path": e["path"], "label": classes[k], "confidence": f"{p[k]:.6f}",
+                   **{f"p_{c}": f"{v:.6f}" for c, v in zip(classes, p)}, "status": "ok"}
+        else:
+            for b, end, label, conf, probs in e["events"]:
+                yield {"path": e["path"], "begin_s": f"{b:.3f}", "end_s": f"{end:.3f}", "label": label,
+                       "confidence": f"{conf:.6f}", **{f"p_{c}": f"{v:.6f}" for c, v in zip(classes, probs)},
+                       "status": "ok"}
+
+
+def write_table(entries: Iterable[dict], classes: list[str], out: Path, fmt: str, per_window: bool,
+                sample_rate: int, root: Path | None = None) -> None:
+    """Write the entries of every file, in input order, in ``fmt`` (atomically)."""
+    if fmt == "audacity":
+        _write_audacity(entries, out, root)
+        return
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        if fmt == "raven":
+            _write_raven(entries, f, sample_rate)
+            return
+        columns = ["path"] + (["begin_s", "end_s"] if per_window else []) + ["label", "confidence"] + \
+                  [f"p_{c}" for c in classes] + ["status"]
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
+        if writer:
+            writer.writeheader()
+        for row in _table_rows(entries, classes, per_window):
+            (writer.writerow(row) if writer else f.write(json.dumps(row) + "\n"))
+
+
+def _write_raven(entries: Iterable[dict], f, sample_rate: int) -> None:
+    w = csv.writer(f, delimiter="\t", lineterminator="\n")
+    w.writerow(RAVEN_COLUMNS)
+    selection, offset = 0, 0.0
+    for e in entries:
+        if e["error"] is None:
+            for b, end, label, conf, _ in e["events"]:
+                selection += 1
+                w.writerow([selection, "Spectrogram 1", 1, f"{offset + b:.3f}", f"{offset + end:.3f}", "0",
+                            f"{sample_rate / 2:.1f}", e["path"], f"{b:.3f}", label, f"{conf:.4f}"])
+        offset += e.get("seconds") or 0.0
+
+
+def _write_audacity(entries: Iterable[dict], out: Path, root: Path | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for e in entries:
+        if e["error"] is not None:
+            continue
+        rel = Path(e["path"]).relative_to(root) if root is not None and Path(e["path"]).is_relative_to(root) \
+            else Path(Path(e["path"]).name)
+        buf = io.StringIO()
+        for b, end, label, _, _ in e["events"]:
+            buf.write(f"{b:.6f}\t{end:.6f}\t{label}\n")
+        atomic_write_text(out / rel.with_suffix(".txt"), buf.getvalue())

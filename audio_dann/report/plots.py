@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 from ..files import atomic_path  # noqa: E402
 
-__all__ = ["plot_curves", "plot_confusion", "plot_embeddings"]
+__all__ = ["plot_curves", "plot_confusion", "plot_embeddings", "plot_detections"]
 
 
 def _save(fig, path: Path) -> None:
@@ -94,4 +94,72 @@ def plot_embeddings(maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
         handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i)), label=c)
                    for i, c in enumerate(classes[:10])]
         ax.legend(handles=handles, fontsize=7, loc="best")
+    _save(fig, Path(path))
+
+
+def _read_detections(table: Path, fmt: str, audio: str) -> list[tuple[float, float, str, float]]:
+    """``(begin, end, label, confidence)`` of ``audio`` from a predict output (csv/jsonl per window, raven,
+    audacity); a per-file table gives the file's label over its whole length (end = -1)."""
+    import csv
+    import json
+    if fmt == "audacity":
+        label_file = next((p for p in table.rglob(Path(audio).stem + ".txt")), None)
+        if label_file is None:
+            return []
+        return [(float(a), float(b), c, float("nan")) for a, b, c in
+                (line.split("\t") for line in label_file.read_text().splitlines() if line.strip())]
+    with open(table, newline="") as f:
+        if fmt == "raven":
+            rows = [r for r in csv.DictReader(f, delimiter="\t") if r["Begin Path"] == audio]
+            return [(float(r["File Offset (s)"]), float(r["File Offset (s)"]) + float(r["End Time (s)"])
+                     - float(r["Begin Time (s)"]), r["Class"], float(r["Confidence"])) for r in rows]
+        rows = list(csv.DictReader(f)) if fmt == "csv" else [json.loads(x) for x in f if x.strip()]
+    out = []
+    for r in rows:
+        if r["path"] != audio or r["status"] != "ok":
+            continue
+        if r.get("begin_s") not in (None, ""):
+            out.append((float(r["begin_s"]), float(r["end_s"]), r["label"], float(r["confidence"])))
+        else:
+            out.append((0.0, -1.0, r["label"], float(r["confidence"])))
+    return out
+
+
+def plot_detections(model_path: str | Path, inputs: str | Path, table: str | Path, fmt: str, path: str | Path,
+                    max_seconds: float = 120.0) -> None:
+    """The first input file's log-mel spectrogram (its first ``max_seconds``) with the detections of
+    ``table`` as labelled spans: what a reviewer checks before opening Raven or Audacity."""
+    import torch
+
+    from ..data.audio import load_mono
+    from ..data.scan import list_inputs
+    from ..nn.classifier import load_model
+    model = load_model(model_path)
+    audio = list_inputs(inputs)[0]
+    x = load_mono(audio, model.sample_rate)[: int(max_seconds * model.sample_rate)]
+    with torch.no_grad():
+        mel = model.frontend(torch.from_numpy(x)[None])[0].numpy()
+    seconds = len(x) / model.sample_rate
+    events = _read_detections(Path(table), fmt, audio)
+    classes = list(model.classes)
+    colours = plt.get_cmap("tab10")
+    fig, (ax, lane) = plt.subplots(2, 1, figsize=(min(4 + seconds / 4, 18), 5), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    ax.imshow(mel, origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
+    ax.set_ylabel("mel band")
+    ax.set_title(f"{Path(audio).name}: detections ({fmt})")
+    for b, e, label, conf in events:
+        e = seconds if e < 0 else min(e, seconds)
+        if b >= seconds:
+            continue
+        k = classes.index(label) if label in classes else 0
+        row = k % 4
+        lane.add_patch(plt.Rectangle((b, row), e - b, 0.8, color=colours(k % 10), alpha=0.7))
+        text = label if conf != conf else f"{label} {conf:.2f}"
+        lane.text(b + 0.02, row + 0.4, text, fontsize=7, va="center")
+        ax.axvspan(b, e, ymin=0.97, ymax=1.0, color=colours(k % 10))
+    lane.set_ylim(0, 4)
+    lane.set_yticks([])
+    lane.set_xlabel("time (s)")
+    lane.set_xlim(0, seconds)
     _save(fig, Path(path))
