@@ -148,8 +148,8 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
     if workers is not None and workers < 0:
         raise OptionError(f"--workers must be >= 0, got {workers}")
     device = torch.device(device)
-    if workers is None:
-        workers = cpu_cores() if device.type == "cpu" else auto_workers()
+    if workers is None:  # one file (one long recording, say): this process, with every core's threads
+        workers = 0 if len(paths) <= 1 else cpu_cores() if device.type == "cpu" else auto_workers()
     feats = model.config.features
     sr = model.sample_rate
     window = int(round((window_seconds or feats.clip_seconds) * sr))

@@ -127,16 +127,23 @@ def _read_detections(table: Path, fmt: str, audio: str) -> list[tuple[float, flo
 
 def plot_detections(model_path: str | Path, inputs: str | Path, table: str | Path, fmt: str, path: str | Path,
                     max_seconds: float = 120.0) -> None:
-    """The first input file's log-mel spectrogram (its first ``max_seconds``) with the detections of
-    ``table`` as labelled spans: what a reviewer checks before opening Raven or Audacity."""
+    """The first readable input file's log-mel spectrogram (its first ``max_seconds``) with the detections
+    of ``table`` as labelled spans: what a reviewer checks before opening Raven or Audacity."""
     import torch
 
     from ..data.audio import load_mono
     from ..data.scan import list_inputs
     from ..nn.classifier import load_model
+    from ..errors import AudioError
     model = load_model(model_path)
-    audio = list_inputs(inputs)[0]
-    x = load_mono(audio, model.sample_rate)[: int(max_seconds * model.sample_rate)]
+    for audio in list_inputs(inputs):
+        try:
+            x = load_mono(audio, model.sample_rate)[: int(max_seconds * model.sample_rate)]
+            break
+        except AudioError:
+            continue
+    else:
+        raise AudioError(inputs, "no readable audio file to plot")
     with torch.no_grad():
         mel = model.frontend(torch.from_numpy(x)[None])[0].numpy()
     seconds = len(x) / model.sample_rate
