@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import zlib
 from typing import Sequence
 
@@ -18,7 +19,7 @@ import torch.distributed as dist
 
 from .errors import OptionError
 
-__all__ = ["resolve_device", "autocast_for", "check_amp", "derive_seed", "seed_everything", "cpu_cores",
+__all__ = ["resolve_device", "autocast_for", "check_amp", "derive_seed", "seed_everything", "cpu_cores", "steady_heap",
            "is_main_process", "launched_by_torchrun", "init_from_env", "shutdown", "rank_world", "shard_range", "barrier",
            "all_reduce_sum"]
 
@@ -70,6 +71,22 @@ def seed_everything(seed: int) -> None:
     """Seed numpy's global stream and torch's default generator."""
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def steady_heap() -> None:
+    """Stop glibc's heap from growing with the length of a stream of large, short-lived arrays.
+
+    glibc raises its mmap threshold after each large free, so later blocks come from the heap and
+    fragment it: streaming a 2-hour file grew the resident memory by 60% over a 10-minute one. A fixed
+    1 MiB threshold (every large array mapped and returned whole) keeps it flat. A no-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def cpu_cores() -> int:

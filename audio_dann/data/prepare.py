@@ -26,7 +26,7 @@ from ..config import Config, config_to_dict, dump_config
 from ..errors import PrepareError, ScanError
 from ..files import check_output_dir, output_lock, write_json
 from ..nn.frontend import LogMel
-from ..runtime import cpu_cores, derive_seed
+from ..runtime import cpu_cores, derive_seed, steady_heap
 from .stream import stream_length, stream_mono, stream_windows
 from .scan import Item, scan_input
 from .store import PREPARED_MARKER
@@ -214,6 +214,7 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
     targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
     if not targets:
         raise PrepareError("prepare needs at least one --target folder or manifest of unlabelled clips")
+    steady_heap()
     with output_lock(out):
         return _prepare(source, targets, out, target_eval, config, progress, t0)
 

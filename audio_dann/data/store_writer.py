@@ -145,11 +145,14 @@ class StoreWriter:
         base = self.clips
         if isinstance(clips, str):
             self._flush_features()  # earlier files' rows first, in order
-            spilled = np.memmap(clips, dtype="<f2", mode="r").reshape(-1, *self.features.row_shape)
-            for s in range(0, len(spilled), _MAX_PENDING_CLIPS):
-                self.features.append(np.asarray(spilled[s:s + _MAX_PENDING_CLIPS]))
-            n_frames = spilled.shape[0] * spilled.shape[2]
-            del spilled
+            row_bytes = self.features.row_bytes
+            n_rows = 0
+            with open(clips, "rb") as f:  # plain reads: a memmap would keep the whole file's pages mapped
+                while block := f.read(row_bytes * _MAX_PENDING_CLIPS):
+                    rows = np.frombuffer(block, dtype="<f2").reshape(-1, *self.features.row_shape)
+                    self.features.append(rows)
+                    n_rows += len(rows)
+            n_frames = n_rows * self.features.row_shape[1]
             Path(clips).unlink(missing_ok=True)
         else:
             self._pending_feats.append(clips)

@@ -15,7 +15,7 @@ from ..data.scan import list_inputs
 from ..errors import OptionError
 from ..files import atomic_path, check_output_dir, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
-from ..runtime import barrier, check_amp, init_from_env, rank_world, shard_range, shutdown
+from ..runtime import barrier, check_amp, init_from_env, rank_world, shard_range, shutdown, steady_heap
 from .engine import iter_predictions
 from .detections import DetectionSettings, detections
 from .journal import Journal, run_key
@@ -44,6 +44,7 @@ def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[s
     if fmt not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_amp(amp)
+    steady_heap()
     per_window = per_window or fmt in DETECTION_FORMATS
     settings = DetectionSettings(min_confidence, all_classes, merge)
     out = check_output_dir(out) if fmt == "audacity" else check_output_file(out)  # before any work
