@@ -160,3 +160,16 @@ def test_predict_plots_detections_over_a_spectrogram(field, tmp_path):
                                    "raven", "--workers", "0", "--plot", str(tmp_path / "d.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "real-time factor" in res.output
+
+
+def test_folder_runs_are_listed_lazily_and_pass_by_pass(field, tmp_path, monkeypatch):
+    from audio_dann.data.scan import iter_inputs
+    from audio_dann.infer import predict as predict_module
+    model, folder = field
+    walk = iter_inputs(folder)
+    first = next(walk)  # the walk yields before it has seen the whole folder
+    assert first.endswith("broken.wav") and next(walk).endswith("site0/rec0.wav")
+    predict(model, folder, tmp_path / "one.csv", workers=0)
+    monkeypatch.setattr(predict_module, "_FILES_PER_PASS", 3)  # 9 files in three passes
+    counts = predict(model, folder, tmp_path / "three.csv", workers=0)
+    assert counts["files"] == 9 and (tmp_path / "one.csv").read_bytes() == (tmp_path / "three.csv").read_bytes()

@@ -11,12 +11,13 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ..errors import ScanError
 from .audio import AUDIO_EXTENSIONS
 
-__all__ = ["Item", "scan_labelled", "scan_unlabelled", "read_manifest", "scan_input", "find_audio", "list_inputs"]
+__all__ = ["Item", "scan_labelled", "scan_unlabelled", "read_manifest", "scan_input", "find_audio", "iter_audio",
+           "list_inputs", "iter_inputs"]
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,19 @@ class Item:
 
 
 def find_audio(root: Path, exclude: Sequence[str | Path] = (), counts: dict[str, int] | None = None) -> list[Path]:
-    """Audio files below ``root`` (any depth, hidden files skipped), sorted; each real file once.
+    """Audio files below ``root`` (any depth, hidden files skipped), sorted; each real file once
+    (see :func:`iter_audio`)."""
+    return sorted(iter_audio(root, exclude, counts))
+
+
+def iter_audio(root: Path, exclude: Sequence[str | Path] = (), counts: dict[str, int] | None = None) -> Iterator[Path]:
+    """Audio files below ``root`` as the walk finds them (each folder's files in name order, then its
+    subfolders in name order): a folder of 100,000 files yields its first at once.
 
     Symbolic links are followed, but a folder or file reached again (the same device and inode: a
     link loop such as ``ln -s . again``, or two links to one file) is skipped and counted in
     ``counts["links_skipped"]``; folders in ``exclude`` (a command's own output) are never entered.
     """
-    found: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     excluded = {os.path.realpath(e) for e in exclude}
@@ -56,16 +63,15 @@ def find_audio(root: Path, exclude: Sequence[str | Path] = (), counts: dict[str,
             try:
                 fst = os.stat(path)
             except OSError:  # a dangling link: listed, and the decoder says why it cannot be read
-                found.append(path)
+                yield path
                 continue
             if (fst.st_dev, fst.st_ino) in seen_files:
                 skipped += 1
                 continue
             seen_files.add((fst.st_dev, fst.st_ino))
-            found.append(path)
+            yield path
     if counts is not None:
         counts["links_skipped"] = counts.get("links_skipped", 0) + skipped
-    return sorted(found)
 
 
 def _existing(path: str | Path) -> Path:
@@ -159,3 +165,19 @@ def list_inputs(path: str | Path, counts: dict[str, int] | None = None) -> list[
     if not files:
         raise ScanError(f"{path}: folder holds no audio files")
     return files
+
+
+def iter_inputs(path: str | Path, counts: dict[str, int] | None = None) -> Iterator[str]:
+    """:func:`list_inputs` as the walk finds the files (see :func:`iter_audio`); errors come at once."""
+    path = Path(path)
+    if path.is_file():
+        yield str(path)
+        return
+    if not path.is_dir():
+        raise ScanError(f"{path}: no such file or folder")
+    empty = True
+    for p in iter_audio(path, counts=counts):
+        empty = False
+        yield str(p)
+    if empty:
+        raise ScanError(f"{path}: folder holds no audio files")

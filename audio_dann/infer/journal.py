@@ -43,9 +43,8 @@ class Journal:
         self._f = None
         self._last_sync = time.monotonic()
 
-    def open(self, paths: list[str]) -> "Journal":
-        """Load finished entries still valid for ``paths``; start the file afresh when the key differs."""
-        wanted = set(paths)
+    def open(self) -> "Journal":
+        """Load the finished entries whose file is unchanged; start the file afresh when the key differs."""
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
         header = _parse(lines[0]) if lines else None
         if lines and (header is None or header.get("key") != self.key):
@@ -53,7 +52,7 @@ class Journal:
             lines = []
         for line in lines[1:]:
             e = _parse(line)
-            if e and e.get("path") in wanted and tuple(e.get("stamp") or ()) == _stamp(e["path"]):
+            if e and "path" in e and tuple(e.get("stamp") or ()) == _stamp(e["path"]):
                 self.done[e["path"]] = e
         fresh = not lines
         self._f = open(self.path, "w" if fresh else "a")
@@ -71,7 +70,7 @@ class Journal:
             self._last_sync = time.monotonic()
         self.done[entry["path"]] = json.loads(json.dumps(entry, default=_plain))
 
-    def entries(self, paths: list[str]):
+    def entries(self, paths):
         return (self.done[p] for p in paths if p in self.done)
 
     def close(self, remove: bool = False) -> None:

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..data.scan import list_inputs
+from ..data.scan import iter_inputs
 from ..errors import OptionError
 from ..files import atomic_path, check_output_dir, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
@@ -52,7 +52,12 @@ def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[s
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
     root = Path(inputs) if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else None
-    paths = list(inputs) if isinstance(inputs, (list, tuple)) else list_inputs(inputs)
+    if isinstance(inputs, (list, tuple)):
+        listed = [str(p) for p in inputs]
+        walk = lambda: iter(listed)  # noqa: E731
+    else:
+        walk = lambda: iter_inputs(inputs)  # noqa: E731 - lazily: 100,000 files start at once
+        next(walk())  # a missing or empty folder fails here, before any work
     kwargs = dict(batch_size=batch_size, workers=workers, window_seconds=window_seconds, hop_seconds=hop_seconds,
                   device=device, amp=amp)
     started = init_from_env(torch.device(device).type)
@@ -61,9 +66,9 @@ def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[s
         if world > 1:
             if fmt not in ("csv", "jsonl") or per_window:
                 raise OptionError("under torchrun, predict writes per-file csv or jsonl only (for now)")
-            return _predict_sharded(model, paths, out, fmt, per_window, kwargs, rank, world, progress)
+            return _predict_sharded(model, list(walk()), out, fmt, per_window, kwargs, rank, world, progress)
         with output_lock(out):
-            return _predict_journaled(model, digest, paths, out, fmt, per_window, settings, kwargs, root, progress)
+            return _predict_journaled(model, digest, walk, out, fmt, per_window, settings, kwargs, root, progress)
     finally:
         shutdown(started)
 
@@ -82,38 +87,61 @@ def _digest(model) -> str:
     return h.hexdigest()
 
 
-def _predict_journaled(model: AudioClassifier, digest: str, paths: list[str], out: Path, fmt: str, per_window: bool,
+_FILES_PER_PASS = 4096  # files listed, decoded and journaled per pass: memory does not grow with the folder
+
+
+def _batches(items, n: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _predict_journaled(model: AudioClassifier, digest: str, walk, out: Path, fmt: str, per_window: bool,
                        settings: DetectionSettings, kwargs: dict, root: Path | None, progress) -> dict:
     feats = model.config.features
     window_s = kwargs["window_seconds"] or feats.clip_seconds
     key = run_key(digest, {"fmt": fmt, "per_window": per_window, **asdict(settings), "window": window_s,
                            "hop": kwargs["hop_seconds"], "amp": kwargs["amp"], "out": str(out)})
-    journal = Journal(out, key).open(paths)
-    resumed = len(journal.done)
-    todo = [p for p in paths if p not in journal.done]
+    journal = Journal(out, key).open()
+    resumed, seen = len(journal.done), 0
     t0, audio = time.perf_counter(), 0.0  # audio decoded by this run (resumed files not counted)
     try:
-        for res in iter_predictions(model, todo, **kwargs):
-            entry = {"path": res.path, "error": res.error, "seconds": res.seconds}
-            if res.error is None:
-                entry["mean"] = res.mean_probs
-                if per_window:
-                    entry["events"] = [(d.begin_s, d.end_s, d.label, d.confidence, d.probs) for d in detections(
-                        res.probs, res.offsets, window_s, res.seconds, model.classes, settings)]
-            journal.append(entry)
-            audio += res.seconds
-            if progress:
-                spent = time.perf_counter() - t0
-                progress(len(journal.done), len(paths), f"{audio / 3600:.2f} h audio, "
-                                                        f"real-time factor {audio / max(spent, 1e-9):.0f}")
-        write_table(journal.entries(paths), model.classes, out, fmt, per_window, model.sample_rate, root)
+        for batch in _batches(walk(), _FILES_PER_PASS):
+            seen += len(batch)
+            audio = _predict_batch(model, [p for p in batch if p not in journal.done], journal, per_window, settings,
+                                   window_s, kwargs, progress, seen, t0, audio)
+        write_table(journal.entries(walk()), model.classes, out, fmt, per_window, model.sample_rate, root)
     finally:
         journal.close()
     journal.close(remove=True)
-    errors = sum(1 for e in journal.entries(paths) if e["error"] is not None)
-    return {"files": len(paths), "ok": len(paths) - errors, "errors": errors, "resumed": resumed,
+    errors = sum(1 for e in journal.entries(walk()) if e["error"] is not None)
+    return {"files": seen, "ok": seen - errors, "errors": errors, "resumed": resumed,
             "restarted_because": journal.restarted_because, "audio_seconds": audio,
             "seconds": time.perf_counter() - t0, "out": str(out)}
+
+
+def _predict_batch(model, todo: list[str], journal: Journal, per_window: bool, settings: DetectionSettings,
+                   window_s: float, kwargs: dict, progress, seen: int, t0: float, audio: float) -> float:
+    """Predict ``todo`` and journal each file as it finishes; returns the audio seconds decoded so far."""
+    for res in iter_predictions(model, todo, **kwargs) if todo else ():
+        entry = {"path": res.path, "error": res.error, "seconds": res.seconds}
+        if res.error is None:
+            entry["mean"] = res.mean_probs
+            if per_window:
+                entry["events"] = [(d.begin_s, d.end_s, d.label, d.confidence, d.probs) for d in detections(
+                    res.probs, res.offsets, window_s, res.seconds, model.classes, settings)]
+        journal.append(entry)
+        audio += res.seconds
+        if progress:
+            spent = time.perf_counter() - t0
+            progress(len(journal.done), None, f"of {seen}+ files; {audio / 3600:.2f} h audio, "
+                                              f"real-time factor {audio / max(spent, 1e-9):.0f}")
+    return audio
 
 
 def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs: dict, rank: int, world: int,
