@@ -48,7 +48,6 @@ def _tree_rss(pid: int) -> int:
                     total += int(line.split()[1]) * 1024
         except (OSError, ValueError):
             pass
-        todo += kids.get(p, [])
     return total
 
 
