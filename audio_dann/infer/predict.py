@@ -15,7 +15,7 @@ from ..data.scan import iter_inputs
 from ..errors import OptionError
 from ..files import atomic_path, check_output_dir, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
-from ..runtime import barrier, check_amp, init_from_env, rank_world, shard_range, shutdown, steady_heap
+from ..runtime import all_reduce_sum, barrier, check_amp, init_from_env, rank_world, shard_range, shutdown, steady_heap
 from .engine import iter_predictions
 from .detections import DetectionSettings, detections
 from .journal import Journal, run_key
@@ -155,11 +155,15 @@ def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs
     part = lambda r: out.parent / f".{out.name}.{key}.part{r}of{world}"  # noqa: E731
     start, stop = shard_range(len(paths), rank, world)
     mine = part(rank)
+    t0, audio = time.perf_counter(), 0.0
     if not mine.exists():
         cb = (lambda n: progress(n, stop - start)) if progress and rank == 0 else None
-        write_predictions(iter_predictions(model, paths[start:stop], **kwargs), model.classes, mine, fmt, per_window, cb)
+        audio = write_predictions(iter_predictions(model, paths[start:stop], **kwargs), model.classes, mine, fmt,
+                                  per_window, cb)["audio_seconds"]
+    (audio,) = all_reduce_sum([audio])
     barrier()
-    counts = {"files": len(paths), "ok": 0, "errors": 0, "out": str(out), "world_size": world}
+    counts = {"files": len(paths), "ok": 0, "errors": 0, "out": str(out), "world_size": world, "resumed": 0,
+              "restarted_because": None, "audio_seconds": audio}
     if rank == 0:
         with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
             for r in range(world):
@@ -175,4 +179,5 @@ def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs
     status = {row["path"]: row["status"] for row in rows}
     counts["ok"] = sum(1 for v in status.values() if v == "ok")
     counts["errors"] = len(status) - counts["ok"]
+    counts["seconds"] = time.perf_counter() - t0
     return counts

@@ -57,8 +57,9 @@ def prediction_rows(result: FileResult, classes: list[str], per_window: bool) ->
 
 def write_predictions(results: Iterator[FileResult], classes: list[str], out: Path, fmt: str, per_window: bool,
                       progress: Callable[[int], None] | None = None) -> dict:
-    """The per-shard writer of a torchrun ``predict`` (csv or jsonl); returns ``{"files", "ok", "errors"}``."""
-    counts = {"files": 0, "ok": 0, "errors": 0}
+    """The per-shard writer of a torchrun ``predict`` (csv or jsonl); returns ``{"files", "ok", "errors",
+    "audio_seconds"}``."""
+    counts = {"files": 0, "ok": 0, "errors": 0, "audio_seconds": 0.0}
     columns = ["path"] + (["window_start"] if per_window else []) + ["label", "confidence"] + \
               [f"p_{c}" for c in classes] + ["status"]
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
@@ -68,6 +69,7 @@ def write_predictions(results: Iterator[FileResult], classes: list[str], out: Pa
         for res in results:
             counts["files"] += 1
             counts["errors" if res.error else "ok"] += 1
+            counts["audio_seconds"] += res.seconds
             for row in prediction_rows(res, classes, per_window):
                 if writer:
                     writer.writerow(row)
