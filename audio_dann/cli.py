@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import UserError
+from .errors import OptionError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt audio classifiers to new recording conditions without new labels (DANN).")
@@ -92,6 +92,8 @@ def prepare(
                 d, t, f"{c} clips, {s / 3600:.2f} h audio ({s / max(time.perf_counter() - t0, 1e-9):.0f} audio-s/s)"))
         if summary.already_complete:
             out_console.print(f"already prepared (same inputs and settings): {summary.line()}")
+        elif summary.rebuilt_because:
+            out_console.print(f"rebuilt {out}: {summary.rebuilt_because}")
         else:
             out_console.print(summary.line())
             out_console.print("clips: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.clips_by_split.items())))
@@ -117,7 +119,7 @@ def train(
     with _guard():
         from .api import train as run_train
         if method is not None and method not in ("dann", "source-only"):
-            raise typer.BadParameter("--method must be dann or source-only")
+            raise OptionError(f"--method must be dann or source-only, got {method!r}")
         cfg = _config(config, set_)
 
         with _bar(quiet, "train", unit="steps") as update:
@@ -254,8 +256,11 @@ def adapt(
     with _guard():
         from .adaptation.adapt import adapt as run_adapt
         from .training.self_training import AdaptConfig
-        if epochs < 1 or not lr > 0 or max_clips < 1:
-            raise typer.BadParameter("--epochs and --max-clips must be >= 1 and --lr > 0")
+        for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--max-clips", max_clips, max_clips >= 1),
+                                ("--lr", lr, 0 < lr < float("inf"))):
+            if not ok:
+                raise OptionError(f"{name} {value}: out of range (--epochs and --max-clips >= 1, --lr a finite "
+                                  "number > 0)")
         with _bar(quiet, "decode target") as update:
             s = run_adapt(model, target, out, method=method, config=AdaptConfig(epochs=epochs, lr=lr, seed=seed),
                           guard=not no_guard, reference=reference, max_clips=max_clips, workers=workers,
@@ -286,7 +291,7 @@ def export(
     with _guard():
         from .deploy.onnx_export import export as run_export
         if check_windows < 1:
-            raise typer.BadParameter("--check-windows must be >= 1")
+            raise OptionError(f"--check-windows must be >= 1, got {check_windows}")
         r = run_export(model, out, opset=opset, quantize=quantize, check=check, check_windows_n=check_windows)
         out_console.print(f"checked on {r['windows']} windows ({r['checked_on']}): largest probability difference "
                           f"from PyTorch {r['max_abs_prob_diff']:.1e} (limit {r['tolerance']:g}), top-1 agreement "
@@ -339,6 +344,8 @@ def manifest(
     """Write a path,label,domain[,split] manifest from labels and domains held in file names."""
     with _guard():
         from .data.manifest import build_manifest, write_manifest
+        from .files import check_output_file
+        check_output_file(out)
         rows, unmatched = build_manifest(root, pattern, where or [], domain, label, val_where)
         write_manifest(rows, out)
         counts: dict[str, int] = {}
@@ -372,7 +379,10 @@ def select(
         from .report.ranking import rank_runs
         from .training.criteria import CRITERIA
         if criterion not in CRITERIA:
-            raise typer.BadParameter(f"--criterion must be one of {', '.join(CRITERIA)}")
+            raise OptionError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+        if json_out:
+            from .files import check_output_file
+            check_output_file(json_out, "--json")
         result = rank_runs(runs, criterion)
         keys = list(CRITERIA)
         table = Table("rank", "run", *keys, "target test acc (report only)", title=f"ranked by {criterion}")
@@ -391,6 +401,7 @@ def select(
 
 
 def _terminate(signum, _frame) -> None:
+    err_console.print("terminated; run the same command again (with --resume for train) to continue")
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temp files removed, locks released
 
 

@@ -286,7 +286,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), b
             values = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        config = config_from_dict(values, config)
+        try:
+            config = config_from_dict(values, config)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return apply_overrides(config, overrides)
 
 

@@ -282,3 +282,27 @@ def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     alive = [w for w in workers if Path(f"/proc/{w}/stat").exists()
              and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not alive, f"workers {alive} outlived their parent"
+
+
+def test_qa_pass_findings_are_one_line_exit_2(data, model_pt):
+    tmp, src, tgt = data
+    for bad in ("nan", "inf", "0", "0.001"):  # the last: one frame, the tiny model pools once
+        _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--window-seconds", bad], "--window-seconds")
+    assert not list(tmp.glob(".p.csv*"))  # refused before a journal or temp file exists
+    _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--hop-seconds", "0"], "--hop-seconds")
+    (tmp / "adir").mkdir()
+    _one_line_exit_2(["manifest", src, "--pattern", "{label}_{index}.wav", "--out", tmp / "adir"], "is a folder")
+    _one_line_exit_2(["adapt", model_pt, tgt, "--out", tmp / "a", "--epochs", "0"], "--epochs 0")
+    _one_line_exit_2(["train", tmp / "nowhere", "--out", tmp / "r", "--method", "foo"], "--method")
+    prepare(src, [tgt], tmp / "p", config=CFG)
+    _one_line_exit_2(["train", tmp / "p", "--out", tmp / "r", "--set", "features.n_mels=40"], "prepare")
+    (tmp / "x.csv").write_text("path\n")
+    _one_line_exit_2(["evaluate", tmp / "x.csv", src], "not an audio-dann model bundle")
+    _one_line_exit_2(["predict", tmp / "nosuch.pt", tgt, "--out", tmp / "q.csv"], "model file not found")
+
+
+def test_a_threshold_or_merge_implies_detections(data, model_pt):
+    tmp, src, tgt = data
+    predict(model_pt, tgt, tmp / "d.csv", min_confidence=0.99, workers=0)
+    header = (tmp / "d.csv").read_text().splitlines()[0]
+    assert "begin_s" in header and len((tmp / "d.csv").read_text().splitlines()) < 1 + 6  # filtered rows

@@ -50,6 +50,7 @@ class PrepareSummary:
     resumed_from_file: int = 0
     already_complete: bool = False
     links_skipped: int = 0
+    rebuilt_because: str | None = None
 
     def line(self) -> str:
         return (f"{self.files_read} files read, {self.clips_written} clips written, "
@@ -249,7 +250,8 @@ def _prepare(source, targets: list, out: Path, target_eval, config: Config, prog
     summary.clips_by_split = by_split
     summary.seconds = time.perf_counter() - t0
     writer.finish(n_clips, {k: v for k, v in asdict(summary).items()
-                            if k not in ("out", "already_complete", "resumed_from_file", "links_skipped")})
+                            if k not in ("out", "already_complete", "resumed_from_file", "links_skipped",
+                                         "rebuilt_because")})
     return summary
 
 
@@ -266,6 +268,8 @@ def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary) -> b
     if info.get("fingerprint") != fingerprint or not _files_intact(out, info):
         marker.unlink()  # other inputs or settings, or files lost since: rebuilt from the start
         (out / "progress.json").unlink(missing_ok=True)
+        summary.rebuilt_because = ("the inputs or feature settings differ from the finished folder's"
+                                   if info.get("fingerprint") != fingerprint else "its files were damaged or lost")
         return False
     summary.already_complete = True
     summary.__dict__.update({k: info[k] for k in ("files_read", "files_skipped", "clips_written",

@@ -22,7 +22,7 @@ from ..errors import OptionError
 from ..nn.classifier import AudioClassifier
 from ..runtime import autocast_for, check_amp, cpu_cores
 
-__all__ = ["FileResult", "iter_predictions"]
+__all__ = ["FileResult", "iter_predictions", "window_samples"]
 
 
 @dataclass
@@ -108,6 +108,27 @@ class _FileClips(ChunkDataset):
         return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp)
 
 
+def window_samples(model: AudioClassifier, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
+    """``(window, hop)`` in samples for ``--window-seconds`` / ``--hop-seconds`` (None: the model's own),
+    refused unless finite, positive, and long enough for the network's pooling steps."""
+    import math
+    feats = model.config.features
+    for name, value in (("--window-seconds", window_seconds), ("--hop-seconds", hop_seconds)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise OptionError(f"{name} must be a positive number of seconds, got {value}")
+    window_seconds = feats.clip_seconds if window_seconds is None else window_seconds
+    hop_seconds = (hop_seconds if hop_seconds is not None else
+                   window_seconds if window_seconds != feats.clip_seconds else feats.hop_seconds)
+    window, hop = int(round(window_seconds * model.sample_rate)), int(round(hop_seconds * model.sample_rate))
+    need = 2 ** (len(model.config.model.channels) - 1) if model.config.model.backbone == "cnn" else 1
+    if window // feats.hop_length + 1 < need:
+        raise OptionError(f"--window-seconds {window_seconds}: too short for the model (at least "
+                          f"{(need - 1) * feats.hop_length / model.sample_rate:.3f} s)")
+    if hop < 1:
+        raise OptionError(f"--hop-seconds {hop_seconds}: shorter than one sample")
+    return window, hop
+
+
 def _declared_seconds(path: str) -> float:
     try:
         return stream_length(path)
@@ -152,11 +173,7 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
         workers = 0 if len(paths) <= 1 else cpu_cores() if device.type == "cpu" else auto_workers()
     feats = model.config.features
     sr = model.sample_rate
-    window = int(round((window_seconds or feats.clip_seconds) * sr))
-    hop = int(round((hop_seconds or window_seconds or feats.hop_seconds) * sr))
-    if window <= 0 or hop <= 0:
-        raise OptionError(f"--window-seconds and --hop-seconds must be > 0 (got a window of {window} and a hop "
-                          f"of {hop} samples)")
+    window, hop = window_samples(model, window_seconds, hop_seconds)
     fast = model.for_inference().to(device)
     in_workers = device.type == "cpu" if network_in_workers is None else network_in_workers
     dataset = _FileClips(paths, file_chunks(_sizes(paths)), sr, window, hop, feats.pad_mode,

@@ -16,7 +16,7 @@ from ..errors import OptionError
 from ..files import atomic_path, check_output_dir, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import all_reduce_sum, barrier, check_amp, init_from_env, rank_world, shard_range, shutdown, steady_heap
-from .engine import iter_predictions
+from .engine import iter_predictions, window_samples
 from .detections import DetectionSettings, detections
 from .journal import Journal, run_key
 from .writers import DETECTION_FORMATS, FORMATS, write_predictions, write_table
@@ -45,12 +45,14 @@ def predict(model: str | Path | AudioClassifier, inputs: str | Path | Sequence[s
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_amp(amp)
     steady_heap()
-    per_window = per_window or fmt in DETECTION_FORMATS
+    # detections are per window: a threshold or merging implies --per-window
+    per_window = per_window or fmt in DETECTION_FORMATS or min_confidence > 0 or all_classes or merge
     settings = DetectionSettings(min_confidence, all_classes, merge)
     out = check_output_dir(out) if fmt == "audacity" else check_output_file(out)  # before any work
+    loaded = model if isinstance(model, torch.nn.Module) else load_model(model)
     digest = _digest(model)
-    if not isinstance(model, torch.nn.Module):
-        model = load_model(model)
+    model = loaded
+    window_samples(model, window_seconds, hop_seconds)  # refused now, before a journal exists
     root = Path(inputs) if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else None
     if isinstance(inputs, (list, tuple)):
         listed = [str(p) for p in inputs]
@@ -103,8 +105,7 @@ def _batches(items, n: int):
 
 def _predict_journaled(model: AudioClassifier, digest: str, walk, out: Path, fmt: str, per_window: bool,
                        settings: DetectionSettings, kwargs: dict, root: Path | None, progress) -> dict:
-    feats = model.config.features
-    window_s = kwargs["window_seconds"] or feats.clip_seconds
+    window_s = window_samples(model, kwargs["window_seconds"], kwargs["hop_seconds"])[0] / model.sample_rate
     key = run_key(digest, {"fmt": fmt, "per_window": per_window, **asdict(settings), "window": window_s,
                            "hop": kwargs["hop_seconds"], "amp": kwargs["amp"], "out": str(out)})
     journal = Journal(out, key).open()

@@ -59,8 +59,8 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
-        first = (str(exc).splitlines() or [""])[0][:120]
-        raise BundleError(f"{path}: not an audio-dann model bundle ({type(exc).__name__}: {first})") from None
+        raise BundleError(f"{path}: not an audio-dann model bundle (torch.load could not read it: "
+                          f"{type(exc).__name__})") from None
     if not isinstance(bundle, dict) or "format_version" not in bundle:
         raise BundleError(f"{path}: not an audio-dann model bundle (no format_version)")
     if int(bundle["format_version"]) > BUNDLE_FORMAT:

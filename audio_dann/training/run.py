@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..config import Config, dump_config
 from ..data.store import PreparedData, open_prepared_many
-from ..errors import BundleError, RunError
+from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
 from ..nn.calibration import DEFAULT_ESTIMATOR, calibrate, estimate
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
@@ -127,6 +127,9 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device) -> tu
 
 def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
     """The run's configuration: features and data settings always from the prepared folder."""
+    if config.features != Config().features and config.features != prep.config.features:
+        raise ConfigError(f"{prep.root}: features.* settings differ from those the folder was prepared with; "
+                          "they are fixed at prepare time (run `audio-dann prepare` with them)")
     train_cfg = config.train
     if method is not None:
         train_cfg = replace(train_cfg, method=method)
