@@ -13,7 +13,7 @@ from audio_dann.nn.calibration import agreement, calibrate, estimate
 from audio_dann.nn.classifier import load_model
 from audio_dann.training import self_training
 from audio_dann.training.latent import discover_domains, kmeans, silhouette
-from audio_dann.training.self_training import TargetClips, adabn
+from audio_dann.training.self_training import adabn
 
 from audio_files import class_folders
 

@@ -92,7 +92,7 @@ def test_int8_export_reports_agreement_and_speed(tmp_path):
 
 def test_example_script_gives_the_labels_of_predict(tmp_path):
     pytest.importorskip("onnxruntime")
-    from audio_dann.api import export, predict
+    from audio_dann.api import predict
     from typer.testing import CliRunner
     from audio_dann.cli import app
     path = _model(tmp_path)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from typer.testing import CliRunner
 
 from audio_dann.api import predict, prepare
@@ -163,7 +162,7 @@ def test_an_unreadable_file_says_permission_denied(tmp_path):
 
 
 def test_fuzzed_wav_files_give_a_clip_or_a_reason_never_a_crash(tmp_path, model_pt):
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, given, settings, strategies as st
     from audio_dann.data.audio import load_clip_source
     from audio_dann.infer.engine import iter_predictions

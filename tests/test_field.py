@@ -75,7 +75,7 @@ def test_raven_selection_table_reads_back(field, tmp_path):
     files = sorted({r["Begin Path"] for r in rows})
     assert len(files) == 8 and all(float(r["End Time (s)"]) > float(r["Begin Time (s)"]) for r in rows)
     # Begin Time runs on across files in input order; File Offset is the time within the file
-    offset, seen = 0.0, {}
+    seen = {}
     for r in rows:
         seen.setdefault(r["Begin Path"], float(r["Begin Time (s)"]) - float(r["File Offset (s)"]))
     starts = [seen[p] for p in files]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
 
 from ..files import check_output_dir, output_lock, write_json
 from ..nn.classifier import load_checkpoint

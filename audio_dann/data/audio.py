@@ -12,31 +12,52 @@ import soundfile as sf
 
 from ..errors import AudioError
 
-__all__ = ["AUDIO_EXTENSIONS", "read_audio", "resample", "load_mono", "load_clip_source", "plan_windows",
+__all__ = ["AUDIO_EXTENSIONS", "open_audio", "decode_error", "read_audio", "resample", "load_mono", "load_clip_source", "plan_windows",
            "gather_windows", "slice_windows"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode ``path`` to float32 mono in [-1, 1] at its own rate: ``(samples,), sample_rate``."""
+def decode_error(path: str | Path, exc: Exception) -> AudioError:
+    """The one-line reason for an exception raised while opening or decoding ``path``."""
+    if isinstance(exc, FileNotFoundError):
+        return AudioError(path, "file not found")
+    if isinstance(exc, PermissionError):
+        return AudioError(path, "permission denied")
+    return AudioError(path, f"cannot decode ({str(exc).split(':')[-1].strip() or type(exc).__name__})")
+
+
+DECODE_ERRORS = (OSError, sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """Open ``path`` for decoding after checking that it exists, is readable and has a believable header."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file not found")
     if not os.access(path, os.R_OK):
         raise AudioError(path, "permission denied")
     try:
-        with sf.SoundFile(str(path)) as f:
-            _check_header(path, f)
-            dtype, scale = _INTEGER_READS.get(f.subtype, ("float32", 1.0))
+        f = sf.SoundFile(str(path))
+    except DECODE_ERRORS as exc:
+        raise decode_error(path, exc) from None
+    try:
+        _check_header(path, f)
+    except AudioError:
+        f.close()
+        raise
+    return f
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode ``path`` to float32 mono in [-1, 1] at its own rate: ``(samples,), sample_rate``."""
+    path = Path(path)
+    with open_audio(path) as f:
+        dtype, scale = _INTEGER_READS.get(f.subtype, ("float32", 1.0))
+        try:
             data, sr = f.read(dtype=dtype, always_2d=True), f.samplerate
-    except FileNotFoundError:
-        raise AudioError(path, "file not found") from None
-    except PermissionError:
-        raise AudioError(path, "permission denied") from None
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        msg = str(exc).split(":")[-1].strip() or type(exc).__name__
-        raise AudioError(path, f"cannot decode ({msg})") from None
+        except DECODE_ERRORS as exc:
+            raise decode_error(path, exc) from None
     if data.shape[0] == 0:
         raise AudioError(path, "no samples (zero-length audio)")
     mono = _mix_to_mono(data, scale)

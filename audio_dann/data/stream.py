@@ -8,7 +8,6 @@ shorter than a window tiled or zero-padded to one. Only about one block and one 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import AudioError
-from .audio import _INTEGER_READS, _check_header, _mix_to_mono
+from .audio import _INTEGER_READS, _mix_to_mono, decode_error, open_audio
 
 __all__ = ["stream_mono", "stream_windows", "BLOCK_SECONDS"]
 
@@ -26,16 +25,7 @@ BLOCK_SECONDS = 20.0
 def stream_mono(path: str | Path, sample_rate: int, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Blocks of float32 mono samples at ``sample_rate``; failures are :class:`AudioError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "file not found")
-    if not os.access(path, os.R_OK):
-        raise AudioError(path, "permission denied")
-    try:
-        f = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(path, f"cannot decode ({str(exc).split(':')[-1].strip() or type(exc).__name__})") from None
-    with f:
-        _check_header(path, f)
+    with open_audio(path) as f:
         dtype, scale = _INTEGER_READS.get(f.subtype, ("float32", 1.0))
         resampler = None
         if f.samplerate != sample_rate:
@@ -46,13 +36,14 @@ def stream_mono(path: str | Path, sample_rate: int, block_seconds: float = BLOCK
             for block in f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype=dtype, always_2d=True):
                 mono = _mix_to_mono(block, scale)
                 if dtype == "float32" and not np.isfinite(mono).all():
-                    raise AudioError(path, f"{int((~np.isfinite(mono)).sum())} samples of a block are NaN or infinite")
+                    raise AudioError(path, f"{int((~np.isfinite(mono)).sum())} of {len(mono)} samples (in a "
+                                           f"{block_seconds:g} s block) are NaN or infinite")
                 total += len(mono)
                 out = resampler.resample_chunk(mono, last=False) if resampler is not None else mono
                 if len(out):
                     yield out
         except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(path, f"cannot decode ({str(exc).split(':')[-1].strip() or type(exc).__name__})") from None
+            raise decode_error(path, exc) from None
         if total == 0:
             raise AudioError(path, "no samples (zero-length audio)")
         if resampler is not None:

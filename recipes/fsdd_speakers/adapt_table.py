@@ -19,7 +19,6 @@ import csv
 import json
 import multiprocessing as mp
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
