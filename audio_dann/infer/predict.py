@@ -16,10 +16,10 @@ from ..errors import OptionError
 from ..files import atomic_path, check_output_dir, check_output_file, output_lock
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import all_reduce_sum, barrier, check_amp, init_from_env, rank_world, shard_range, shutdown, steady_heap
-from .engine import iter_predictions, window_samples
+from .engine import FileResult, iter_predictions, window_samples
 from .detections import DetectionSettings, detections
 from .journal import Journal, run_key
-from .writers import DETECTION_FORMATS, FORMATS, write_predictions, write_table
+from .writers import DETECTION_FORMATS, FORMATS, write_table
 
 __all__ = ["predict"]
 
@@ -130,19 +130,25 @@ def _predict_batch(model, todo: list[str], journal: Journal, per_window: bool, s
                    window_s: float, kwargs: dict, progress, seen: int, t0: float, audio: float) -> float:
     """Predict ``todo`` and journal each file as it finishes; returns the audio seconds decoded so far."""
     for res in iter_predictions(model, todo, **kwargs) if todo else ():
-        entry = {"path": res.path, "error": res.error, "seconds": res.seconds}
-        if res.error is None:
-            entry["mean"] = res.mean_probs
-            if per_window:
-                entry["events"] = [(d.begin_s, d.end_s, d.label, d.confidence, d.probs) for d in detections(
-                    res.probs, res.offsets, window_s, res.seconds, model.classes, settings)]
-        journal.append(entry)
+        journal.append(_entry(res, model.classes, per_window, window_s, settings))
         audio += res.seconds
         if progress:
             spent = time.perf_counter() - t0
             progress(len(journal.done), None, f"of {seen}+ files; {audio / 3600:.2f} h audio, "
                                               f"real-time factor {audio / max(spent, 1e-9):.0f}")
     return audio
+
+
+def _entry(res: FileResult, classes: list[str], per_window: bool, window_s: float = 0.0,
+           settings: DetectionSettings = DetectionSettings()) -> dict:
+    """What a table needs of one file: its error, length and mean probabilities, and its detections."""
+    entry = {"path": res.path, "error": res.error, "seconds": res.seconds}
+    if res.error is None:
+        entry["mean"] = res.mean_probs
+        if per_window:
+            entry["events"] = [(d.begin_s, d.end_s, d.label, d.confidence, d.probs) for d in detections(
+                res.probs, res.offsets, window_s, res.seconds, classes, settings)]
+    return entry
 
 
 def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs: dict, rank: int, world: int,
@@ -158,9 +164,16 @@ def _predict_sharded(model, paths, out: Path, fmt: str, per_window: bool, kwargs
     mine = part(rank)
     t0, audio = time.perf_counter(), 0.0
     if not mine.exists():
-        cb = (lambda n: progress(n, stop - start)) if progress and rank == 0 else None
-        audio = write_predictions(iter_predictions(model, paths[start:stop], **kwargs), model.classes, mine, fmt,
-                                  per_window, cb)["audio_seconds"]
+        seconds = []
+
+        def entries():  # streamed into the part file; the audio length is counted on the way
+            for n, res in enumerate(iter_predictions(model, paths[start:stop], **kwargs), start=1):
+                seconds.append(res.seconds)
+                if progress and rank == 0:
+                    progress(n, stop - start)
+                yield _entry(res, model.classes, per_window=False)
+        write_table(entries(), model.classes, mine, fmt, False, model.sample_rate)
+        audio = sum(seconds)
     (audio,) = all_reduce_sum([audio])
     barrier()
     counts = {"files": len(paths), "ok": 0, "errors": 0, "out": str(out), "world_size": world, "resumed": 0,

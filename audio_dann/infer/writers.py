@@ -18,14 +18,13 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from ..files import atomic_path, atomic_write_text
-from .engine import FileResult
 
-__all__ = ["FORMATS", "DETECTION_FORMATS", "RAVEN_COLUMNS", "write_predictions", "prediction_rows", "write_table"]
+__all__ = ["FORMATS", "DETECTION_FORMATS", "RAVEN_COLUMNS", "write_table"]
 
 FORMATS = ("csv", "jsonl", "raven", "audacity")
 DETECTION_FORMATS = ("raven", "audacity")  # always one entry per detection
@@ -33,55 +32,8 @@ RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)
                  "Begin Path", "File Offset (s)", "Class", "Confidence")
 
 
-def prediction_rows(result: FileResult, classes: list[str], per_window: bool) -> list[dict]:
-    """Per-file (or per-window) rows of one result, for the sharded writer."""
-    if result.error is not None:
-        row = {"path": result.path, "label": "", "confidence": ""}
-        row.update({f"p_{c}": "" for c in classes})
-        row["status"] = f"error: {result.error}"
-        return [row]
-    blocks = ([(f"{o:.3f}", p) for o, p in zip(result.offsets, result.probs)] if per_window
-              else [(None, result.mean_probs)])
-    rows = []
-    for start, p in blocks:
-        k = int(np.argmax(p))
-        row = {"path": result.path}
-        if per_window:
-            row["window_start"] = start
-        row.update({"label": classes[k], "confidence": f"{p[k]:.6f}"})
-        row.update({f"p_{c}": f"{v:.6f}" for c, v in zip(classes, p)})
-        row["status"] = "ok"
-        rows.append(row)
-    return rows
-
-
-def write_predictions(results: Iterator[FileResult], classes: list[str], out: Path, fmt: str, per_window: bool,
-                      progress: Callable[[int], None] | None = None) -> dict:
-    """The per-shard writer of a torchrun ``predict`` (csv or jsonl); returns ``{"files", "ok", "errors",
-    "audio_seconds"}``."""
-    counts = {"files": 0, "ok": 0, "errors": 0, "audio_seconds": 0.0}
-    columns = ["path"] + (["window_start"] if per_window else []) + ["label", "confidence"] + \
-              [f"p_{c}" for c in classes] + ["status"]
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
-        if writer:
-            writer.writeheader()
-        for res in results:
-            counts["files"] += 1
-            counts["errors" if res.error else "ok"] += 1
-            counts["audio_seconds"] += res.seconds
-            for row in prediction_rows(res, classes, per_window):
-                if writer:
-                    writer.writerow(row)
-                else:
-                    f.write(json.dumps(row) + "\n")
-            if progress:
-                progress(counts["files"])
-    return counts
-
-
 def _table_rows(entries: Iterable[dict], classes: list[str], per_window: bool) -> Iterator[dict]:
-    """csv/jsonl rows from journal entries (see :mod:`.journal`)."""
+    """csv/jsonl rows from file entries (``predict._entry``, as the journal keeps them)."""
     empty = {f"p_{c}": "" for c in classes}
     for e in entries:
         if e["error"] is not None:

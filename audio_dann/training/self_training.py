@@ -143,7 +143,7 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
                       else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours))
         dann.train()
         order = torch.randperm(n, generator=gen)
-        for s in range(0, n - cfg.batch_size + 1 if n >= cfg.batch_size else 1, cfg.batch_size):
+        for s in range(0, max(n - cfg.batch_size, 0) + 1, cfg.batch_size):  # full batches (one, if n is small)
             idx = order[s:s + cfg.batch_size]
             logits = dann(clips.x[idx].to(device, torch.float32), 0.0, with_domain=False)[0].float()
             prob = torch.softmax(logits, 1)
