@@ -81,6 +81,10 @@ class ModelConfig:
     freq_mask_width: int = 7         #   up to this many bands each
     time_masks: int = 0              #   and masks over frames
     time_mask_width: int = 10        #   up to this many frames each
+    freq_warp: float = 0.0           # training: stretch the mel axis by up to +-this (0.1: factors 0.9-1.1)
+    time_warp: float = 0.0           #   and the time axis by up to +-this (speed perturbation)
+    mixstyle_p: float = 0.0          # training: Freq-MixStyle on a batch with this probability
+    mixstyle_alpha: float = 0.3      #   Beta(alpha, alpha) mixing weights
 
     def validate(self) -> None:
         _positive(self, "embedding_dim", "domain_hidden", "freq_mask_width", "time_mask_width")
@@ -88,6 +92,12 @@ class ModelConfig:
         for name in ("freq_masks", "time_masks", "domain_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("freq_warp", "time_warp"):
+            if not 0.0 <= getattr(self, name) < 0.5:
+                raise ConfigError(f"model.{name}: must lie in [0, 0.5), got {getattr(self, name)}")
+        if not 0.0 <= self.mixstyle_p <= 1.0:
+            raise ConfigError(f"model.mixstyle_p: must lie in [0, 1], got {self.mixstyle_p}")
+        _positive(self, "mixstyle_alpha")
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ConfigError(f"model.channels: need positive channel counts, got {list(self.channels)}")
         for name in ("dropout", "domain_dropout"):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .augment import SpecAugment
+from .augment import build_augment
 from .backbones import build_backbone
 from .heads import DomainHead, LabelHead
 from .norm import InputNorm
@@ -51,7 +51,7 @@ def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int
         n_classes: label head outputs.
         n_domains: domains the domain head tells apart, the source included; 0 builds no domain
             head (source-only models). 2 gives one logit, K > 2 gives K.
-        n_mels: log-mel bands of the input (adds input normalisation and SpecAugment), or None
+        n_mels: log-mel bands of the input (adds input normalisation and the training augmentations), or None
             for vector inputs.
         in_features: input width of vector backbones (``mlp``).
     """
@@ -63,5 +63,4 @@ def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int
             if n_domains else None)
     if n_mels is None:
         return DANN(extractor, n_classes, head)
-    augment = SpecAugment(cfg.freq_masks, cfg.freq_mask_width, cfg.time_masks, cfg.time_mask_width)
-    return DANN(extractor, n_classes, head, InputNorm(n_mels, cfg.input_norm), augment)
+    return DANN(extractor, n_classes, head, InputNorm(n_mels, cfg.input_norm), build_augment(cfg))
