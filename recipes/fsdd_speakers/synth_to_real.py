@@ -28,18 +28,19 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
 
 
 def synthesise(out: Path, per_digit: int, seed: int = 0) -> None:
-    if shutil.which("espeak-ng") is None:
-        sys.exit("error: espeak-ng not found (apt install espeak-ng)")
     rng = np.random.default_rng(seed)
     for digit, word in enumerate(WORDS):
         for k in range(per_digit):
             path = out / str(digit) / f"{word}_{k:03d}.wav"
-            if path.exists():
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
             voice = f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}"
-            subprocess.run(["espeak-ng", "-w", str(path), "-v", voice, "-s", str(int(rng.integers(110, 200))),
-                            "-p", str(int(rng.integers(25, 75))), word], check=True, capture_output=True)
+            speed, pitch = int(rng.integers(110, 200)), int(rng.integers(25, 75))
+            if path.exists():  # made before (the draws above keep every clip's settings fixed)
+                continue
+            if shutil.which("espeak-ng") is None:
+                sys.exit("error: espeak-ng not found (apt install espeak-ng)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["espeak-ng", "-w", str(path), "-v", voice, "-s", str(speed), "-p", str(pitch), word],
+                           check=True, capture_output=True)
 
 
 def main() -> None:

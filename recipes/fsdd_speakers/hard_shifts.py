@@ -1,0 +1,185 @@
+"""Issue 16's table: what closes the gap on the hard shifts, flat and named targets, side by side.
+
+    python recipes/fsdd_speakers/hard_shifts.py --fsdd ../shared/data/fsdd/recordings --work data/fsdd_hard \
+        [--tasks A B C S] [--seeds 0 1 2] [--variants base warp mixstyle warp+mixstyle] [--device cuda] \
+        [--jobs 16] [--rows rows.jsonl]
+
+Tasks: A and B (FSDD speakers both ways, as run_recipe.py), C (clean -> degraded channel, as
+channel_shift.py), S (espeak-ng speech -> the six real speakers, as synth_to_real.py; the synthetic
+clips are made once under WORK/espeak). For every task, seed and variant (a set of ``--set``
+overrides on the recipe config, see VARIANTS) the script trains pure source-only, DANN on the flat
+target folder (one folder, no domain names) and DANN with the target speakers named (A, B, S), then
+adapts each with AdaBN and shot-file on the flat target pool, and scores every model on the target test
+files and pool windows (labels from FSDD file names, report only). ``model.pt`` is chosen on source
+validation; nothing reads a target label before scoring. Rows go to ``--rows`` as they finish.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adapt_table import _flat, _scores  # noqa: E402 (same folder)
+from audio_dann.api import prepare, train
+from audio_dann.config import apply_overrides, load_config
+from audio_dann.data.manifest import build_manifest, write_manifest
+from audio_dann.data.store import open_prepared
+from audio_dann.nn.calibration import probabilities
+from audio_dann.nn.classifier import load_model
+from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
+from channel_shift import channel_manifests  # noqa: E402
+from run_recipe import manifests  # noqa: E402
+from synth_to_real import synthesise  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = {
+    "base": [],
+    "warp": ["model.freq_warp=0.1", "model.time_warp=0.1"],
+    "mixstyle": ["model.mixstyle_p=0.4", "model.mixstyle_alpha=0.3"],
+    "warp+mixstyle": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4"],
+    "wide+warp+mixstyle": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4",
+                           "model.channels=[32,64,128,256]", "model.embedding_dim=256"],
+    "latent3": ["train.latent_domains=3"],
+    "warp+mixstyle+latent3": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4",
+                              "train.latent_domains=3"],
+}
+BASES = {"source-only": ("flat", "source-only"), "dann-flat": ("flat", "dann"), "dann-named": ("named", "dann")}
+
+
+def _digit(path: str) -> int:
+    return int(Path(path).name.split("_")[0])
+
+
+def _target_views(prep_dir: Path) -> dict:
+    prep = open_prepared(prep_dir)
+    out = {}
+    for name, rows in (("pool", prep.rows("train", source=False)), ("test", prep.rows("test"))):
+        files = [prep.index[i]["file"] for i in rows]
+        uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
+        out[name] = {"x": torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float16)),
+                     "y": np.array([_digit(f) for f in files]), "file": np.array([uniq[f] for f in files]),
+                     "paths": list(uniq)}
+    return out
+
+
+def synth_manifests(fsdd: Path, work: Path) -> dict[str, Path]:
+    synthesise(work / "espeak", 60)
+    pattern = "{label}_{speaker}_{index}.wav"
+    m = {"source": work / "espeak", "target": work / "S_target.csv", "test": work / "S_test.csv"}
+    write_manifest(build_manifest(fsdd, pattern, ["index>=5"], domain="speaker")[0], m["target"])
+    write_manifest(build_manifest(fsdd, pattern, ["index<5"], domain="speaker")[0], m["test"])
+    return m
+
+
+def _one(job: dict) -> list[dict]:
+    torch.set_num_threads(job["threads"])
+    device, work = job["device"], Path(job["work"])
+    config = apply_overrides(job["config"], VARIANTS[job["variant"]])
+    views = _target_views(Path(job["preps"]["flat"]))
+    pool, test = views["pool"], views["test"]
+    clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
+    rows = []
+    for base in job["bases"]:
+        layout, method = BASES[base]
+        run = work / "runs" / f"{job['task']}_{job['variant']}_{base}_s{job['seed']}"
+        t0 = time.perf_counter()
+        if not (run / "summary.json").exists():
+            train(job["preps"][layout], run, config=config, method=method, seed=job["seed"], device=device,
+                  report=False)
+        train_s = time.perf_counter() - t0
+        model = load_model(run / "model.pt")
+        for adapt in ("none", *job["methods"]):
+            t0 = time.perf_counter()
+            net = model.dann
+            if adapt != "none":
+                net = adapt_network(model.dann, clips, adapt, AdaptConfig(seed=job["seed"]), device)[0]
+            net = net.to(device)
+            row = {"task": job["task"], "variant": job["variant"], "base": base, "adapt": adapt, "seed": job["seed"],
+                   "train_s": train_s, "adapt_s": time.perf_counter() - t0,
+                   **{f"pool_{k}": v for k, v in _scores(probabilities(net, pool["x"], device), pool,
+                                                         model.classes).items()},
+                   **{f"test_{k}": v for k, v in _scores(probabilities(net, test["x"], device), test,
+                                                         model.classes).items()}}
+            rows.append(row)
+    return rows
+
+
+def _mean_ci(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), (float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"))
+
+
+def tables(rows: list[dict]) -> str:
+    """Test (file) and pool (window) accuracy per task, variant, base and adaptation, mean +- 95% half-width."""
+    out = ["| task | variant | model | adapt | test acc | pool acc | seeds | train s |", "|---|---|---|---|---|---|---|---|"]
+    for task in sorted({r["task"] for r in rows}):
+        for variant in VARIANTS:
+            for base in BASES:
+                for adapt in ("none", "adabn", "shot-file", "shot", "tent"):
+                    rs = [r for r in rows if (r["task"], r["variant"], r["base"], r["adapt"]) == (task, variant, base, adapt)]
+                    if not rs:
+                        continue
+                    t, tc = _mean_ci([r["test_file_acc"] for r in rs])
+                    p, pc = _mean_ci([r["pool_window_acc"] for r in rs])
+                    out.append(f"| {task} | {variant} | {base} | {adapt} | {t:.3f} +- {tc:.3f} | {p:.3f} +- {pc:.3f} | "
+                               f"{len(rs)} | {np.mean([r['train_s'] for r in rs]):.0f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
+    ap.add_argument("--work", type=Path, default=Path("data/fsdd_hard"))
+    ap.add_argument("--tasks", nargs="+", default=["A", "B", "C", "S"], choices=["A", "B", "C", "S"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=["base", "warp", "mixstyle", "warp+mixstyle"],
+                    choices=list(VARIANTS))
+    ap.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
+    ap.add_argument("--methods", nargs="+", default=["adabn", "shot-file"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--rows", type=Path, default=None, help="append each finished row here (jsonl)")
+    ap.add_argument("--subset", type=int, default=None, help="A/B only: file index < N (smoke test)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    config = load_config(HERE / "config.yaml", ["train.rv_steps=0", *args.overrides])
+    args.work.mkdir(parents=True, exist_ok=True)
+    task_preps = {}
+    for task in args.tasks:
+        if task == "C":
+            m = channel_manifests(args.fsdd, args.work / "channel")
+        elif task == "S":
+            m = synth_manifests(args.fsdd, args.work)
+        else:
+            m = manifests(args.fsdd, args.work, task, args.subset)
+        flat = _flat(m["target"], args.work / f"{task}_target_flat.csv")
+        preps = {"flat": args.work / f"{task}_prep_flat", "named": args.work / f"{task}_prep_named"}
+        prepare(m["source"], [flat], preps["flat"], target_eval=m["test"], config=config)
+        bases = [b for b in args.bases if not (task == "C" and BASES[b][0] == "named")]
+        if any(BASES[b][0] == "named" for b in bases):
+            prepare(m["source"], [m["target"]], preps["named"], target_eval=m["test"], config=config)
+        task_preps[task] = ({k: str(p) for k, p in preps.items()}, bases)
+    # variant-major order: a run cut short has every task for the first variants
+    jobs = [{"task": task, "seed": s, "variant": v, "config": config, "device": args.device, "work": str(args.work),
+             "preps": task_preps[task][0], "bases": task_preps[task][1], "methods": args.methods,
+             "threads": max(1, (mp.cpu_count() or 2) // max(args.jobs, 1))}
+            for v in args.variants for task in args.tasks for s in args.seeds]
+    rows = []
+    with mp.get_context("spawn").Pool(max(args.jobs, 1)) as workers:
+        for part in workers.imap_unordered(_one, jobs):
+            rows += part
+            if args.rows:
+                with open(args.rows, "a") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in part)
+            print(f"done {part[0]['task']} {part[0]['variant']} seed {part[0]['seed']}", flush=True)
+    (args.work / "hard_shifts.json").write_text(json.dumps(rows, indent=1))
+    print(tables(rows))
+
+
+if __name__ == "__main__":
+    main()
