@@ -123,3 +123,27 @@ def test_train_with_latent_domains_and_a_self_training_stage(trained, tmp_path):
     model = load_model(tmp_path / "r" / "model.pt")
     assert len(model.domains) == 3 and model.dann.domain_head.net[-1].out_features == 3
     assert model.adaptation[-1]["stage"] == "train.self_training"
+
+
+def test_pseudo_labels_under_the_threshold_are_left_out():
+    from audio_dann.training.self_training import _file_neighbour_labels
+    p = torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9]])
+    z = torch.eye(4)  # every window its own neighbour only (k=0)
+    files = np.arange(4)  # one window per file
+    assert _file_neighbour_labels(z, p, files, 0).tolist() == [0, 0, 1, 1]
+    assert _file_neighbour_labels(z, p, files, 0, threshold=0.7).tolist() == [0, -1, 1, 1]
+    assert _file_neighbour_labels(z, p, files, 0, threshold=0.99).tolist() == [-1, -1, -1, -1]
+
+
+def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(trained):
+    from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
+    model = load_model(trained[2][0] / "model.pt")
+    x = torch.randn(40, 16, 101)
+    clips = TargetClips(x.half(), np.repeat(np.arange(10), 4), [], [])
+    before = {k: v.clone() for k, v in model.dann.state_dict().items()}
+    net, info = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, threshold=0.5,
+                                                                            warp=0.1), "cpu")
+    assert info["steps"] == 10 and np.isfinite(info["last_loss"])
+    changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert any("extractor" in k and "weight" in k for k in changed)
+    assert all(torch.equal(v, before[k]) for k, v in model.dann.state_dict().items())  # the original untouched

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.augment import SpecWarp
 from ..runtime import derive_seed
 
 __all__ = ["METHODS", "AdaptConfig", "TargetClips", "adapt_network", "adabn"]
@@ -55,6 +56,9 @@ class AdaptConfig:
     lr: float = 0.005                # SGD, momentum 0.9 (TENT: Adam at lr / 5)
     pseudo_weight: float = 0.3       # SHOT's beta on the pseudo-label cross-entropy
     neighbours: int = 5              # shot-file: embedding neighbours averaged into a pseudo-label
+    threshold: float = 0.0           # shot-file: pseudo-labels only where the smoothed probability reaches this
+    warp: float = 0.0                # train on clips stretched by up to +-warp in mel and time (pseudo-labels
+                                     #   come from the clips as they are: weak/strong views, FixMatch-style)
     seed: int = 0
 
 
@@ -97,8 +101,10 @@ def _centroid_labels(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return (zn @ centroids.T).argmax(1)
 
 
-def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndarray, k: int) -> torch.Tensor:
-    """Probabilities averaged over each window's file and its ``k`` nearest embedding neighbours."""
+def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndarray, k: int,
+                           threshold: float = 0.0) -> torch.Tensor:
+    """Probabilities averaged over each window's file and its ``k`` nearest embedding neighbours; their
+    argmax, or -1 (no pseudo-label) where its probability is under ``threshold``."""
     files = torch.as_tensor(file_index, device=p.device)
     n_files = int(files.max()) + 1
     per_file = torch.zeros(n_files, p.shape[1], device=p.device).index_add_(0, files, p)
@@ -109,7 +115,8 @@ def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndar
         sim = zn[s:s + 1024] @ zn.T
         idx = sim.topk(min(k + 1, len(zn)), dim=1).indices  # itself included
         smoothed[s:s + 1024] = p[idx].mean(1)
-    return (0.5 * smoothed + 0.5 * per_file[files]).argmax(1)
+    conf, labels = (0.5 * smoothed + 0.5 * per_file[files]).max(1)
+    return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -135,24 +142,27 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, f"adapt/{method}"))
     torch.manual_seed(derive_seed(cfg.seed, f"adapt/{method}/torch"))
     n, losses = len(clips), []
+    strong = _strong_view(cfg.warp)
     for epoch in range(cfg.epochs):
         pseudo = None
         if method != "tent" and cfg.pseudo_weight > 0:
             z, p = _outputs(dann, clips.x, device)
             pseudo = (_centroid_labels(z, p) if method == "shot"
-                      else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours))
+                      else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours, cfg.threshold))
         dann.train()
         order = torch.randperm(n, generator=gen)
         for s in range(0, max(n - cfg.batch_size, 0) + 1, cfg.batch_size):  # full batches (one, if n is small)
             idx = order[s:s + cfg.batch_size]
-            logits = dann(clips.x[idx].to(device, torch.float32), 0.0, with_domain=False)[0].float()
+            logits = dann(strong(clips.x[idx].to(device, torch.float32)), 0.0, with_domain=False)[0].float()
             prob = torch.softmax(logits, 1)
             loss = _entropy(prob)
             if method != "tent":
                 mean = prob.mean(0)
                 loss = loss + (mean * torch.log(mean.clamp_min(1e-8))).sum()  # minus the entropy of the mean
                 if pseudo is not None:
-                    loss = loss + cfg.pseudo_weight * F.cross_entropy(logits, pseudo[idx.to(pseudo.device)])
+                    target = pseudo[idx.to(pseudo.device)]
+                    if bool((target >= 0).any()):
+                        loss = loss + cfg.pseudo_weight * F.cross_entropy(logits, target, ignore_index=-1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -161,6 +171,12 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
         p.requires_grad_(True)
     return {"epochs": cfg.epochs, "steps": len(losses), "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None}
+
+
+def _strong_view(warp: float) -> nn.Module:
+    """The clips as the adapting network trains on them: log-mels stretched in mel and time by up to
+    ``+-warp`` (before the network's own input normalisation), or as they are."""
+    return SpecWarp(warp, warp).train() if warp > 0 else nn.Identity()
 
 
 def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig = AdaptConfig(),

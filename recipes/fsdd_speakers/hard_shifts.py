@@ -48,6 +48,13 @@ VARIANTS = {
     "warp+mixstyle+latent3": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4",
                               "train.latent_domains=3"],
 }
+# adaptations after training: name -> (method, AdaptConfig settings)
+ADAPTS = {"adabn": ("adabn", {}), "tent": ("tent", {}), "shot": ("shot", {}), "shot-file": ("shot-file", {}),
+          "shot-file-e5": ("shot-file", {"epochs": 5}), "shot-file-lr0.002": ("shot-file", {"lr": 0.002}),
+          "shot-file-t0.9": ("shot-file", {"threshold": 0.9}), "shot-file-t0.7": ("shot-file", {"threshold": 0.7}),
+          "shot-file-warp": ("shot-file", {"warp": 0.1}),
+          "shot-file-warp-t0.7": ("shot-file", {"warp": 0.1, "threshold": 0.7}),
+          "shot-file-pw1": ("shot-file", {"pseudo_weight": 1.0})}
 BASES = {"source-only": ("flat", "source-only"), "dann-flat": ("flat", "dann"), "dann-named": ("named", "dann")}
 
 
@@ -97,7 +104,8 @@ def _one(job: dict) -> list[dict]:
             t0 = time.perf_counter()
             net = model.dann
             if adapt != "none":
-                net = adapt_network(model.dann, clips, adapt, AdaptConfig(seed=job["seed"]), device)[0]
+                method_, settings = ADAPTS[adapt]
+                net = adapt_network(model.dann, clips, method_, AdaptConfig(seed=job["seed"], **settings), device)[0]
             net = net.to(device)
             row = {"task": job["task"], "variant": job["variant"], "base": base, "adapt": adapt, "seed": job["seed"],
                    "train_s": train_s, "adapt_s": time.perf_counter() - t0,
@@ -120,7 +128,7 @@ def tables(rows: list[dict]) -> str:
     for task in sorted({r["task"] for r in rows}):
         for variant in VARIANTS:
             for base in BASES:
-                for adapt in ("none", "adabn", "shot-file", "shot", "tent"):
+                for adapt in ("none", *ADAPTS):
                     rs = [r for r in rows if (r["task"], r["variant"], r["base"], r["adapt"]) == (task, variant, base, adapt)]
                     if not rs:
                         continue
@@ -140,7 +148,9 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["base", "warp", "mixstyle", "warp+mixstyle"],
                     choices=list(VARIANTS))
     ap.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
-    ap.add_argument("--methods", nargs="+", default=["adabn", "shot-file"])
+    ap.add_argument("--only", action="append", default=[], metavar="VARIANT=BASE,BASE",
+                    help="train only these bases for this variant (repeatable)")
+    ap.add_argument("--methods", nargs="+", default=["adabn", "shot-file"], choices=list(ADAPTS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--rows", type=Path, default=None, help="append each finished row here (jsonl)")
@@ -149,6 +159,7 @@ def main() -> None:
     args = ap.parse_args()
     config = load_config(HERE / "config.yaml", ["train.rv_steps=0", *args.overrides])
     args.work.mkdir(parents=True, exist_ok=True)
+    only = {v: b.split(",") for v, b in (o.split("=", 1) for o in args.only)}
     task_preps = {}
     for task in args.tasks:
         if task == "C":
@@ -166,7 +177,8 @@ def main() -> None:
         task_preps[task] = ({k: str(p) for k, p in preps.items()}, bases)
     # variant-major order: a run cut short has every task for the first variants
     jobs = [{"task": task, "seed": s, "variant": v, "config": config, "device": args.device, "work": str(args.work),
-             "preps": task_preps[task][0], "bases": task_preps[task][1], "methods": args.methods,
+             "preps": task_preps[task][0], "methods": args.methods,
+             "bases": [b for b in task_preps[task][1] if b in only.get(v, task_preps[task][1])],
              "threads": max(1, (mp.cpu_count() or 2) // max(args.jobs, 1))}
             for v in args.variants for task in args.tasks for s in args.seeds]
     rows = []
