@@ -130,16 +130,24 @@ class TrainConfig:
     selection_clips: int = 1000      # at most this many source / target clips per criterion
     sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
     latent_domains: int = 0          # a target with no domain names: 0 one domain, -1 discover K, K>1 discover K
-    self_training: str = "none"      # after training, on the target pool: none | adabn | tent | shot | shot-file
+    self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot | shot-file;
+                                     #   auto: adabn for DANN (ship the target's statistics), none for source-only
     self_training_epochs: int = 10
     seed: int = 0
+
+    @property
+    def self_training_method(self) -> str:
+        """The self-training stage this run gets: ``auto`` resolved by the training method."""
+        if self.self_training != "auto":
+            return self.self_training
+        return "adabn" if self.method == "dann" else "none"
 
     def validate(self) -> None:
         _choice(self, "method", ("dann", "source-only"))
         _choice(self, "optimizer", ("sgd", "adamw"))
         _choice(self, "amp", ("auto", "off", "bf16", "fp16"))
         _choice(self, "select", ("source-val", "dev", "snd", "rv"))
-        _choice(self, "self_training", ("none", "adabn", "tent", "shot", "shot-file"))
+        _choice(self, "self_training", ("auto", "none", "adabn", "tent", "shot", "shot-file"))
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
         if self.self_training_epochs < 1:

@@ -147,3 +147,19 @@ def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(
     changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert any("extractor" in k and "weight" in k for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in model.dann.state_dict().items())  # the original untouched
+
+
+def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tmp_path):
+    root, _, runs = trained
+    assert "self_training" not in json.loads((runs[0] / "summary.json").read_text())  # pure source-only
+    s = train(root / "prep", tmp_path / "d", config=CFG, method="dann", device="cpu", report=False)
+    assert s["self_training"]["method"] == "adabn"  # train.self_training=auto
+    model = load_model(tmp_path / "d" / "model.pt")
+    assert model.adaptation[-1]["stage"] == "train.self_training"
+    bn = next(m for m in model.dann.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    fresh = train(root / "prep", tmp_path / "n", config=apply_overrides(CFG, ["train.self_training=none"]),
+                  method="dann", device="cpu", report=False)
+    assert "self_training" not in fresh
+    plain = next(m for m in load_model(tmp_path / "n" / "model.pt").dann.modules()
+                 if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(bn.running_mean, plain.running_mean)  # the shipped statistics are the target's

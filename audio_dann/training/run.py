@@ -90,8 +90,11 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress) 
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
     if is_main:
         selected = checkpoints.selected()
-        if cfg.self_training != "none" and clips.n_target:
+        if cfg.self_training_method != "none" and clips.n_target:
             summary["self_training"] = _self_train(selected, clips, cfg, device_t)
+            if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
+                pred = predict_logits(selected.dann, clips.test_x, device=device_t, amp=cfg.amp).argmax(1).numpy()
+                summary["report_only"]["target_test_acc_shipped"] = float((pred == np.asarray(clips.test_y)).mean())
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t)
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
@@ -103,7 +106,7 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
     the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it."""
     x = clips.pool_x if isinstance(clips.pool_x, torch.Tensor) else torch.from_numpy(np.asarray(clips.pool_x[:]))
     files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
-    net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training,
+    net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training_method,
                               AdaptConfig(epochs=cfg.self_training_epochs, seed=cfg.seed), device)
     model.dann = net
     record = {"stage": "train.self_training", **info, "clips": len(x)}
