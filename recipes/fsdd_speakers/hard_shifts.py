@@ -139,6 +139,50 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+# (label, variant, base, adapt) rows of the headline table; oracle test accuracy from the recipe's table
+HEADLINE = [
+    ("pure source-only", "base", "source-only", "none"),
+    ("source-only + AdaBN", "base", "source-only", "adabn"),
+    ("source-only + `adapt` (shot-file)", "base", "source-only", "shot-file"),
+    ("DANN, flat target, as trained (previous default)", "base", "dann-flat", "none"),
+    ("DANN, flat target + AdaBN stage (**new default**)", "base", "dann-flat", "adabn"),
+    ("DANN, flat + warp + Freq-MixStyle + 3 latent domains + shot-file t0.9 (best flat found)",
+     "warp+mixstyle+latent3", "dann-flat", "shot-file-t0.9"),
+    ("DANN, speakers named, as trained (previous default)", "base", "dann-named", "none"),
+    ("DANN, speakers named + AdaBN stage (**new default**)", "base", "dann-named", "adabn"),
+    ("DANN, speakers named + shot-file stage", "base", "dann-named", "shot-file"),
+]
+ORACLE = {"A": 0.991, "B": 0.993, "S": 0.99, "C": 0.99}
+
+
+def headline(rows: list[dict]) -> str:
+    """Test/pool accuracy, gap closed on test, and whether every seed beats pure source-only and
+    source-only + AdaBN (test and pool) for the HEADLINE rows."""
+    by = {(r["task"], r["variant"], r["base"], r["adapt"], r["seed"]): r for r in rows}
+    out = ["| task | model | test acc (files) | pool acc (windows) | gap closed (test) | every seed > source-only "
+           "| every seed >= source-only + AdaBN |", "|---|---|---|---|---|---|---|"]
+    for task in [t for t in "ABSC" if any(r["task"] == t for r in rows)]:
+        seeds = sorted({r["seed"] for r in rows if r["task"] == task})
+        so = {s: by.get((task, "base", "source-only", "none", s)) for s in seeds}
+        ab = {s: by.get((task, "base", "source-only", "adabn", s)) for s in seeds}
+        so_test = np.mean([so[s]["test_file_acc"] for s in seeds])
+        for label, variant, base, adapt in HEADLINE:
+            rs = {s: by.get((task, variant, base, adapt, s)) for s in seeds}
+            if any(r is None for r in rs.values()):
+                continue
+            t, tc = _mean_ci([r["test_file_acc"] for r in rs.values()])
+            p, pc = _mean_ci([r["pool_window_acc"] for r in rs.values()])
+            gap = (t - so_test) / (ORACLE[task] - so_test)
+            beats = lambda ref, strict: all(  # noqa: E731
+                (rs[s][k] > ref[s][k]) if strict else (rs[s][k] >= ref[s][k])
+                for s in seeds for k in ("test_file_acc", "pool_window_acc"))
+            first = adapt == "none" and base == "source-only"
+            out.append(f"| {task} | {label} | {t:.3f} ± {tc:.3f} | {p:.3f} ± {pc:.3f} | "
+                       f"{'' if first else f'{100 * gap:.0f}%'} | {'' if first else ('yes' if beats(so, True) else 'no')} | "
+                       f"{'' if first or (base, adapt) == ('source-only', 'adabn') else ('yes' if beats(ab, False) else 'no')} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
@@ -156,7 +200,14 @@ def main() -> None:
     ap.add_argument("--rows", type=Path, default=None, help="append each finished row here (jsonl)")
     ap.add_argument("--subset", type=int, default=None, help="A/B only: file index < N (smoke test)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--tables-from", nargs="+", type=Path, default=None,
+                    help="print the tables of saved rows (jsonl) and stop")
     args = ap.parse_args()
+    if args.tables_from:
+        rows = list({(r["task"], r["variant"], r["base"], r["adapt"], r["seed"]): r for r in reversed(
+            [json.loads(line) for path in args.tables_from for line in path.read_text().splitlines() if line])}.values())
+        print(headline(rows) + "\n\n" + tables(rows))
+        return
     config = load_config(HERE / "config.yaml", ["train.rv_steps=0", *args.overrides])
     args.work.mkdir(parents=True, exist_ok=True)
     only = {v: b.split(",") for v, b in (o.split("=", 1) for o in args.only)}
@@ -190,7 +241,7 @@ def main() -> None:
                     f.writelines(json.dumps(r) + "\n" for r in part)
             print(f"done {part[0]['task']} {part[0]['variant']} seed {part[0]['seed']}", flush=True)
     (args.work / "hard_shifts.json").write_text(json.dumps(rows, indent=1))
-    print(tables(rows))
+    print(headline(rows) + "\n\n" + tables(rows))
 
 
 if __name__ == "__main__":
