@@ -98,6 +98,9 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
     assert res.exit_code == 130 and "--resume" in res.output
     monkeypatch.setattr("audio_dann.training.run.fit", real_fit)
     _fails(["train", prepared / "prepared", "--out", killed, *TRAIN], "--resume")
+    # a changed setting is refused, not silently ignored (the saved configuration is what resumes)
+    _fails(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=9"],
+            "train.steps (saved 8, asked 9)")
     _ok(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN])
     a = torch.load(full / "last.pt", weights_only=True)["model_state"]
     b = torch.load(killed / "last.pt", weights_only=True)["model_state"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, dump_config
+from ..config import Config, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
@@ -54,7 +54,7 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         method: ``"dann"`` or ``"source-only"`` (overrides ``config.train.method``).
         seed: overrides ``config.train.seed``.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        resume: continue from ``out/last.pt`` (its saved configuration wins).
+        resume: continue from ``out/last.pt`` with its saved configuration (asked settings that differ are refused).
         progress: ``(step, total, running_metrics)`` callback.
     Returns:
         the run summary (also written to ``summary.json``).
@@ -72,10 +72,14 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress) 
     t0 = time.perf_counter()
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
     rank, world = rank_world()
+    asked = _asked_settings(config, method, seed)
     config = _resolve_config(config or Config(), prep, method, seed)
     clips = _load_clips(prep, config.train)
     seed_everything(config.train.seed)  # before the model is built: its initial weights follow the seed
-    model, state, opt_state, config = _open_run(out, config, prep, clips.domains, resume)
+    model, state, opt_state, saved = _open_run(out, config, prep, clips.domains, resume)
+    if resume and asked:
+        _check_resume_settings(out, asked, saved)
+    config = saved
     barrier()  # every rank has checked the run folder before rank 0 writes to it
     device_t = _device(device, world)
     cfg = config.train
@@ -156,6 +160,33 @@ def _open_run(out: Path, config: Config, prep: PreparedData, domains: list[str],
     ls = bundle["loop_state"]
     state = TrainState(step=int(ls["step"]), history=list(ls["history"]), best=ls["best"], rng=ls["rng"])
     return model.train(), state, bundle["optimizer_state"], model.config
+
+
+def _asked_settings(config: Config | None, method: str | None, seed: int | None) -> dict[str, Any]:
+    """The model/train settings a caller asked for: those differing from the defaults, and method/seed."""
+    asked: dict[str, Any] = {}
+    if config is not None:
+        ours, default = config_to_dict(config), config_to_dict(Config())
+        asked = {f"{sec}.{k}": v for sec in ("model", "train") for k, v in ours[sec].items() if v != default[sec][k]}
+    if method is not None:
+        asked["train.method"] = method
+    if seed is not None:
+        asked["train.seed"] = seed
+    return asked
+
+
+def _check_resume_settings(out: Path, asked: dict[str, Any], saved: Config) -> None:
+    """``--resume`` continues with the saved configuration: refuse asked settings that differ from it
+    rather than ignore them."""
+    have = config_to_dict(saved)
+    diffs = []
+    for key, value in asked.items():
+        section, name = key.split(".", 1)
+        if have[section].get(name) != value:
+            diffs.append(f"{key} (saved {have[section].get(name)!r}, asked {value!r})")
+    if diffs:
+        raise RunError(f"{out}: --resume continues with the run's saved settings; these differ from them: "
+                       f"{', '.join(diffs)}. Drop them, or start a new --out")
 
 
 def _device(name: str, world: int) -> torch.device:
