@@ -157,6 +157,9 @@ def test_train_on_several_prepared_shards(tmp_path):
     assert summary["clips"]["source_train"] == sum(len(p.rows("train", source=True)) for p in one)
     assert len(summary["prepared"]) == 2
     assert torch.load(run / "model.pt", weights_only=True)["domains"] == ["source", "dev0", "dev1"]
+    # the same shard twice (here once through a relative spelling) would count its clips twice
+    twice = shards[0].parent / "." / shards[0].name
+    _fails(["train", shards[0], twice, "--out", tmp_path / "run2", *TRAIN], "given twice")
 
 
 def test_errors_are_one_line_exit_2(prepared, tmp_path):

@@ -86,6 +86,12 @@ def open_prepared_many(roots: list[str | Path]) -> PreparedData:
     Domains are merged by name (the source first); normalisation stats are pooled, weighted by the
     number of training clips of each folder.
     """
+    seen: dict[Path, str | Path] = {}
+    for r in roots:
+        key = Path(r).resolve()
+        if key in seen:
+            raise StoreError(f"{r}: given twice (also as {seen[key]}); each prepared folder counts once")
+        seen[key] = r
     if len(roots) == 1:
         return open_prepared(roots[0])
     parts = [open_prepared(r) for r in roots]
