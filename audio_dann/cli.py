@@ -408,7 +408,21 @@ def _terminate(signum, _frame) -> None:
 def main() -> None:
     import signal
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        code = app(prog_name="audio-dann", standalone_mode=False)
+    except Exception as exc:  # the parser's own errors (unknown option, missing argument): one line, exit 2
+        if type(exc).__name__ == "Abort":  # Ctrl-C outside a command's own handling
+            err_console.print("interrupted")
+            raise SystemExit(130) from None
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        message = exc.format_message()
+        if message:  # an empty one: the help was shown (a command given no arguments)
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "audio-dann"
+            err_console.print(f"[red]error:[/red] {message} (see {where} --help)", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

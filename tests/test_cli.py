@@ -226,3 +226,24 @@ def test_predict_bf16_autocast_is_close_to_float32(tmp_path):
         np.testing.assert_allclose(a, b, atol=0.02)
     with pytest.raises(ValueError, match="--amp"):
         list(iter_predictions(model, paths, amp="fp8"))
+
+
+@pytest.mark.parametrize("argv, says", [(["train", "--bogus"], "No such option: --bogus"),
+                                        (["predict"], "Missing argument 'model'"),
+                                        (["nosuchcmd"], "No such command 'nosuchcmd'")])
+def test_parser_errors_are_one_line_exit_2(monkeypatch, capsys, argv, says):
+    from audio_dann.cli import main
+    monkeypatch.setattr("sys.argv", ["audio-dann", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2
+    assert says in err and err.startswith("error:") and len(err.splitlines()) == 1 and "╭" not in err
+
+
+def test_the_entry_point_exits_0_on_help(monkeypatch, capsys):
+    from audio_dann.cli import main
+    monkeypatch.setattr("sys.argv", ["audio-dann", "evaluate", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0 and "evaluate" in capsys.readouterr().out
