@@ -44,6 +44,9 @@ class FeatureConfig:
         _choice(self, "pad_mode", ("tile", "zero"))
         if self.win_length > self.n_fft:
             raise ConfigError(f"features.win_seconds: window of {self.win_length} samples exceeds n_fft={self.n_fft}")
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ConfigError(f"features.n_mels: {self.n_mels} mel bands from {self.n_fft // 2 + 1} FFT bins "
+                              f"(n_fft={self.n_fft}) would leave bands empty; use n_mels <= {self.n_fft // 2 + 1}")
         top = self.sample_rate / 2 if self.f_max is None else self.f_max
         if not (0 <= self.f_min < top <= self.sample_rate / 2):
             raise ConfigError(f"features.f_max: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={top}")
