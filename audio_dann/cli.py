@@ -113,6 +113,8 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: str = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
+                                             "seed): the target-accuracy estimate becomes the two models' agreement."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Train DANN (or source-only) on a prepared folder; writes model.pt, last.pt, metrics and plots."""
@@ -127,7 +129,7 @@ def train(
                 text = " ".join(f"{k.replace('_loss', '')} {v:.3f}" for k, v in m.items())
                 update(step, total, text)
             summary = run_train(prepared, out, config=cfg, method=method, seed=seed, device=device, resume=resume,
-                                progress=cb)
+                                progress=cb, reference=reference)
         sel = summary["selected"]
         out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
                           f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
@@ -147,6 +149,8 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
+                                             "seed): the label-free estimate becomes the two models' agreement."),
     workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
     device: str = DeviceOpt,
@@ -163,7 +167,7 @@ def evaluate(
             check_output_file(plot, "--plot")
         with _bar(quiet, "evaluate") as update:
             report = run_evaluate(model, data, batch_size=batch_size, workers=workers,
-                                  device=resolve_device(device), amp=amp, progress=update)
+                                  device=resolve_device(device), amp=amp, reference=reference, progress=update)
         lo, hi = report["accuracy_ci95"]
         out_console.print(f"accuracy {report['accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}, n={report['n']}), "
                           f"macro-F1 {report['macro_f1']:.4f}")

@@ -163,3 +163,38 @@ def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tm
     plain = next(m for m in load_model(tmp_path / "n" / "model.pt").dann.modules()
                  if isinstance(m, torch.nn.BatchNorm2d))
     assert not torch.allclose(bn.running_mean, plain.running_mean)  # the shipped statistics are the target's
+
+
+def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
+    from audio_dann.api import evaluate
+    from audio_dann.infer.engine import iter_predictions
+    from audio_dann.data.scan import scan_input
+    root, tgt, runs = trained
+    same = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[0] / "model.pt")
+    assert same["estimated_accuracy"]["estimator"] == "agreement" and same["estimated_accuracy"]["value"] == 1.0
+    other = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt")
+    paths = [it.path for it in scan_input(tgt, "eval", labelled=True)]
+    a, b = ([r.probs for r in iter_predictions(load_model(runs[s] / "model.pt"), paths, workers=0)] for s in (0, 1))
+    expected = agreement(np.concatenate(list(a)), np.concatenate(list(b)))
+    assert other["estimated_accuracy"]["value"] == pytest.approx(expected)
+    assert other["estimated_accuracy"]["all"]["agreement"] == pytest.approx(expected)
+    assert "atc-ne" in other["estimated_accuracy"]["all"]  # the single-model estimates are still there
+
+
+def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):
+    root, _, runs = trained
+    s = train(root / "prep", tmp_path / "r", config=CFG, method="source-only", seed=2, device="cpu",
+              reference=runs[0] / "model.pt")
+    est = s["estimated_target_accuracy"]
+    assert est["estimator"] == "agreement" and 0.0 <= est["value"] <= 1.0 and "atc-ne" in est["all"]
+    assert est["reference"] == str(runs[0] / "model.pt")
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["estimated_target_accuracy"] == est
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Estimated target accuracy" in report and f"{est['value']:.3f}" in report
+    with pytest.raises(Exception, match="classes"):  # a reference of another task is refused before training
+        other = load_model(runs[0] / "model.pt")
+        other.classes = ["x", "y"]
+        other.save(tmp_path / "other.pt")
+        train(root / "prep", tmp_path / "r2", config=CFG, method="source-only", device="cpu",
+              reference=tmp_path / "other.pt")
+    assert not (tmp_path / "r2" / "last.pt").exists()

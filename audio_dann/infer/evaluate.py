@@ -10,7 +10,7 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
-from ..nn.calibration import DEFAULT_ESTIMATOR, estimate
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, estimate
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
 from .engine import iter_predictions
@@ -21,12 +21,16 @@ __all__ = ["evaluate"]
 
 def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_size: int = 64,
              workers: int | None = None, device: str | torch.device = "cpu", amp: str = "off",
+             reference: str | Path | AudioClassifier | None = None,
              progress: Callable[[int, int], None] | None = None) -> dict:
     """Accuracy (95% Wilson CI), macro-F1, per-class recall and confusion on a labelled folder or manifest.
 
     Files whose label is not a class of the model, and unreadable files, are
     counted under ``skipped`` (with reasons) and left out of the scores. When a
-    manifest names domains, ``per_domain`` holds each domain's accuracy.
+    manifest names domains, ``per_domain`` holds each domain's accuracy. ``estimated_accuracy`` holds
+    the label-free estimates of window accuracy next to the labelled one: ATC-NE from the bundle's
+    calibration, and with ``reference`` (a second model of the task, e.g. another seed) the agreement
+    of the two models, the estimator that measured closest on the FSDD recipes.
     """
     check_amp(amp)
     if not isinstance(model, torch.nn.Module):
@@ -61,8 +65,35 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
     report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true))
+    if reference is not None:
+        unread = {s["file"] for s in skipped}
+        kept = [it.path for it in items if it.path not in unread]
+        report["estimated_accuracy"] = _agreement_estimate(report["estimated_accuracy"], model, reference, kept,
+                                                           windows, np.concatenate(window_true), batch_size,
+                                                           workers, device, amp)
     report["skipped"] = skipped
     return report
+
+
+def _agreement_estimate(est: dict | None, model: AudioClassifier, reference, paths: list[str],
+                        windows: list[np.ndarray], truth: np.ndarray, batch_size: int, workers, device, amp) -> dict:
+    """``est`` with the agreement estimate: the share of windows on which ``model`` and ``reference`` agree."""
+    ref = reference if isinstance(reference, torch.nn.Module) else load_model(reference)
+    if ref.classes != model.classes:
+        raise ScanError(f"{reference}: the reference model's classes {ref.classes} differ from the model's")
+    ref_windows = [res.probs for res in iter_predictions(ref, paths, batch_size=batch_size, workers=workers,
+                                                         device=device, amp=amp)]
+    mine = np.concatenate(windows)
+    theirs = np.concatenate(ref_windows) if ref_windows else np.zeros((0, mine.shape[1]))
+    if theirs.shape != mine.shape:  # other window settings in the reference bundle
+        raise ScanError(f"{reference}: the reference model cuts the files into other windows; use one with the "
+                        "same features")
+    value = agreement(mine, theirs)
+    est = dict(est or {"all": {}, "window_accuracy": float((mine.argmax(1) == truth).mean()), "windows": len(truth),
+                       "note": "estimates read no label; window_accuracy is the labelled figure to compare with"})
+    est.update({"estimator": "agreement", "value": value, "reference": str(reference)})
+    est["all"] = {**est["all"], "agreement": value}
+    return est
 
 
 def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray) -> dict | None:

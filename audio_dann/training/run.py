@@ -24,7 +24,7 @@ from ..config import Config, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
-from ..nn.calibration import DEFAULT_ESTIMATOR, calibrate, estimate
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, calibrate, estimate
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -44,7 +44,7 @@ _IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features loaded into RAM; b
 
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
           method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None) -> dict:
+          progress: Callable[[int, int, dict], None] | None = None, reference: str | Path | None = None) -> dict:
     """Train on a prepared folder and write the run folder ``out``.
 
     Args:
@@ -56,6 +56,9 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         resume: continue from ``out/last.pt`` with its saved configuration (asked settings that differ are refused).
         progress: ``(step, total, running_metrics)`` callback.
+        reference: a second model of the task (e.g. another seed's ``model.pt``): the estimate of target
+            accuracy in ``summary.json`` becomes the share of target clips on which the two agree
+            (checked against the prepared folder before training starts).
     Returns:
         the run summary (also written to ``summary.json``).
     """
@@ -63,14 +66,15 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
     started = init_from_env(resolve_device(device).type)
     try:
         with output_lock(out) if is_main_process() else contextlib.nullcontext():
-            return _train(prepared, out, config, method, seed, device, resume, progress)
+            return _train(prepared, out, config, method, seed, device, resume, progress, reference)
     finally:
         shutdown(started)
 
 
-def _train(prepared, out: Path, config, method, seed, device, resume, progress) -> dict:
+def _train(prepared, out: Path, config, method, seed, device, resume, progress, reference) -> dict:
     t0 = time.perf_counter()
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
+    ref_model = _reference(reference, prep)
     rank, world = rank_world()
     asked = _asked_settings(config, method, seed)
     config = _resolve_config(config or Config(), prep, method, seed)
@@ -99,7 +103,9 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress) 
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 pred = predict_logits(selected.dann, clips.test_x, device=device_t, amp=cfg.amp).argmax(1).numpy()
                 summary["report_only"]["target_test_acc_shipped"] = float((pred == np.asarray(clips.test_y)).mean())
-        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t)
+        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model)
+        if ref_model is not None and summary["estimated_target_accuracy"]:
+            summary["estimated_target_accuracy"]["reference"] = str(reference)
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
     return summary
@@ -118,18 +124,39 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
     return record
 
 
-def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device) -> tuple[dict | None, dict | None]:
+def _reference(reference: str | Path | None, prep: PreparedData) -> AudioClassifier | None:
+    """The reference model for the agreement estimate, checked against the prepared folder up front."""
+    if reference is None:
+        return None
+    ref = load_checkpoint(reference)[0]
+    if ref.classes != prep.classes:
+        raise RunError(f"{reference}: the reference model's classes {ref.classes} differ from the prepared "
+                       f"folder's {prep.classes}")
+    if ref.config.features != prep.config.features:
+        raise RunError(f"{reference}: the reference model was trained on other features than {prep.root}")
+    return ref
+
+
+def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device,
+               reference: AudioClassifier | None = None) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimates of its
-    accuracy on the unlabelled target pool (see :mod:`audio_dann.nn.calibration`)."""
+    accuracy on the unlabelled target pool (see :mod:`audio_dann.nn.calibration`): ATC-NE from the
+    calibration, or the agreement with ``reference`` when one is given."""
     if len(clips.val_y) == 0:
         return None, None
     dann = model.dann.to(device)
     calibration = calibrate(torch.softmax(model_outputs(dann, clips.val_x, device)[1], 1).numpy(), clips.val_y)
     if clips.pool_x is None or len(clips.pool_x) == 0:
         return calibration, None
-    figures = estimate(torch.softmax(model_outputs(dann, clips.pool_x, device)[1], 1).numpy(), calibration)
-    return calibration, {"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
-                         "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
+    probs = torch.softmax(model_outputs(dann, clips.pool_x, device)[1], 1).numpy()
+    figures = estimate(probs, calibration)
+    result = {"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
+              "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
+    if reference is not None:
+        theirs = torch.softmax(model_outputs(reference.dann.to(device), clips.pool_x, device)[1], 1).numpy()
+        figures["agreement"] = agreement(probs, theirs)
+        result.update({"estimator": "agreement", "value": figures["agreement"]})
+    return calibration, result
 
 
 def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
