@@ -12,8 +12,8 @@ def _sample(x: torch.Tensor, f: float, t: float) -> torch.Tensor:
 
 
 def test_warp_of_one_is_the_identity_and_a_factor_moves_bands_up():
-    x = torch.randn(3, 16, 40)
-    torch.testing.assert_close(_sample(x, 1.0, 1.0), x, atol=1e-5, rtol=0)
+    x = torch.randn(3, 16, 40, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_sample(x, 1.0, 1.0), x, atol=1e-5, rtol=1e-5)  # float rounding of the grid
     ramp = torch.arange(16.0)[None, :, None].expand(1, 16, 40).contiguous()  # band f holds the value f
     up = _sample(ramp, 2.0, 1.0)  # output band f reads input band f / 2: a formant at 4 moves to 8
     torch.testing.assert_close(up[0, :, 0], torch.arange(16.0) / 2, atol=1e-4, rtol=0)
