@@ -12,6 +12,7 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,7 +30,7 @@ def _guard() -> Iterator[None]:
     try:
         yield
     except (UserError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted; run the same command again (with --resume for train) to continue")
@@ -138,8 +139,11 @@ def train(
             out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}")
         if "report_only" in summary:
             r = summary["report_only"]
+            shipped = (f", saved model after {summary['self_training']['method']} "
+                       f"{r['target_test_acc_shipped']:.3f}" if "target_test_acc_shipped" in r else "")
             out_console.print(f"target test accuracy (report only, not used for selection): "
-                              f"selected {r['target_test_acc_selected']:.3f}, final {r['target_test_acc_final']:.3f}")
+                              f"selected {r['target_test_acc_selected']:.3f}, final {r['target_test_acc_final']:.3f}"
+                              f"{shipped}")
 
 
 @app.command()
@@ -424,7 +428,8 @@ def main() -> None:
         if message:  # an empty one: the help was shown (a command given no arguments)
             ctx = getattr(exc, "ctx", None)
             where = ctx.command_path if ctx is not None else "audio-dann"
-            err_console.print(f"[red]error:[/red] {message} (see {where} --help)", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(message)} (see {where} --help)", highlight=False,
+                              soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 

@@ -44,12 +44,13 @@ class FeatureConfig:
         _choice(self, "pad_mode", ("tile", "zero"))
         if self.win_length > self.n_fft:
             raise ConfigError(f"features.win_seconds: window of {self.win_length} samples exceeds n_fft={self.n_fft}")
-        if self.n_mels > self.n_fft // 2 + 1:
-            raise ConfigError(f"features.n_mels: {self.n_mels} mel bands from {self.n_fft // 2 + 1} FFT bins "
-                              f"(n_fft={self.n_fft}) would leave bands empty; use n_mels <= {self.n_fft // 2 + 1}")
         top = self.sample_rate / 2 if self.f_max is None else self.f_max
         if not (0 <= self.f_min < top <= self.sample_rate / 2):
             raise ConfigError(f"features.f_max: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={top}")
+        empty = empty_mel_bands(self.sample_rate, self.n_fft, self.n_mels, self.f_min, top)
+        if empty:
+            raise ConfigError(f"features.n_mels: {empty} of {self.n_mels} mel bands between {self.f_min:g} and "
+                              f"{top:g} Hz hold no FFT bin (n_fft={self.n_fft}); use fewer bands or a larger n_fft")
 
     @property
     def win_length(self) -> int:
@@ -66,6 +67,24 @@ class FeatureConfig:
     @property
     def n_frames(self) -> int:
         return self.clip_samples // self.hop_length + 1
+
+
+def _hz_to_mel(f: float) -> float:
+    """Slaney's mel scale (linear to 1 kHz, logarithmic above), as the frontend's filterbank."""
+    return f * 3 / 200 if f < 1000 else 15 + math.log(f / 1000) / (math.log(6.4) / 27)
+
+
+def _mel_to_hz(m: float) -> float:
+    return m * 200 / 3 if m < 15 else 1000 * math.exp((m - 15) * math.log(6.4) / 27)
+
+
+def empty_mel_bands(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> int:
+    """How many triangular mel bands hold no FFT bin strictly inside them (all-zero filters)."""
+    n_freqs = n_fft // 2 + 1
+    bins = [i * (sample_rate // 2) / (n_freqs - 1) for i in range(n_freqs)]
+    lo, hi = _hz_to_mel(f_min), _hz_to_mel(f_max)
+    edges = [_mel_to_hz(lo + (hi - lo) * i / (n_mels + 1)) for i in range(n_mels + 2)]
+    return sum(not any(edges[i] < f < edges[i + 2] for f in bins) for i in range(n_mels))
 
 
 @dataclass(frozen=True)

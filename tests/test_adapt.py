@@ -144,6 +144,11 @@ def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(
     net, info = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, threshold=0.5,
                                                                             warp=0.1), "cpu")
     assert info["steps"] == 10 and np.isfinite(info["last_loss"])
+    plain, _ = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8), "cpu")
+    warped, _ = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, warp=0.1), "cpu")
+    sure, _ = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, threshold=0.99), "cpu")
+    w = lambda m: torch.cat([p.detach().flatten() for p in m.extractor.parameters()])  # noqa: E731
+    assert not torch.allclose(w(plain), w(warped)) and not torch.allclose(w(plain), w(sure))  # both settings act
     changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert any("extractor" in k and "weight" in k for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in model.dann.state_dict().items())  # the original untouched
@@ -191,10 +196,46 @@ def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, t
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["estimated_target_accuracy"] == est
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Estimated target accuracy" in report and f"{est['value']:.3f}" in report
-    with pytest.raises(Exception, match="classes"):  # a reference of another task is refused before training
-        other = load_model(runs[0] / "model.pt")
-        other.classes = ["x", "y"]
-        other.save(tmp_path / "other.pt")
+    from audio_dann.errors import RunError
+    other = load_model(runs[0] / "model.pt")
+    other.classes = ["x", "y"]
+    other.save(tmp_path / "other.pt")
+    with pytest.raises(RunError, match="classes"):  # a reference of another task is refused before training
         train(root / "prep", tmp_path / "r2", config=CFG, method="source-only", device="cpu",
               reference=tmp_path / "other.pt")
     assert not (tmp_path / "r2" / "last.pt").exists()
+
+
+def test_adapt_settings_out_of_range_are_refused():
+    from audio_dann.errors import OptionError
+    from audio_dann.training.self_training import AdaptConfig
+    for bad in ({"warp": 1.0}, {"threshold": 1.5}, {"epochs": 0}, {"lr": 0.0}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            AdaptConfig(**bad)
+
+
+def test_the_shipped_test_accuracy_is_that_of_the_saved_model(tmp_path):
+    from audio_dann.data.store import open_prepared
+    src = class_folders(tmp_path / "src", per_class=6)
+    tgt = class_folders(tmp_path / "tgt", per_class=5, shift=1.3)
+    prepare(src, [tgt], tmp_path / "prep", target_eval=tgt, config=CFG)
+    s = train(tmp_path / "prep", tmp_path / "run", config=CFG, method="dann", device="cpu", report=False)
+    prep = open_prepared(tmp_path / "prep")
+    rows = prep.rows("test")
+    x = torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float32))
+    model = load_model(tmp_path / "run" / "model.pt")
+    with torch.no_grad():
+        pred = model.dann.eval()(x, 0.0, with_domain=False)[0].argmax(1).numpy()
+    assert s["report_only"]["target_test_acc_shipped"] == pytest.approx(float((pred == prep.labels(rows)).mean()))
+
+
+def test_evaluate_refuses_a_reference_of_other_features_before_reading(trained, tmp_path):
+    from audio_dann.api import evaluate
+    from audio_dann.errors import ScanError
+    root, tgt, runs = trained
+    other = load_model(runs[1] / "model.pt")
+    other.config = apply_overrides(other.config, ["features.hop_seconds=0.25"])
+    other.save(tmp_path / "other.pt")
+    with pytest.raises(ScanError, match="other windows or features"):
+        evaluate(runs[0] / "model.pt", tgt, workers=0, reference=tmp_path / "other.pt",
+                 progress=lambda n, total: pytest.fail("audio was read before the reference was checked"))

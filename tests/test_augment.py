@@ -74,3 +74,13 @@ def test_configured_augmentations_are_built_and_hold_no_weights():
     plain.eval()
     torch.testing.assert_close(rich(x)[0], plain(x)[0])
     assert isinstance(build_augment(ModelConfig(freq_warp=0.1)), SpecWarp)
+
+
+def test_spec_warp_itself_samples_with_the_drawn_factors(monkeypatch):
+    ramp = torch.arange(16.0)[None, :, None].expand(2, 16, 30).contiguous()
+    aug = SpecWarp(freq=0.25, time=0.0).train()
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full(a[0] if isinstance(a[0], tuple) else (a[0],), 0.5))
+    torch.testing.assert_close(aug(ramp), ramp, atol=1e-4, rtol=1e-5)  # a draw of 0.5 is a factor of 1
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones(a[0] if isinstance(a[0], tuple) else (a[0],)))
+    up = aug(ramp)  # factor 1.25: band f reads band f / 1.25
+    torch.testing.assert_close(up[0, :, 5], torch.arange(16.0) / 1.25, atol=1e-4, rtol=1e-5)

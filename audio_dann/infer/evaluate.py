@@ -35,6 +35,7 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     check_amp(amp)
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
+    ref = _load_reference(reference, model)
     items: list[Item] = scan_input(data, "eval", labelled=True)
     index = {c: i for i, c in enumerate(model.classes)}
     skipped: list[dict] = [{"file": it.path, "reason": f"label {it.label!r} is not a class of this model"}
@@ -42,7 +43,7 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     items = [it for it in items if it.label in index]
     if not items:
         raise ScanError(f"{data}: no files whose label is one of the model's classes ({', '.join(model.classes)})")
-    y_true, y_pred, domains, windows, window_true = [], [], [], [], []
+    y_true, y_pred, domains, windows, window_true, read = [], [], [], [], [], []
     for n, (it, res) in enumerate(zip(items, iter_predictions(model, [i.path for i in items], batch_size=batch_size,
                                                               workers=workers, device=device, amp=amp)),
                                   start=1):
@@ -54,6 +55,7 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
             domains.append(it.domain)
             windows.append(res.probs)
             window_true.append(np.full(len(res.probs), index[it.label]))
+            read.append(it.path)
         if progress:
             progress(n, len(items))
     if not y_true:
@@ -65,33 +67,42 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
     report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true))
-    if reference is not None:
-        unread = {s["file"] for s in skipped}
-        kept = [it.path for it in items if it.path not in unread]
-        report["estimated_accuracy"] = _agreement_estimate(report["estimated_accuracy"], model, reference, kept,
+    if ref is not None:
+        report["estimated_accuracy"] = _agreement_estimate(report["estimated_accuracy"], ref, str(reference), read,
                                                            windows, np.concatenate(window_true), batch_size,
                                                            workers, device, amp)
     report["skipped"] = skipped
     return report
 
 
-def _agreement_estimate(est: dict | None, model: AudioClassifier, reference, paths: list[str],
-                        windows: list[np.ndarray], truth: np.ndarray, batch_size: int, workers, device, amp) -> dict:
-    """``est`` with the agreement estimate: the share of windows on which ``model`` and ``reference`` agree."""
+def _load_reference(reference, model: AudioClassifier) -> AudioClassifier | None:
+    """The reference model of ``--reference``, checked before any audio is read."""
+    if reference is None:
+        return None
     ref = reference if isinstance(reference, torch.nn.Module) else load_model(reference)
     if ref.classes != model.classes:
         raise ScanError(f"{reference}: the reference model's classes {ref.classes} differ from the model's")
-    ref_windows = [res.probs for res in iter_predictions(ref, paths, batch_size=batch_size, workers=workers,
-                                                         device=device, amp=amp)]
+    if ref.config.features != model.config.features:
+        raise ScanError(f"{reference}: the reference model cuts audio into other windows or features than the "
+                        "model; use one trained on the same features")
+    return ref
+
+
+def _agreement_estimate(est: dict | None, ref: AudioClassifier, reference: str, paths: list[str],
+                        windows: list[np.ndarray], truth: np.ndarray, batch_size: int, workers, device, amp) -> dict:
+    """``est`` with the agreement estimate: the share of windows on which the model and ``ref`` agree."""
+    ref_windows = []
+    for path, res in zip(paths, iter_predictions(ref, paths, batch_size=batch_size, workers=workers, device=device,
+                                                 amp=amp)):
+        if res.error:
+            raise ScanError(f"{path}: the reference model could not read it ({res.error})")
+        ref_windows.append(res.probs)
     mine = np.concatenate(windows)
-    theirs = np.concatenate(ref_windows) if ref_windows else np.zeros((0, mine.shape[1]))
-    if theirs.shape != mine.shape:  # other window settings in the reference bundle
-        raise ScanError(f"{reference}: the reference model cuts the files into other windows; use one with the "
-                        "same features")
+    theirs = np.concatenate(ref_windows)
     value = agreement(mine, theirs)
     est = dict(est or {"all": {}, "window_accuracy": float((mine.argmax(1) == truth).mean()), "windows": len(truth),
                        "note": "estimates read no label; window_accuracy is the labelled figure to compare with"})
-    est.update({"estimator": "agreement", "value": value, "reference": str(reference)})
+    est.update({"estimator": "agreement", "value": value, "reference": reference})
     est["all"] = {**est["all"], "agreement": value}
     return est
 

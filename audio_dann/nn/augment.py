@@ -8,9 +8,11 @@ the identity in eval mode.
   axis (speed perturbation, Ko et al., 2015), by one bilinear resampling.
 - :class:`FreqMixStyle` (Schmid et al., DCASE 2023 task 1 winner; Kim et al., 2022): each clip's
   per-band statistics over time replaced by a random mix of its own and another clip's, so the
-  network sees recording responses (band levels and spreads) it was not given.
+  network sees recording responses it was not given. Behind the default input normalisation
+  (``clip_mean``: each clip's per-band mean already removed) only the per-band spreads are mixed.
 
-They use the torch random stream, which ``fit`` seeds and saves, so runs and resumes repeat exactly.
+They draw from the CPU torch random stream, which ``fit`` seeds and saves, so runs and resumes repeat
+exactly on any device.
 """
 from __future__ import annotations
 
@@ -70,8 +72,8 @@ class SpecWarp(nn.Module):
         if not (self.training and (self.freq > 0 or self.time > 0)):
             return x
         b, n_mels, frames = x.shape
-        draw = lambda width: 1.0 + width * (2.0 * torch.rand(b, device=x.device) - 1.0)  # noqa: E731
-        grid = warp_grid(draw(self.freq), draw(self.time), n_mels, frames).to(x.dtype)
+        draw = lambda width: 1.0 + width * (2.0 * torch.rand(b) - 1.0)  # noqa: E731  (CPU stream)
+        grid = warp_grid(draw(self.freq), draw(self.time), n_mels, frames).to(x.device, x.dtype)
         return F.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode="border",
                              align_corners=True).squeeze(1)
 
@@ -93,7 +95,7 @@ class FreqMixStyle(nn.Module):
             return x
         mu = x.mean(dim=2, keepdim=True).detach()
         sig = (x.var(dim=2, keepdim=True) + self.eps).sqrt().detach()
-        perm = torch.randperm(len(x), device=x.device)
+        perm = torch.randperm(len(x)).to(x.device)
         lam = torch.distributions.Beta(self.alpha, self.alpha).sample((len(x), 1, 1)).to(x.device, x.dtype)
         mu_mix = lam * mu + (1 - lam) * mu[perm]
         sig_mix = lam * sig + (1 - lam) * sig[perm]

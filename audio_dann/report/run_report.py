@@ -93,7 +93,7 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
                   f"**{est['value']:.3f}** ({est['estimator']}{against}, on {est['on']})."
                   + (f" Other estimates: {others}." if others else ""),
                   "ATC-NE and DoC overestimate adapted models (measured 16 points off on the FSDD recipes); the "
-                  "agreement with a second model of the task (`train --reference`) measured 4.8.", ""]
+                  "agreement with a second model of the task (`train --reference`) measured 4.8 points off on average.", ""]
     for stage in [summary["self_training"]] if summary.get("self_training") else []:
         lines += [f"The saved model went through the self-training stage **{stage['method']}** on "
                   f"{stage['clips']} unlabelled target clips after training.", ""]

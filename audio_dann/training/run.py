@@ -78,12 +78,12 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     rank, world = rank_world()
     asked = _asked_settings(config, method, seed)
     config = _resolve_config(config or Config(), prep, method, seed)
+    if resume:  # the saved run's settings decide which clips and domains load and how it continues
+        config = _saved_config(out)
+        _check_resume_settings(out, asked, config)
     clips = _load_clips(prep, config.train)
     seed_everything(config.train.seed)  # before the model is built: its initial weights follow the seed
-    model, state, opt_state, saved = _open_run(out, config, prep, clips.domains, resume)
-    if resume and asked:
-        _check_resume_settings(out, asked, saved)
-    config = saved
+    model, state, opt_state, config = _open_run(out, config, prep, clips.domains, resume)
     barrier()  # every rank has checked the run folder before rank 0 writes to it
     device_t = _device(device, world)
     cfg = config.train
@@ -101,8 +101,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
         if cfg.self_training_method != "none" and clips.n_target:
             summary["self_training"] = _self_train(selected, clips, cfg, device_t)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
-                pred = predict_logits(selected.dann, clips.test_x, device=device_t, amp=cfg.amp).argmax(1).numpy()
-                summary["report_only"]["target_test_acc_shipped"] = float((pred == np.asarray(clips.test_y)).mean())
+                summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, cfg, device_t)
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model)
         if ref_model is not None and summary["estimated_target_accuracy"]:
             summary["estimated_target_accuracy"]["reference"] = str(reference)
@@ -111,10 +110,32 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     return summary
 
 
+def _test_accuracy(model: AudioClassifier, clips: "Clips", cfg, device: torch.device) -> float:
+    """Clip accuracy of ``model`` on the target test clips (report only), on one process."""
+    pred = predict_logits(model.dann.to(device), clips.test_x, device=device, amp=cfg.amp).argmax(1).numpy()
+    return float((pred == np.asarray(clips.test_y)).mean())
+
+
+class _FloatRows:
+    """Slices of a feature store (a memmap view) as float32 tensors: a batched pass such as AdaBN's reads
+    the pool a batch at a time instead of holding it in memory."""
+
+    def __init__(self, rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.rows[index], dtype=np.float32))
+
+
 def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.device) -> dict:
     """The self-training stage after alignment (``train.self_training``) on the unlabelled target pool,
     the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it."""
-    x = clips.pool_x if isinstance(clips.pool_x, torch.Tensor) else torch.from_numpy(np.asarray(clips.pool_x[:]))
+    x = clips.pool_x
+    if not isinstance(x, torch.Tensor):  # AdaBN streams the pool; the trained methods need it at hand
+        x = _FloatRows(x) if cfg.self_training_method == "adabn" else torch.from_numpy(np.asarray(x[:]))
     files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
     net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training_method,
                               AdaptConfig(epochs=cfg.self_training_epochs, seed=cfg.seed), device)
@@ -200,6 +221,14 @@ def _asked_settings(config: Config | None, method: str | None, seed: int | None)
     if seed is not None:
         asked["train.seed"] = seed
     return asked
+
+
+def _saved_config(out: Path) -> Config:
+    """The configuration a resumable run in ``out`` was saved with."""
+    last = out / "last.pt"
+    if not last.is_file():
+        raise RunError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
+    return load_checkpoint(last)[0].config
 
 
 def _check_resume_settings(out: Path, asked: dict[str, Any], saved: Config) -> None:

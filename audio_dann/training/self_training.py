@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import OptionError
 from ..nn.augment import SpecWarp
 from ..runtime import derive_seed
 
@@ -60,6 +61,15 @@ class AdaptConfig:
     warp: float = 0.0                # train on clips stretched by up to +-warp in mel and time (pseudo-labels
                                      #   come from the clips as they are: weak/strong views, FixMatch-style)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+                  "pseudo_weight": self.pseudo_weight >= 0, "neighbours": self.neighbours >= 0,
+                  "threshold": 0.0 <= self.threshold <= 1.0, "warp": 0.0 <= self.warp < 0.5}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise OptionError(f"adapt settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
+                              "(epochs, batch_size >= 1; lr > 0; threshold in [0, 1]; warp in [0, 0.5))")
 
 
 @torch.no_grad()
