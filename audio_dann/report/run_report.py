@@ -85,18 +85,7 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
              "![curves](curves.png)", "",
              "Domain accuracy is the domain classifier's accuracy on training batches: near 0.5 (two domains) "
              "means the features hide the domain.", ""]
-    est = summary.get("estimated_target_accuracy")
-    if est:
-        against = f" against {est['reference']}" if est.get("reference") else ""
-        others = ", ".join(f"{k} {v:.3f}" for k, v in est.get("all", {}).items() if k != est["estimator"])
-        lines += ["## Estimated target accuracy (no target label read)", "",
-                  f"**{est['value']:.3f}** ({est['estimator']}{against}, on {est['on']})."
-                  + (f" Other estimates: {others}." if others else ""),
-                  "ATC-NE and DoC overestimate adapted models (measured 16 points off on the FSDD recipes); the "
-                  "agreement with a second model of the task (`train --reference`) measured 4.8 points off on average.", ""]
-    for stage in [summary["self_training"]] if summary.get("self_training") else []:
-        lines += [f"The saved model went through the self-training stage **{stage['method']}** on "
-                  f"{stage['clips']} unlabelled target clips after training.", ""]
+    lines += _estimate_lines(summary)
     if pad:
         lines += ["## Domain distance", "", "| model | proxy A-distance (0 = indistinguishable, 2 = disjoint) |",
                   "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in pad.items()] + [""]
@@ -121,3 +110,23 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
     out = run / "report.md"
     atomic_write_text(out, "\n".join(lines))
     return out
+
+
+def _estimate_lines(summary: dict) -> list[str]:
+    """The report's lines on the label-free estimate of target accuracy and the self-training stage."""
+    lines = []
+    est = summary.get("estimated_target_accuracy")
+    if est:
+        against = f" against {est['reference']}" if est.get("reference") else ""
+        others = ", ".join(f"{k} {v:.3f}" for k, v in est.get("all", {}).items() if k != est["estimator"])
+        lines += ["## Estimated target accuracy (no target label read)", "",
+                  f"**{est['value']:.3f}** ({est['estimator']}{against}, on {est['on']})."
+                  + (f" Other estimates: {others}." if others else ""),
+                  "ATC-NE and DoC overestimate adapted models (measured 16 points off on the FSDD recipes); the "
+                  "agreement with a second model of the task (`train --reference`) measured 4.8 points off on "
+                  "average.", ""]
+    stage = summary.get("self_training")
+    if stage:
+        lines += [f"The saved model went through the self-training stage **{stage['method']}** on "
+                  f"{stage['clips']} unlabelled target clips after training.", ""]
+    return lines
