@@ -35,7 +35,8 @@ from audio_dann.nn.augment import SpecAugment, SpecWarp
 from audio_dann.nn.calibration import estimate, probabilities
 from audio_dann.nn.classifier import load_model
 from audio_dann.training.self_training import AdaptConfig, TargetClips, adabn, adapt_network
-from hard_shifts import ADAPTS, _scores, _target_views  # noqa: E402 (same folder)
+from adapt_table import _scores, _views  # noqa: E402 (same folder)
+from hard_shifts import ADAPTS  # noqa: E402
 
 
 @torch.no_grad()
@@ -74,7 +75,7 @@ def signals(net, z_ref: torch.Tensor, x: torch.Tensor, calibration: dict | None)
 
 
 def one(run: Path, prep: Path, methods: list[str], seed: int) -> list[dict]:
-    views = _target_views(prep)
+    views = _views(prep, ("pool", "test"))
     pool = views["pool"]
     clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
     model = load_model(run / "model.pt")

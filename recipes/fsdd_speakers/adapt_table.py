@@ -49,18 +49,29 @@ def _flat(csv_in: Path, csv_out: Path) -> Path:
     return csv_out
 
 
+def prepare_layouts(m: dict, work: Path, task: str, config, layouts: set[str]) -> dict[str, Path]:
+    """Prepare a task's flat target folder (always: paths only, as most users hold recordings) and the
+    one with the target speakers named (when ``"named"`` is in ``layouts``)."""
+    flat = _flat(m["target"], work / f"{task}_target_flat.csv")
+    preps = {"flat": work / f"{task}_prep_flat", "named": work / f"{task}_prep_named"}
+    prepare(m["source"], [flat], preps["flat"], target_eval=m["test"], config=config)
+    if "named" in layouts:
+        prepare(m["source"], [m["target"]], preps["named"], target_eval=m["test"], config=config)
+    return preps
+
+
 def _digit(path: str) -> int:
     return int(Path(path).name.split("_")[0])
 
 
-def _views(prep_dir: Path) -> dict:
-    """Pool (target training) and test windows of a prepared folder, with labels from FSDD file names."""
+def _views(prep_dir: Path, names: tuple[str, ...] = ("pool", "test", "source_val")) -> dict:
+    """Pool (target training), test and source validation windows of a prepared folder, with labels from
+    FSDD file names."""
     prep = open_prepared(prep_dir)
-    pool = prep.rows("train", source=False)
-    test = prep.rows("test")
-    val = prep.rows("val", source=True)
+    rows_of = {"pool": lambda: prep.rows("train", source=False), "test": lambda: prep.rows("test"),
+               "source_val": lambda: prep.rows("val", source=True)}
     out = {}
-    for name, rows in (("pool", pool), ("test", test), ("source_val", val)):
+    for name, rows in ((n, rows_of[n]()) for n in names):
         files = [prep.index[i]["file"] for i in rows]
         uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
         out[name] = {"x": torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float16)),
@@ -219,12 +230,8 @@ def main() -> None:
         # A, B: the speaker shift both ways; C: clean -> degraded channel (one condition: no names to give)
         m = channel_manifests(args.fsdd, args.work / "channel") if task == "C" else manifests(
             args.fsdd, args.work, task, args.subset)
-        flat = _flat(m["target"], args.work / f"{task}_target_flat.csv")
-        preps = {"flat": args.work / f"{task}_prep_flat", "named": args.work / f"{task}_prep_named"}
-        prepare(m["source"], [flat], preps["flat"], target_eval=m["test"], config=config)
         bases = [b for b in args.bases if not (task == "C" and BASES[b][0] == "named")]
-        if any(BASES[b][0] == "named" for b in bases):
-            prepare(m["source"], [m["target"]], preps["named"], target_eval=m["test"], config=config)
+        preps = prepare_layouts(m, args.work, task, config, {BASES[b][0] for b in bases})
         jobs += [{"task": task, "seed": s, "config": config, "device": args.device, "work": str(args.work),
                   "preps": {k: str(v) for k, v in preps.items()}, "methods": args.methods, "bases": bases,
                   "threads": max(1, (mp.cpu_count() or 2) // max(args.jobs, 1))} for s in args.seeds]

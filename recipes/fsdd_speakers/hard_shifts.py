@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapt_table import _flat, _scores  # noqa: E402 (same folder)
-from audio_dann.api import prepare, train
+from adapt_table import _scores, _views, prepare_layouts  # noqa: E402 (same folder)
+from audio_dann.api import train
 from audio_dann.config import apply_overrides, load_config
 from audio_dann.data.manifest import build_manifest, write_manifest
-from audio_dann.data.store import open_prepared
 from audio_dann.nn.calibration import probabilities
 from audio_dann.nn.classifier import load_model
 from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
@@ -58,22 +57,6 @@ ADAPTS = {"adabn": ("adabn", {}), "tent": ("tent", {}), "shot": ("shot", {}), "s
 BASES = {"source-only": ("flat", "source-only"), "dann-flat": ("flat", "dann"), "dann-named": ("named", "dann")}
 
 
-def _digit(path: str) -> int:
-    return int(Path(path).name.split("_")[0])
-
-
-def _target_views(prep_dir: Path) -> dict:
-    prep = open_prepared(prep_dir)
-    out = {}
-    for name, rows in (("pool", prep.rows("train", source=False)), ("test", prep.rows("test"))):
-        files = [prep.index[i]["file"] for i in rows]
-        uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
-        out[name] = {"x": torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float16)),
-                     "y": np.array([_digit(f) for f in files]), "file": np.array([uniq[f] for f in files]),
-                     "paths": list(uniq)}
-    return out
-
-
 def synth_manifests(fsdd: Path, work: Path) -> dict[str, Path]:
     synthesise(work / "espeak", 60)
     pattern = "{label}_{speaker}_{index}.wav"
@@ -87,7 +70,7 @@ def _one(job: dict) -> list[dict]:
     torch.set_num_threads(job["threads"])
     device, work = job["device"], Path(job["work"])
     config = apply_overrides(job["config"], VARIANTS[job["variant"]])
-    views = _target_views(Path(job["preps"]["flat"]))
+    views = _views(Path(job["preps"]["flat"]), ("pool", "test"))
     pool, test = views["pool"], views["test"]
     clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
     rows = []
@@ -204,7 +187,7 @@ def main() -> None:
                     help="print the tables of saved rows (jsonl) and stop")
     args = ap.parse_args()
     if args.tables_from:
-        rows = list({(r["task"], r["variant"], r["base"], r["adapt"], r["seed"]): r for r in reversed(
+        rows = list({(r["task"], r["variant"], r["base"], r["adapt"], r["seed"]): r for r in reversed(  # first wins
             [json.loads(line) for path in args.tables_from for line in path.read_text().splitlines() if line])}.values())
         print(headline(rows) + "\n\n" + tables(rows))
         return
@@ -220,12 +203,8 @@ def main() -> None:
             m = synth_manifests(args.fsdd, args.work)
         else:
             m = manifests(args.fsdd, args.work, task, args.subset)
-        flat = _flat(m["target"], args.work / f"{task}_target_flat.csv")
-        preps = {"flat": args.work / f"{task}_prep_flat", "named": args.work / f"{task}_prep_named"}
-        prepare(m["source"], [flat], preps["flat"], target_eval=m["test"], config=config)
         bases = [b for b in args.bases if not (task == "C" and BASES[b][0] == "named")]
-        if any(BASES[b][0] == "named" for b in bases):
-            prepare(m["source"], [m["target"]], preps["named"], target_eval=m["test"], config=config)
+        preps = prepare_layouts(m, args.work, task, config, {BASES[b][0] for b in bases})
         task_preps[task] = ({k: str(p) for k, p in preps.items()}, bases)
     # variant-major order: a run cut short has every task for the first variants
     jobs = [{"task": task, "seed": s, "variant": v, "config": config, "device": args.device, "work": str(args.work),
