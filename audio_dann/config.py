@@ -155,6 +155,7 @@ class TrainConfig:
     self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot | shot-file;
                                      #   auto: adabn for DANN (ship the target's statistics), none for source-only
     self_training_epochs: int = 10
+    self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     seed: int = 0
 
     @property
@@ -172,6 +173,8 @@ class TrainConfig:
         _choice(self, "self_training", ("auto", "none", "adabn", "tent", "shot", "shot-file"))
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
+        if not 0.0 <= self.self_training_threshold <= 1.0:
+            raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
         if self.self_training_epochs < 1:
             raise ConfigError(f"train.self_training_epochs: must be >= 1, got {self.self_training_epochs}")
         if self.select == "rv" and self.rv_steps <= 0:

@@ -239,3 +239,20 @@ def test_evaluate_refuses_a_reference_of_other_features_before_reading(trained, 
     with pytest.raises(ScanError, match="other windows or features"):
         evaluate(runs[0] / "model.pt", tgt, workers=0, reference=tmp_path / "other.pt",
                  progress=lambda n, total: pytest.fail("audio was read before the reference was checked"))
+
+
+def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, tmp_path):
+    from typer.testing import CliRunner
+    from audio_dann.cli import app
+    root, tgt, runs = trained
+    cfg = apply_overrides(CFG, ["train.self_training=shot-file", "train.self_training_threshold=0.5",
+                                "train.self_training_epochs=1"])
+    s = train(root / "prep", tmp_path / "r", config=cfg, method="dann", device="cpu", report=False)
+    assert s["self_training"]["settings"]["threshold"] == 0.5 and s["self_training"]["method"] == "shot-file"
+    res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
+                                   "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["settings"]["threshold"] == 0.9
+    bad = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "b"),
+                                   "--threshold", "2"])
+    assert bad.exit_code == 2 and "--threshold 2" in bad.output

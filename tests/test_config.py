@@ -33,6 +33,7 @@ def test_dotted_overrides_parse_yaml_values():
     ("model.freq_warp=0.6", r"model\.freq_warp: must lie in \[0, 0\.5\)"),
     ("model.mixstyle_p=2", r"model\.mixstyle_p: must lie in \[0, 1\]"),
     ("train.self_training=magic", r"train\.self_training: must be one of"),
+    ("train.self_training_threshold=1.5", r"train\.self_training_threshold: must lie in \[0, 1\]"),
     ("steps=3", r"section\.key"),
     ("train.steps", r"section\.key=value"),
 ])

@@ -9,6 +9,7 @@ plots are made after training, by the caller (``audio_dann.train`` and the CLI d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -137,10 +138,10 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
     if not isinstance(x, torch.Tensor):  # AdaBN streams the pool; the trained methods need it at hand
         x = _FloatRows(x) if cfg.self_training_method == "adabn" else torch.from_numpy(np.asarray(x[:]))
     files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
-    net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training_method,
-                              AdaptConfig(epochs=cfg.self_training_epochs, seed=cfg.seed), device)
+    settings = AdaptConfig(epochs=cfg.self_training_epochs, threshold=cfg.self_training_threshold, seed=cfg.seed)
+    net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training_method, settings, device)
     model.dann = net
-    record = {"stage": "train.self_training", **info, "clips": len(x)}
+    record = {"stage": "train.self_training", **info, "settings": dataclasses.asdict(settings), "clips": len(x)}
     model.adaptation = [*model.adaptation, record]
     return record
 
