@@ -1,6 +1,7 @@
 """Source-free adaptation, the label-free estimates, the guard, latent domains and self-training in train."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -47,6 +48,9 @@ def test_adabn_sets_running_statistics_to_the_target_average():
         h = net.extractor.features[0](net.input_norm(x).unsqueeze(1))
     torch.testing.assert_close(bn.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert not net.training and bn.momentum == 0.1  # momentum restored
+    from_array = copy.deepcopy(net)  # a memmapped store (numpy slices) gives the same statistics
+    adabn(from_array, np.asarray(x.numpy(), dtype=np.float16), torch.device("cpu"), batch_size=8)
+    torch.testing.assert_close(from_array.extractor.features[1].running_mean, bn.running_mean, rtol=1e-2, atol=1e-3)
 
 
 def test_atc_and_doc_recover_the_accuracy_of_an_unshifted_set():

@@ -30,7 +30,8 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     manifest names domains, ``per_domain`` holds each domain's accuracy. ``estimated_accuracy`` holds
     the label-free estimates of window accuracy next to the labelled one: ATC-NE from the bundle's
     calibration, and with ``reference`` (a second model of the task, e.g. another seed) the agreement
-    of the two models, the estimator that measured closest on the FSDD recipes.
+    of the two models, the estimator that measured closest on the FSDD recipes (the files are decoded
+    a second time for the reference).
     """
     check_amp(amp)
     if not isinstance(model, torch.nn.Module):

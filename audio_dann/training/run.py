@@ -117,26 +117,12 @@ def _test_accuracy(model: AudioClassifier, clips: "Clips", cfg, device: torch.de
     return float((pred == np.asarray(clips.test_y)).mean())
 
 
-class _FloatRows:
-    """Slices of a feature store (a memmap view) as float32 tensors: a batched pass such as AdaBN's reads
-    the pool a batch at a time instead of holding it in memory."""
-
-    def __init__(self, rows) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.rows[index], dtype=np.float32))
-
-
 def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.device) -> dict:
     """The self-training stage after alignment (``train.self_training``) on the unlabelled target pool,
     the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it."""
-    x = clips.pool_x
-    if not isinstance(x, torch.Tensor):  # AdaBN streams the pool; the trained methods need it at hand
-        x = _FloatRows(x) if cfg.self_training_method == "adabn" else torch.from_numpy(np.asarray(x[:]))
+    x = clips.pool_x  # AdaBN reads it a batch at a time; the trained methods need it in memory
+    if not isinstance(x, torch.Tensor) and cfg.self_training_method != "adabn":
+        x = torch.from_numpy(np.asarray(x[:]))
     files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
     settings = AdaptConfig(epochs=cfg.self_training_epochs, threshold=cfg.self_training_threshold, seed=cfg.seed)
     net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training_method, settings, device)

@@ -73,9 +73,12 @@ class AdaptConfig:
 
 
 @torch.no_grad()
-def adabn(dann: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> None:
+def adabn(dann: nn.Module, x, device: torch.device, batch_size: int = 256) -> None:
     """Replace every batch-norm layer's running statistics by those of ``x``: the average of the batch
-    statistics, every batch weighted alike (exactly the mean over ``x`` when the batches are equal)."""
+    statistics, every batch weighted alike (exactly the mean over ``x`` when the batches are equal).
+
+    ``x`` is a tensor or anything whose slices are arrays (a memmapped feature store): it is read one
+    batch at a time, so a large pool is never held in memory."""
     bns = [m for m in dann.modules() if isinstance(m, _BN)]
     saved = [m.momentum for m in bns]
     dann.eval()
@@ -84,7 +87,9 @@ def adabn(dann: nn.Module, x: torch.Tensor, device: torch.device, batch_size: in
         m.momentum = None  # cumulative average: every clip counts alike
         m.train()
     for s in range(0, len(x), batch_size):
-        dann(x[s:s + batch_size].to(device, torch.float32), 0.0, with_domain=False)
+        batch = x[s:s + batch_size]
+        batch = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
+        dann(batch.to(device, torch.float32), 0.0, with_domain=False)
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
     dann.eval()
