@@ -98,6 +98,7 @@ class ModelConfig:
     domain_hidden: int = 128
     domain_layers: int = 2           # hidden layers of the domain head (0: logistic regression)
     domain_dropout: float = 0.5
+    domain_condition: str = "none"   # "cdan": the domain head sees embedding x class probabilities (CDAN)
     input_norm: str = "clip_mean"    # "global": per-mel standardisation; "clip_mean": then remove each clip's per-mel mean
     freq_masks: int = 0              # SpecAugment in training (source and target alike): masks over mel bands
     freq_mask_width: int = 7         #   up to this many bands each
@@ -111,6 +112,7 @@ class ModelConfig:
     def validate(self) -> None:
         _positive(self, "embedding_dim", "domain_hidden", "freq_mask_width", "time_mask_width")
         _choice(self, "input_norm", ("global", "clip_mean"))
+        _choice(self, "domain_condition", ("none", "cdan"))
         for name in ("freq_masks", "time_masks", "domain_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name}: must be >= 0, got {getattr(self, name)}")

@@ -173,3 +173,27 @@ def test_folder_runs_are_listed_lazily_and_pass_by_pass(field, tmp_path, monkeyp
     monkeypatch.setattr(predict_module, "_FILES_PER_PASS", 3)  # 9 files in three passes
     counts = predict(model, folder, tmp_path / "three.csv", workers=0)
     assert counts["files"] == 9 and (tmp_path / "one.csv").read_bytes() == (tmp_path / "three.csv").read_bytes()
+
+
+def test_long_files_stream_in_the_main_process_when_the_network_runs_there(tmp_path, monkeypatch):
+    """The GPU path (network outside the workers): a long file is never decoded whole, and it scores
+    as the plain model does; a long silent file gets its reason, the others still score."""
+    from audio_dann.data.audio import load_mono, slice_windows
+    from audio_dann.nn.classifier import build_classifier
+    from audio_dann.infer.engine import iter_predictions
+    torch.manual_seed(0)
+    model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
+    paths = [str(write(tmp_path / f"{k}.wav", tone(300 + 200 * k, 0.6 + 1.2 * k, 16000), 16000)) for k in range(3)]
+    paths.append(str(write(tmp_path / "silent.wav", np.zeros(3 * 16000, dtype=np.float32), 16000)))
+    decoded_whole = []
+    real = engine.load_clip_source
+    monkeypatch.setattr(engine, "load_clip_source", lambda p, sr: decoded_whole.append(p) or real(p, sr))
+    monkeypatch.setattr(engine, "STREAM_ABOVE_SECONDS", 1.0)
+    results = list(iter_predictions(model, paths, batch_size=3, workers=0, network_in_workers=False))
+    assert decoded_whole == [paths[0]]
+    assert [r.path for r in results] == paths and "silent" in results[3].error
+    for p, r in zip(paths[:3], results):
+        windows, _ = slice_windows(load_mono(p, 16000), 16000, 8000)
+        with torch.no_grad():
+            ref = torch.softmax(model(torch.from_numpy(windows)), 1).numpy()
+        np.testing.assert_allclose(r.probs, ref, atol=1e-5)

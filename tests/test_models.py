@@ -80,3 +80,33 @@ def test_inference_copy_computes_the_same_function_and_leaves_the_model_alone():
     assert "BatchNorm2d" in [type(m).__name__ for m in model.modules()]
     y = torch.randn(3, 8, 13, 25).contiguous(memory_format=torch.channels_last)
     assert torch.equal(PairMax2d()(y), torch.nn.MaxPool2d(2)(y))
+
+
+def test_cdan_head_conditions_on_detached_class_probabilities_and_reverses_the_gradient():
+    from audio_dann.nn.heads import DomainHead
+    model = build_dann(ModelConfig(domain_condition="cdan", domain_dropout=0.0), n_classes=10, n_domains=4, n_mels=40)
+    assert model.domain_head.net[0].in_features == 128 * 10 and not model.domain_head.randomised
+    x = torch.randn(5, 40, 101)
+    logits, dom, z = model(x, 0.5)
+    assert dom.shape == (5, 4)
+    dom.sum().backward()
+    assert model.label_head.fc.weight.grad is None  # the probabilities are detached: no domain gradient there
+    head = DomainHead(6, 2, hidden=8, dropout=0.0, condition_classes=3)
+    zz = torch.randn(4, 6, requires_grad=True)
+    p = torch.softmax(torch.randn(4, 3), 1)
+    out = head(zz, 1.0, p)
+    assert not torch.allclose(out, head(zz, 1.0, p.flip(0)))  # the class probabilities change the output
+    g_rev = torch.autograd.grad(out.sum(), zz)[0]
+    g_fwd = torch.autograd.grad(head.net(head.condition(zz, p)).sum(), zz)[0]
+    torch.testing.assert_close(g_rev, -g_fwd)
+    with pytest.raises(ValueError, match="class probabilities"):
+        head(zz, 1.0)
+
+
+def test_cdan_head_uses_the_randomised_map_for_many_classes():
+    from audio_dann.nn.heads import DomainHead
+    head = DomainHead(128, 2, hidden=16, condition_classes=40)   # 5120 > 4096
+    assert head.randomised and head.net[0].in_features == DomainHead.MULTILINEAR_MAX
+    assert head(torch.randn(3, 128), 1.0, torch.softmax(torch.randn(3, 40), 1)).shape == (3, 1)
+    again = DomainHead(128, 2, hidden=16, condition_classes=40)
+    torch.testing.assert_close(head.r_z, again.r_z)  # fixed, so a bundle rebuilt from its config matches

@@ -3,8 +3,10 @@
 DataLoader workers take a chunk of files at a time. On CPU each worker decodes,
 windows and classifies its files with an inference copy of the model (one
 thread per worker); with a GPU the workers decode and window, and the main
-process stacks windows from many files into batches for the device. A file that
-cannot be read gets a result whose error says why.
+process stacks windows from many files into batches for the device; a long
+recording is never decoded whole: it streams through the network in blocks (in
+the worker on CPU, in the main process on a GPU). A file that cannot be read
+gets a result whose error says why.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from ..data.audio import load_clip_source, plan_windows
 from ..data.stream import stream_length, stream_mono, stream_windows
 from ..data.workers import ChunkDataset, auto_workers, file_chunks, file_loader
-from ..errors import OptionError
+from ..errors import AudioError, OptionError
 from ..nn.classifier import AudioClassifier
 from ..runtime import autocast_for, check_amp, cpu_cores
 
@@ -39,15 +41,31 @@ class FileResult:
         return self.probs.mean(0)
 
 
+def _stream_scores(model: AudioClassifier, path: str, sample_rate: int, window: int, hop: int, pad_mode: str,
+                   batch_size: int, device: torch.device, amp: str, seconds: float) -> tuple:
+    """A long file decoded block by block and classified as it streams (flat memory):
+    ``("scored", window probabilities, starts in seconds, seconds)``."""
+    probs, starts = [], []
+    with torch.inference_mode(), autocast_for(device, amp):
+        for st, wins in stream_windows(stream_mono(path, sample_rate), window, hop, pad_mode, batch_size, path):
+            logits = model(torch.from_numpy(wins).to(device))
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            starts.append(st)
+    return "scored", np.concatenate(probs), np.concatenate(starts) / sample_rate, seconds
+
+
 def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_rate: int, batch_size: int,
-              device: torch.device, amp: str = "off") -> list[tuple]:
+              device: torch.device, amp: str = "off", hop: int = 0, pad_mode: str = "tile") -> list[tuple]:
     """``(i, payload, error)`` per file -> ``(i, (window probabilities, starts in seconds, seconds), error)``.
 
-    A payload is ``("plan", signal, starts, seconds)`` for a file decoded whole, or already
-    ``("scored", probs, starts in seconds, seconds)`` for a long file classified as it streamed.
+    A payload is ``("plan", signal, starts, seconds)`` for a file decoded whole, already
+    ``("scored", probs, starts in seconds, seconds)`` for a long file classified as it streamed, or
+    ``("long", path, seconds)`` for a long file to stream here (a worker feeding a GPU: shipping the
+    decoded hours between processes would cost their whole length in memory twice).
     Windows of consecutive planned files share forward passes of up to ``batch_size``, cut from the
     signals one batch at a time.
     """
+    items = [_streamed(model, item, sample_rate, window, hop, pad_mode, batch_size, device, amp) for item in items]
     where = [(k, int(start)) for k, (_, p, _) in enumerate(items) if p is not None and p[0] == "plan"
              for start in p[2]]
     probs = np.empty((len(where), len(model.classes)), dtype=np.float32)
@@ -69,6 +87,20 @@ def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_ra
     return out
 
 
+def _streamed(model: AudioClassifier, item: tuple, sample_rate: int, window: int, hop: int, pad_mode: str,
+              batch_size: int, device: torch.device, amp: str) -> tuple:
+    """A ``("long", path, seconds)`` item scored by streaming; a file that fails midway gets its reason."""
+    i, p, err = item
+    if p is None or p[0] != "long":
+        return item
+    try:
+        return i, _stream_scores(model, p[1], sample_rate, window, hop, pad_mode, batch_size, device, amp, p[2]), None
+    except AudioError as exc:
+        return i, None, exc.reason
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
+        return i, None, f"cannot read ({type(exc).__name__}: {exc})"
+
+
 # Files longer than this are decoded and classified as a stream inside the worker (flat memory);
 # shorter ones are decoded whole so that the windows of many short files share forward passes.
 STREAM_ABOVE_SECONDS = 120.0
@@ -88,24 +120,19 @@ class _FileClips(ChunkDataset):
     def work(self, i: int) -> tuple:
         path = self.paths[i]
         seconds = _declared_seconds(path)
-        if self.model is not None and seconds > STREAM_ABOVE_SECONDS:
-            return self._stream(path, seconds)
+        if seconds > STREAM_ABOVE_SECONDS:
+            if self.model is None:  # the main process streams it onto its device
+                return "long", path, seconds
+            return _stream_scores(self.model, path, self.sr, self.window, self.hop, self.pad_mode, self.batch_size,
+                                  torch.device("cpu"), self.amp, seconds)
         x = load_clip_source(path, self.sr)
         return ("plan", *plan_windows(x, self.window, self.hop, self.pad_mode), len(x) / self.sr)
-
-    def _stream(self, path: str, seconds: float) -> tuple:
-        probs, starts = [], []
-        with torch.inference_mode(), autocast_for(torch.device("cpu"), self.amp):
-            for st, wins in stream_windows(stream_mono(path, self.sr), self.window, self.hop, self.pad_mode,
-                                           self.batch_size, path):
-                probs.append(torch.softmax(self.model(torch.from_numpy(wins)).float(), 1).numpy())
-                starts.append(st)
-        return "scored", np.concatenate(probs), np.concatenate(starts) / self.sr, seconds
 
     def finish(self, results: list[tuple]) -> list[tuple]:
         if self.model is None:
             return results
-        return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp)
+        return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp,
+                         self.hop, self.pad_mode)
 
 
 def window_samples(model: AudioClassifier, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
@@ -188,7 +215,7 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
                 yield FileResult(paths[i], scored[0], scored[1], None, scored[2])
 
     def flush() -> Iterator[FileResult]:
-        yield from results(_classify(fast, pending, window, sr, batch_size, device, amp))
+        yield from results(_classify(fast, pending, window, sr, batch_size, device, amp, hop, feats.pad_mode))
         pending.clear()
 
     for chunk in file_loader(dataset, workers):

@@ -38,7 +38,10 @@ class DANN(nn.Module):
     def forward(self, x: torch.Tensor, coeff: float = 0.0, with_domain: bool = True):
         z = self.embed(x)
         logits = self.label_head(z)
-        dom = self.domain_head(z, coeff) if (with_domain and self.domain_head is not None) else None
+        dom = None
+        if with_domain and self.domain_head is not None:
+            dom = self.domain_head(z, coeff, torch.softmax(logits.float(), 1) if self.domain_head.condition_classes
+                                   else None)
         return logits, dom, z
 
 
@@ -59,7 +62,8 @@ def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int
     if in_features is not None:
         kwargs["in_features"] = in_features
     extractor = build_backbone(cfg.backbone, **kwargs)
-    head = (DomainHead(extractor.embedding_dim, n_domains, cfg.domain_hidden, cfg.domain_dropout, cfg.domain_layers)
+    head = (DomainHead(extractor.embedding_dim, n_domains, cfg.domain_hidden, cfg.domain_dropout, cfg.domain_layers,
+                       condition_classes=n_classes if cfg.domain_condition == "cdan" else 0)
             if n_domains else None)
     if n_mels is None:
         return DANN(extractor, n_classes, head)

@@ -23,23 +23,50 @@ class LabelHead(nn.Module):
 class DomainHead(nn.Module):
     """GRL -> MLP -> one logit (two domains) or K logits (K > 2 domains).
 
-    ``forward(z, coeff)``: ``(B, E) -> (B, 1 or K)``; the gradient into ``z`` is
+    ``forward(z, coeff, probs)``: ``(B, E) -> (B, 1 or K)``; the gradient into ``z`` is
     multiplied by ``-coeff``, the head itself learns at full rate.
+
+    With ``condition_classes`` = C > 0 the head sees the multilinear map of the embedding and the
+    (detached) class probabilities, ``z ⊗ p`` (CDAN, Long et al., NeurIPS 2018), so it aligns the
+    domains class by class instead of as whole mixtures; ``E * C`` above ``MULTILINEAR_MAX`` uses the
+    randomised map ``(R_z z) * (R_p p) / sqrt(d)`` with fixed random matrices (as tllib does).
     """
 
+    MULTILINEAR_MAX = 4096
+
     def __init__(self, embedding_dim: int, n_domains: int = 2, hidden: int = 128, dropout: float = 0.5,
-                 layers: int = 2) -> None:
+                 layers: int = 2, condition_classes: int = 0) -> None:
         super().__init__()
         if n_domains < 2:
             raise ValueError(f"a domain head needs at least 2 domains, got {n_domains}")
         self.n_domains = n_domains
+        self.condition_classes = condition_classes
         out = 1 if n_domains == 2 else n_domains
-        blocks: list[nn.Module] = []
         width = embedding_dim
+        self.randomised = condition_classes > 0 and embedding_dim * condition_classes > self.MULTILINEAR_MAX
+        if self.randomised:  # fixed, saved with the weights, never trained
+            gen = torch.Generator().manual_seed(0)
+            self.register_buffer("r_z", torch.randn(embedding_dim, self.MULTILINEAR_MAX, generator=gen))
+            self.register_buffer("r_p", torch.randn(condition_classes, self.MULTILINEAR_MAX, generator=gen))
+            width = self.MULTILINEAR_MAX
+        elif condition_classes > 0:
+            width = embedding_dim * condition_classes
+        blocks: list[nn.Module] = []
         for _ in range(layers):
             blocks += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = hidden
         self.net = nn.Sequential(*blocks, nn.Linear(width, out))
 
-    def forward(self, z: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
-        return self.net(grad_reverse(z, coeff))
+    def condition(self, z: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor:
+        """The head's input: ``z``, or its multilinear map with the detached class probabilities."""
+        if not self.condition_classes:
+            return z
+        if probs is None:
+            raise ValueError("a class-conditioned (CDAN) domain head needs the class probabilities")
+        p = probs.detach().to(z.dtype)
+        if self.randomised:
+            return (z @ self.r_z) * (p @ self.r_p) / self.MULTILINEAR_MAX ** 0.5
+        return torch.bmm(p.unsqueeze(2), z.unsqueeze(1)).flatten(1)
+
+    def forward(self, z: torch.Tensor, coeff: float = 1.0, probs: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.condition(grad_reverse(z, coeff), probs))

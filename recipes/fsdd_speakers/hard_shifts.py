@@ -44,6 +44,10 @@ VARIANTS = {
     "wide+warp+mixstyle": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4",
                            "model.channels=[32,64,128,256]", "model.embedding_dim=256"],
     "latent3": ["train.latent_domains=3"],
+    "latent-auto": ["train.latent_domains=-1"],
+    "latent6": ["train.latent_domains=6"],
+    "cdan": ["model.domain_condition=cdan"],
+    "cdan+latent3": ["model.domain_condition=cdan", "train.latent_domains=3"],
     "warp+mixstyle+latent3": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4",
                               "train.latent_domains=3"],
 }
