@@ -124,13 +124,13 @@ def train(
         if method is not None and method not in ("dann", "source-only"):
             raise OptionError(f"--method must be dann or source-only, got {method!r}")
         cfg = _config(config, set_)
-
+        from .config import named_settings
         with _bar(quiet, "train", unit="steps") as update:
             def cb(step, total, m):
                 text = " ".join(f"{k.replace('_loss', '')} {v:.3f}" for k, v in m.items())
                 update(step, total, text)
             summary = run_train(prepared, out, config=cfg, method=method, seed=seed, device=device, resume=resume,
-                                progress=cb, reference=reference)
+                                progress=cb, reference=reference, named=named_settings(config, set_ or []))
         sel = summary["selected"]
         out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
                           f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")

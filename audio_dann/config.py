@@ -338,6 +338,17 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), b
     return apply_overrides(config, overrides)
 
 
+def named_settings(path: str | Path | None = None, overrides: Iterable[str] = ()) -> list[str]:
+    """The ``section.key`` names a YAML file and overrides set (valid input assumed: :func:`load_config`
+    has read them), e.g. for ``train --resume`` to compare with the saved run even where a value
+    equals the default."""
+    names = []
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        names += [f"{sec}.{key}" for sec, body in values.items() if isinstance(body, dict) for key in body]
+    return names + [item.split("=", 1)[0].strip() for item in overrides]
+
+
 def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
     """Apply dotted overrides such as ``train.steps=3000`` (values parsed as YAML)."""
     nested: dict[str, dict[str, Any]] = {}

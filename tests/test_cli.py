@@ -101,6 +101,8 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
     # a changed setting is refused, not silently ignored (the saved configuration is what resumes)
     _fails(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=9"],
             "train.steps (saved 8, asked 9)")
+    _fails(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=1500"],
+            "train.steps (saved 8, asked 1500)")  # back to the default: still a change, named
     _ok(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN])
     a = torch.load(full / "last.pt", weights_only=True)["model_state"]
     b = torch.load(killed / "last.pt", weights_only=True)["model_state"]

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ _IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features loaded into RAM; b
 
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
           method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None, reference: str | Path | None = None) -> dict:
+          progress: Callable[[int, int, dict], None] | None = None, reference: str | Path | None = None,
+          named: Iterable[str] = ()) -> dict:
     """Train on a prepared folder and write the run folder ``out``.
 
     Args:
@@ -60,6 +61,8 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         reference: a second model of the task (e.g. another seed's ``model.pt``): the estimate of target
             accuracy in ``summary.json`` becomes the share of target clips on which the two agree
             (checked against the prepared folder before training starts).
+        named: ``section.key`` settings the caller set explicitly (the CLI's ``--set`` and ``--config``
+            keys): with ``resume`` they are compared with the saved run even where they equal the default.
     Returns:
         the run summary (also written to ``summary.json``).
     """
@@ -67,17 +70,17 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
     started = init_from_env(resolve_device(device).type)
     try:
         with output_lock(out) if is_main_process() else contextlib.nullcontext():
-            return _train(prepared, out, config, method, seed, device, resume, progress, reference)
+            return _train(prepared, out, config, method, seed, device, resume, progress, reference, named)
     finally:
         shutdown(started)
 
 
-def _train(prepared, out: Path, config, method, seed, device, resume, progress, reference) -> dict:
+def _train(prepared, out: Path, config, method, seed, device, resume, progress, reference, named=()) -> dict:
     t0 = time.perf_counter()
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
     ref_model = _reference(reference, prep)
     rank, world = rank_world()
-    asked = _asked_settings(config, method, seed)
+    asked = _asked_settings(config, method, seed, named)
     config = _resolve_config(config or Config(), prep, method, seed)
     if resume:  # the saved run's settings decide which clips and domains load and how it continues
         config = _saved_config(out)
@@ -197,12 +200,16 @@ def _open_run(out: Path, config: Config, prep: PreparedData, domains: list[str],
     return model.train(), state, bundle["optimizer_state"], model.config
 
 
-def _asked_settings(config: Config | None, method: str | None, seed: int | None) -> dict[str, Any]:
-    """The model/train settings a caller asked for: those differing from the defaults, and method/seed."""
+def _asked_settings(config: Config | None, method: str | None, seed: int | None,
+                    named: Iterable[str] = ()) -> dict[str, Any]:
+    """The model/train settings a caller asked for: those differing from the defaults, those ``named``
+    (``section.key``, set explicitly, maybe to the default), and method/seed."""
     asked: dict[str, Any] = {}
     if config is not None:
         ours, default = config_to_dict(config), config_to_dict(Config())
-        asked = {f"{sec}.{k}": v for sec in ("model", "train") for k, v in ours[sec].items() if v != default[sec][k]}
+        named = {tuple(n.split(".", 1)) for n in named if "." in n}
+        asked = {f"{sec}.{k}": v for sec in ("model", "train") for k, v in ours[sec].items()
+                 if v != default[sec][k] or (sec, k) in named}
     if method is not None:
         asked["train.method"] = method
     if seed is not None:
