@@ -153,7 +153,8 @@ class TrainConfig:
     rv_steps: int = 25               # reverse-validation training steps per evaluation (0: skip rv)
     selection_clips: int = 1000      # at most this many source / target clips per criterion
     sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
-    latent_domains: int = 0          # a target with no domain names: 0 one domain, -1 discover K, K>1 discover K
+    latent_domains: int = 0          # a target with no domain names: 0 one domain, K>1 K clusters, -1 K by silhouette
+                                     #   (-1 measured worse than 0 on FSDD: recipes/fsdd_speakers/README.md)
     self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot | shot-file;
                                      #   auto: adabn for DANN (ship the target's statistics), none for source-only
     self_training_epochs: int = 10

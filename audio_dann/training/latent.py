@@ -4,8 +4,10 @@ A flat target folder gives one target domain, so the domain head can only tell "
 "target". Named target conditions (a K-way head) gained 10-12 points on FSDD, so for a flat target
 the files are clustered by their long-term spectra (each file's mean log-mel and its 10th
 percentile over time: the channel's colouring and its noise floor, cf. Mancini et al., CVPR 2018)
-and each cluster becomes a domain. The number of clusters is chosen by the silhouette score among
-2..``max_k`` (no label is read); pure numpy, seeded, so a resumed run finds the same clusters.
+and each cluster becomes a domain. The number of clusters is given, or chosen by the silhouette
+score among 2..``max_k`` (no label is read; on FSDD it picked 2 and 6 where 3 speakers were mixed,
+and both did worse than no latent domains: recipes/fsdd_speakers/README.md). Pure numpy, seeded, so
+a resumed run finds the same clusters.
 """
 from __future__ import annotations
 
