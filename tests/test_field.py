@@ -189,11 +189,33 @@ def test_long_files_stream_in_the_main_process_when_the_network_runs_there(tmp_p
     real = engine.load_clip_source
     monkeypatch.setattr(engine, "load_clip_source", lambda p, sr: decoded_whole.append(p) or real(p, sr))
     monkeypatch.setattr(engine, "STREAM_ABOVE_SECONDS", 1.0)
-    results = list(iter_predictions(model, paths, batch_size=3, workers=0, network_in_workers=False))
-    assert decoded_whole == [paths[0]]
+    streamed, real_stream = [], engine._stream_scores
+    monkeypatch.setattr(engine, "_stream_scores", lambda *a: streamed.append(a[1]) or real_stream(*a))
+    results, streamed_before = [], []
+    for r in iter_predictions(model, paths, batch_size=3, workers=0, network_in_workers=False):
+        streamed_before.append(len(streamed))
+        results.append(r)
+    assert decoded_whole == [paths[0]] and streamed == paths[1:]
+    assert streamed_before == [0, 1, 2, 3]  # each result as soon as it is ready (progress, journal)
     assert [r.path for r in results] == paths and "silent" in results[3].error
     for p, r in zip(paths[:3], results):
         windows, _ = slice_windows(load_mono(p, 16000), 16000, 8000)
         with torch.no_grad():
             ref = torch.softmax(model(torch.from_numpy(windows)), 1).numpy()
         np.testing.assert_allclose(r.probs, ref, atol=1e-5)
+
+
+def test_a_device_failure_on_a_streamed_file_stops_the_run_instead_of_marking_the_file(tmp_path, monkeypatch):
+    """Only decoding problems become a file's error (the journal would never retry it); a failure of
+    the network or device propagates, so a resumed predict retries the file."""
+    from audio_dann.infer.engine import iter_predictions
+    model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
+    path = str(write(tmp_path / "long.wav", tone(400, 3.0, 16000), 16000))
+    monkeypatch.setattr(engine, "STREAM_ABOVE_SECONDS", 1.0)
+
+    def out_of_memory(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_stream_scores", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(iter_predictions(model, [path], workers=0, network_in_workers=False))

@@ -55,17 +55,14 @@ def _stream_scores(model: AudioClassifier, path: str, sample_rate: int, window: 
 
 
 def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_rate: int, batch_size: int,
-              device: torch.device, amp: str = "off", hop: int = 0, pad_mode: str = "tile") -> list[tuple]:
+              device: torch.device, amp: str = "off") -> list[tuple]:
     """``(i, payload, error)`` per file -> ``(i, (window probabilities, starts in seconds, seconds), error)``.
 
-    A payload is ``("plan", signal, starts, seconds)`` for a file decoded whole, already
-    ``("scored", probs, starts in seconds, seconds)`` for a long file classified as it streamed, or
-    ``("long", path, seconds)`` for a long file to stream here (a worker feeding a GPU: shipping the
-    decoded hours between processes would cost their whole length in memory twice).
+    A payload is ``("plan", signal, starts, seconds)`` for a file decoded whole, or already
+    ``("scored", probs, starts in seconds, seconds)`` for a long file classified as it streamed.
     Windows of consecutive planned files share forward passes of up to ``batch_size``, cut from the
     signals one batch at a time.
     """
-    items = [_streamed(model, item, sample_rate, window, hop, pad_mode, batch_size, device, amp) for item in items]
     where = [(k, int(start)) for k, (_, p, _) in enumerate(items) if p is not None and p[0] == "plan"
              for start in p[2]]
     probs = np.empty((len(where), len(model.classes)), dtype=np.float32)
@@ -87,28 +84,33 @@ def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_ra
     return out
 
 
+def _is_long(item: tuple) -> bool:
+    return item[1] is not None and item[1][0] == "long"
+
+
 def _streamed(model: AudioClassifier, item: tuple, sample_rate: int, window: int, hop: int, pad_mode: str,
               batch_size: int, device: torch.device, amp: str) -> tuple:
-    """A ``("long", path, seconds)`` item scored by streaming; a file that fails midway gets its reason."""
-    i, p, err = item
-    if p is None or p[0] != "long":
-        return item
+    """A ``("long", path, seconds)`` item scored by streaming here. A file that cannot be decoded
+    (midway included) gets its reason; a failure of the network or the device stops the run as it
+    would for any file (a resumed ``predict`` then retries it, where a recorded error would not be)."""
+    i, (_, path, seconds), _ = item
     try:
-        return i, _stream_scores(model, p[1], sample_rate, window, hop, pad_mode, batch_size, device, amp, p[2]), None
+        return i, _stream_scores(model, path, sample_rate, window, hop, pad_mode, batch_size, device, amp,
+                                 seconds)[1:], None
     except AudioError as exc:
         return i, None, exc.reason
-    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
-        return i, None, f"cannot read ({type(exc).__name__}: {exc})"
 
 
-# Files longer than this are decoded and classified as a stream inside the worker (flat memory);
-# shorter ones are decoded whole so that the windows of many short files share forward passes.
+# Files longer than this are decoded as a stream (flat memory): classified inside the worker on CPU,
+# in the main process on a GPU (the worker only says "long"). Shorter ones are decoded whole so that
+# the windows of many short files share forward passes.
 STREAM_ABOVE_SECONDS = 120.0
 
 
 class _FileClips(ChunkDataset):
-    """Worker side: file ``i`` -> a ``("plan", signal, starts, seconds)`` payload; with ``model`` set,
-    the worker also classifies: long files as they stream, the rest of the chunk batched together."""
+    """Worker side: file ``i`` -> a ``("plan", signal, starts, seconds)`` payload, or for a long file
+    ``("long", path, seconds)`` (the main process streams it); with ``model`` set, the worker also
+    classifies: long files as they stream, the rest of the chunk batched together."""
 
     def __init__(self, paths: Sequence[str], chunks: list[tuple[int, int]], sample_rate: int, window: int, hop: int,
                  pad_mode: str, model: AudioClassifier | None = None, batch_size: int = 64, amp: str = "off") -> None:
@@ -131,8 +133,7 @@ class _FileClips(ChunkDataset):
     def finish(self, results: list[tuple]) -> list[tuple]:
         if self.model is None:
             return results
-        return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp,
-                         self.hop, self.pad_mode)
+        return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp)
 
 
 def window_samples(model: AudioClassifier, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
@@ -215,14 +216,19 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
                 yield FileResult(paths[i], scored[0], scored[1], None, scored[2])
 
     def flush() -> Iterator[FileResult]:
-        yield from results(_classify(fast, pending, window, sr, batch_size, device, amp, hop, feats.pad_mode))
+        yield from results(_classify(fast, pending, window, sr, batch_size, device, amp))
         pending.clear()
 
     for chunk in file_loader(dataset, workers):
         if in_workers:
             yield from results(chunk)
             continue
-        pending.extend(chunk)
+        for item in chunk:
+            if _is_long(item):  # what came before it first, then the long file as it streams, in order
+                yield from flush()
+                yield from results([_streamed(fast, item, sr, window, hop, feats.pad_mode, batch_size, device, amp)])
+            else:
+                pending.append(item)
         if sum(len(p[2]) for _, p, _ in pending if p is not None and p[0] == "plan") >= batch_size:
             yield from flush()
     yield from flush()

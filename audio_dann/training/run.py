@@ -61,8 +61,9 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         reference: a second model of the task (e.g. another seed's ``model.pt``): the estimate of target
             accuracy in ``summary.json`` becomes the share of target clips on which the two agree
             (checked against the prepared folder before training starts).
-        named: ``section.key`` settings the caller set explicitly (the CLI's ``--set`` and ``--config``
-            keys): with ``resume`` they are compared with the saved run even where they equal the default.
+        named: ``section.key`` settings the caller set explicitly in ``config`` (the CLI's ``--set`` and
+            ``--config`` keys): with ``resume`` they are compared with the saved run even where they equal
+            the default (without ``config`` there is nothing to compare).
     Returns:
         the run summary (also written to ``summary.json``).
     """
