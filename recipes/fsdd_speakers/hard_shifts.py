@@ -46,6 +46,8 @@ VARIANTS = {
     "wide": ["model.channels=[32,64,128,256]", "model.embedding_dim=256"],
     "latent3": ["train.latent_domains=3"],
     "latent-auto": ["train.latent_domains=-1"],
+    "latent2": ["train.latent_domains=2"],
+    "latent4": ["train.latent_domains=4"],
     "latent6": ["train.latent_domains=6"],
     "cdan": ["model.domain_condition=cdan"],
     "cdan+latent3": ["model.domain_condition=cdan", "train.latent_domains=3"],
