@@ -9,7 +9,7 @@ that follow the labels would make the domain head erase label information), the 
 (what ``train.latent_domains=-1`` maximises), and the BIC of a diagonal Gaussian mixture on 8
 principal components (lower is better). FSDD file names give speakers and digits: report only.
 """
-import sys
+import argparse
 
 import numpy as np
 from pathlib import Path
@@ -67,15 +67,23 @@ def pca(x, k=10):
     u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
     return u[:, :k] * s[:k]
 
-for task in sys.argv[1:]:
-    prep = open_prepared(Path(task))
-    D, spk, dig = descs(prep)
-    print(task, "files", len(spk), "speakers", len(set(spk)))
-    for name, d in D.items():
-        line = []
-        for K in range(2, 7):
-            lab = kmeans(d, K, 0)
-            p = pca(d, 8)
-            line.append((K, round(ari(lab, spk), 2), round(ari(lab, dig), 2), round(silhouette(d, lab), 3),
-                         round(bic_gmm_diag(p, kmeans(p, K, 0)))))
-        print(f"  {name:9s}", " ".join(f"K{K}:ariS={a} ariD={b} sil={s} bic={bb}" for K, a, b, s, bb in line))
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("prepared", nargs="+", type=Path, help="prepared folders with a flat FSDD target")
+    for task in ap.parse_args().prepared:
+        prep = open_prepared(Path(task))
+        D, spk, dig = descs(prep)
+        print(task, "files", len(spk), "speakers", len(set(spk)))
+        for name, d in D.items():
+            line = []
+            for K in range(2, 7):
+                lab = kmeans(d, K, 0)
+                p = pca(d, 8)
+                line.append((K, round(ari(lab, spk), 2), round(ari(lab, dig), 2), round(silhouette(d, lab), 3),
+                             round(bic_gmm_diag(p, kmeans(p, K, 0)))))
+            print(f"  {name:9s}", " ".join(f"K{K}:ariS={a} ariD={b} sil={s} bic={bb}" for K, a, b, s, bb in line))
+
+
+if __name__ == "__main__":
+    main()

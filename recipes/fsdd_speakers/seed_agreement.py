@@ -23,38 +23,44 @@ from adapt_table import _views  # noqa: E402
 from audio_dann.nn.calibration import probabilities  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
 from audio_dann.training.self_training import adabn  # noqa: E402
-ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("--work", type=Path, default=Path("data/fsdd_hard"))
-ap.add_argument("--out", type=Path, default=None, help="write the figures here (json)")
-work = ap.parse_args().work
-out = {}
 VARIANTS = ["base", "latent2", "latent3", "latent4", "latent6", "latent-auto", "cdan", "wide"]
 K_CHOICES = ("base", "latent2", "latent3", "latent4", "latent6")  # the number of latent domains only
-for task in ("A", "B", "S"):
-    if not (work / f"{task}_prep_flat").is_dir():
-        continue
-    v = _views(work / f"{task}_prep_flat", ("pool",))["pool"]
-    for var in VARIANTS:
-        runs = [work / "runs" / f"{task}_{var}_dann-flat_s{s}" / "model.pt" for s in range(3)]
-        if not all(r.is_file() for r in runs):
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("data/fsdd_hard"))
+    ap.add_argument("--out", type=Path, default=None, help="write the figures here (json)")
+    args = ap.parse_args()
+    work, out = args.work, {}
+    for task in ("A", "B", "S"):
+        if not (work / f"{task}_prep_flat").is_dir():
             continue
-        preds, accs = [], []
-        for run in runs:
-            m = load_model(run)
-            net = m.dann
-            adabn(net, v["x"], torch.device("cpu"))
-            p = probabilities(net, v["x"], "cpu")
-            cls = np.array([int(c) for c in m.classes])
-            preds.append(cls[p.argmax(1)])
-            accs.append(float((preds[-1] == v["y"]).mean()))
-        agree = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
-        out[f"{task}/{var}"] = {"pool_acc": float(np.mean(accs)), "agreement": float(np.mean(agree))}
-        print(task, var, "pool acc %.3f" % np.mean(accs), "seed agreement %.3f" % np.mean(agree), flush=True)
-    ks = {var: out[f"{task}/{var}"] for var in K_CHOICES if f"{task}/{var}" in out}
-    if len(ks) > 1:
-        pick, best = max(ks, key=lambda k: ks[k]["agreement"]), max(ks, key=lambda k: ks[k]["pool_acc"])
-        print(f"{task}: among {', '.join(ks)} agreement picks {pick} (pool {ks[pick]['pool_acc']:.3f}); "
-              f"the most accurate is {best} ({ks[best]['pool_acc']:.3f})", flush=True)
-args = ap.parse_args()
-if args.out:
-    args.out.write_text(json.dumps(out, indent=1))
+        v = _views(work / f"{task}_prep_flat", ("pool",))["pool"]
+        for var in VARIANTS:
+            runs = [work / "runs" / f"{task}_{var}_dann-flat_s{s}" / "model.pt" for s in range(3)]
+            if not all(r.is_file() for r in runs):
+                continue
+            preds, accs = [], []
+            for run in runs:
+                m = load_model(run)
+                net = m.dann
+                adabn(net, v["x"], torch.device("cpu"))
+                p = probabilities(net, v["x"], "cpu")
+                cls = np.array([int(c) for c in m.classes])
+                preds.append(cls[p.argmax(1)])
+                accs.append(float((preds[-1] == v["y"]).mean()))
+            agree = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
+            out[f"{task}/{var}"] = {"pool_acc": float(np.mean(accs)), "agreement": float(np.mean(agree))}
+            print(task, var, "pool acc %.3f" % np.mean(accs), "seed agreement %.3f" % np.mean(agree), flush=True)
+        ks = {var: out[f"{task}/{var}"] for var in K_CHOICES if f"{task}/{var}" in out}
+        if len(ks) > 1:
+            pick, best = max(ks, key=lambda k: ks[k]["agreement"]), max(ks, key=lambda k: ks[k]["pool_acc"])
+            print(f"{task}: among {', '.join(ks)} agreement picks {pick} (pool {ks[pick]['pool_acc']:.3f}); "
+                  f"the most accurate is {best} ({ks[best]['pool_acc']:.3f})", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
