@@ -121,10 +121,11 @@ def train(
     """Train DANN (or source-only) on a prepared folder; writes model.pt, last.pt, metrics and plots."""
     with _guard():
         from .api import train as run_train
+        from .config import named_settings
         if method is not None and method not in ("dann", "source-only"):
             raise OptionError(f"--method must be dann or source-only, got {method!r}")
         cfg = _config(config, set_)
-        from .config import named_settings
+
         with _bar(quiet, "train", unit="steps") as update:
             def cb(step, total, m):
                 text = " ".join(f"{k.replace('_loss', '')} {v:.3f}" for k, v in m.items())
