@@ -155,8 +155,12 @@ class TrainConfig:
     sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
     latent_domains: int = 0          # a target with no domain names: 0 one domain, K>1 K clusters, -1 K by silhouette
                                      #   (-1 measured worse than 0 on FSDD: recipes/fsdd_speakers/README.md)
+    latent_ensemble: tuple[int, ...] = ()  # DANN, unnamed target: one more model per K listed (0 = one domain),
+                                     #   trained in RUN/members/; their mean target predictions are the
+                                     #   pseudo-labels the shipped model is self-trained on (K+1 trainings)
     self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot | shot-file;
-                                     #   auto: adabn for DANN (ship the target's statistics), none for source-only
+                                     #   auto: adabn for DANN (ship the target's statistics; shot-file with
+                                     #   the ensemble as teacher under latent_ensemble), none for source-only
     self_training_epochs: int = 10
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     seed: int = 0
@@ -166,7 +170,9 @@ class TrainConfig:
         """The self-training stage this run gets: ``auto`` resolved by the training method."""
         if self.self_training != "auto":
             return self.self_training
-        return "adabn" if self.method == "dann" else "none"
+        if self.method != "dann":
+            return "none"
+        return "shot-file" if self.latent_ensemble else "adabn"
 
     def validate(self) -> None:
         _choice(self, "method", ("dann", "source-only"))
@@ -176,6 +182,10 @@ class TrainConfig:
         _choice(self, "self_training", ("auto", "none", "adabn", "tent", "shot", "shot-file"))
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
+        if any(k < 0 or k == 1 for k in self.latent_ensemble) or len(set(self.latent_ensemble)) != len(
+                self.latent_ensemble) or self.latent_domains in self.latent_ensemble:
+            raise ConfigError(f"train.latent_ensemble: distinct K = 0 or >= 2, other than train.latent_domains "
+                              f"({self.latent_domains}), got {list(self.latent_ensemble)}")
         if not 0.0 <= self.self_training_threshold <= 1.0:
             raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
         if self.self_training_epochs < 1:

@@ -139,6 +139,51 @@ def test_pseudo_labels_under_the_threshold_are_left_out():
     assert _file_neighbour_labels(z, p, files, 0, threshold=0.99).tolist() == [-1, -1, -1, -1]
 
 
+def test_teacher_pseudo_labels_are_per_file_and_thresholded():
+    from audio_dann.training.self_training import _teacher_labels
+    teacher = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.45, 0.55], [0.5, 0.5]])
+    files = np.array([0, 0, 1, 1, 2])  # file 0 averages to [0.6, 0.4]: both its windows get 0
+    assert _teacher_labels(teacher, files).tolist() == [0, 0, 1, 1, 0]
+    assert _teacher_labels(teacher, files, threshold=0.65).tolist() == [-1, -1, 1, 1, -1]
+
+
+def test_distilling_towards_a_teacher_follows_the_teacher_not_the_model(trained):
+    from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
+    from audio_dann.nn.calibration import probabilities
+    model = load_model(trained[2][0] / "model.pt")
+    x = torch.randn(48, 16, 101).half()
+    clips = TargetClips(x, np.repeat(np.arange(12), 4), [], [])
+    own = probabilities(adapt_network(model.dann, clips, "adabn")[0], x).argmax(1)
+    n = len(model.classes)
+    wanted = (own + 1) % n  # a teacher that disagrees with the model on every window
+    teacher = torch.nn.functional.one_hot(torch.as_tensor(wanted), n).float()
+    cfg = AdaptConfig(epochs=15, batch_size=8, pseudo_weight=3.0, lr=0.02)
+    net, info = adapt_network(model.dann, clips, "shot-file", cfg, "cpu", teacher=teacher)
+    after = probabilities(net, x).argmax(1)
+    assert info["pseudo_labels"] == "teacher"
+    assert (after == wanted).mean() > 0.8 > (own == wanted).mean()
+    with pytest.raises(ValueError, match="a teacher needs method shot-file"):
+        adapt_network(model.dann, clips, "shot", cfg, "cpu", teacher=teacher)
+
+
+def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trained, tmp_path):
+    root, _, _ = trained
+    cfg = apply_overrides(CFG, ["train.latent_ensemble=[2]", "train.self_training_epochs=1"])
+    s = train(root / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False)
+    member = tmp_path / "e" / "members" / "latent2"
+    assert json.loads((member / "summary.json").read_text())["latent_domains"]["k"] == 2
+    st = s["self_training"]
+    assert st["method"] == "shot-file" and st["pseudo_labels"] == "teacher"  # auto under latent_ensemble
+    assert st["ensemble"]["latent_domains"] == [0, 2] and len(st["ensemble"]["agreement_with_teacher"]) == 2
+    assert "report_only" not in st["ensemble"]  # no labelled target test clips in this folder
+    assert load_model(tmp_path / "e" / "model.pt").adaptation[-1]["ensemble"]["runs"][1] == str(member)
+    stamp = (member / "model.pt").stat().st_mtime_ns
+    (tmp_path / "e" / "summary.json").unlink()  # as if killed after the members, before the end
+    s2 = train(root / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False, resume=True)
+    assert (member / "model.pt").stat().st_mtime_ns == stamp  # a finished member is not trained again
+    assert s2["self_training"]["ensemble"]["agreement_with_teacher"] == st["ensemble"]["agreement_with_teacher"]
+
+
 def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(trained):
     from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
     model = load_model(trained[2][0] / "model.pt")

@@ -34,6 +34,9 @@ def test_dotted_overrides_parse_yaml_values():
     ("model.mixstyle_p=2", r"model\.mixstyle_p: must lie in \[0, 1\]"),
     ("train.self_training=magic", r"train\.self_training: must be one of"),
     ("train.self_training_threshold=1.5", r"train\.self_training_threshold: must lie in \[0, 1\]"),
+    ("train.latent_ensemble=[2,2]", r"train\.latent_ensemble: distinct K"),
+    ("train.latent_ensemble=[0,3]", r"train\.latent_ensemble: .*other than train\.latent_domains \(0\)"),
+    ("train.latent_ensemble=[1]", r"train\.latent_ensemble: distinct K = 0 or >= 2"),
     ("steps=3", r"section\.key"),
     ("train.steps", r"section\.key=value"),
 ])

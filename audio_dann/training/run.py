@@ -25,7 +25,7 @@ from ..config import Config, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, calibrate, estimate
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, calibrate, estimate, probabilities
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -100,11 +100,12 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     checkpoints = Checkpoints(out, model, cfg.select, write=is_main)
     state = fit(model.dann, clips.data, cfg, device=device_t, state=state, optimizer_state=opt_state,
                 evaluate=evaluator, on_eval=checkpoints.on_eval, progress_cb=progress if is_main else None)
+    members = _train_members(prepared, out, config, device, resume) if cfg.latent_ensemble and clips.n_target else []
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
     if is_main:
         selected = checkpoints.selected()
         if cfg.self_training_method != "none" and clips.n_target:
-            summary["self_training"] = _self_train(selected, clips, cfg, device_t)
+            summary["self_training"] = _self_train(selected, clips, cfg, device_t, members)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, cfg, device_t)
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model)
@@ -121,19 +122,63 @@ def _test_accuracy(model: AudioClassifier, clips: "Clips", cfg, device: torch.de
     return float((pred == np.asarray(clips.test_y)).mean())
 
 
-def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.device) -> dict:
+def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.device,
+                members: list[tuple[int, Path]] = ()) -> dict:
     """The self-training stage after alignment (``train.self_training``) on the unlabelled target pool,
-    the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it."""
+    the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it. With
+    ``members`` (``train.latent_ensemble``) the pseudo-labels come from the ensemble of this model and
+    the members, each with its target batch-norm statistics."""
     x = clips.pool_x  # AdaBN reads it a batch at a time; the trained methods need it in memory
     if not isinstance(x, torch.Tensor) and cfg.self_training_method != "adabn":
         x = torch.from_numpy(np.asarray(x[:]))
-    files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
+    target = TargetClips(x, np.unique(np.asarray(clips.pool_files), return_inverse=True)[1], [], [])
+    teacher, ensemble = None, None
+    if members and cfg.self_training_method == "shot-file":
+        teacher, ensemble = _ensemble_teacher(model, members, target, clips, cfg, device)
     settings = AdaptConfig(epochs=cfg.self_training_epochs, threshold=cfg.self_training_threshold, seed=cfg.seed)
-    net, info = adapt_network(model.dann, TargetClips(x, files, [], []), cfg.self_training_method, settings, device)
+    net, info = adapt_network(model.dann, target, cfg.self_training_method, settings, device, teacher=teacher)
     model.dann = net
     record = {"stage": "train.self_training", **info, "settings": dataclasses.asdict(settings), "clips": len(x)}
+    if ensemble is not None:
+        record["ensemble"] = ensemble
     model.adaptation = [*model.adaptation, record]
     return record
+
+
+def _train_members(prepared, out: Path, config: Config, device: str, resume: bool) -> list[tuple[int, Path]]:
+    """``train.latent_ensemble``: one more DANN run per K under ``out/members/latent{K}`` (K = 0: one
+    target domain), each a normal run folder (AdaBN stage, model.pt by the same label-free selection).
+    Finished members are kept; a member cut short resumes from its last.pt."""
+    members = []
+    for k in config.train.latent_ensemble:
+        member_out = out / "members" / f"latent{k}"
+        members.append((k, member_out))
+        if (member_out / "summary.json").is_file():
+            continue
+        member = replace(config, train=replace(config.train, latent_domains=k, latent_ensemble=(),
+                                               self_training="adabn"))
+        _train(prepared, member_out, member, None, None, device, (member_out / "last.pt").is_file(), None, None)
+    return members
+
+
+def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], target: TargetClips,
+                      clips: "Clips", cfg, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """The mean target-pool probabilities of ``model`` (after AdaBN) and the members, and a record of
+    how often each agrees with that mean (no label read; test accuracies under report_only)."""
+    nets = [adapt_network(model.dann, target, "adabn", device=device)[0]]
+    nets += [load_checkpoint(path / "model.pt")[0].dann for _, path in members]
+    probs = [probabilities(net.to(device), target.x, device) for net in nets]
+    mean = np.mean(probs, axis=0)
+    record = {"latent_domains": [cfg.latent_domains, *(k for k, _ in members)],
+              "runs": [".", *(str(path) for _, path in members)],
+              "agreement_with_teacher": [agreement(p, mean) for p in probs]}
+    if len(clips.test_y):
+        test = [torch.softmax(predict_logits(net.to(device), clips.test_x, device=device, amp=cfg.amp).float(), 1).numpy()
+                for net in nets]
+        hit = lambda p: float((p.argmax(1) == np.asarray(clips.test_y)).mean())  # noqa: E731
+        record["report_only"] = {"member_test_acc": [hit(p) for p in test],
+                                 "teacher_test_acc": hit(np.mean(test, axis=0)), "note": REPORT_ONLY_NOTE}
+    return torch.from_numpy(mean).float(), record
 
 
 def _reference(reference: str | Path | None, prep: PreparedData) -> AudioClassifier | None:

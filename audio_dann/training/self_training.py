@@ -10,6 +10,9 @@
 - ``shot-file``: ``shot`` whose pseudo-labels are the argmax of probabilities averaged over each
   window's own file and its nearest neighbours in embedding space (NOTELA-style smoothing, Boudiaf et
   al., ICML 2023): windows of one recording share a label, which suits long field recordings.
+  Given a ``teacher`` (probabilities of other models on the same windows, e.g. the mean of an
+  ensemble), its pseudo-labels are instead the teacher's probabilities averaged over each file, fixed
+  for the whole stage: the network is distilled towards the teacher on the target.
 
 All of them start from AdaBN (normalising with target statistics is the first thing a target-only
 method can do) and finish with an AdaBN pass, so the saved model runs in eval mode with target
@@ -134,11 +137,23 @@ def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndar
     return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
 
 
+def _teacher_labels(teacher: torch.Tensor, file_index: np.ndarray, threshold: float = 0.0) -> torch.Tensor:
+    """The argmax of ``teacher`` probabilities averaged over each window's file, or -1 where that
+    probability is under ``threshold``."""
+    files = torch.as_tensor(file_index)
+    n_files = int(files.max()) + 1
+    per_file = torch.zeros(n_files, teacher.shape[1]).index_add_(0, files, teacher.float())
+    per_file = per_file / torch.bincount(files, minlength=n_files).clamp_min(1)[:, None]
+    conf, labels = per_file[files].max(1)
+    return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
+
+
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-8))).sum(1).mean()
 
 
-def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, device: torch.device) -> dict:
+def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, device: torch.device,
+           teacher: torch.Tensor | None = None) -> dict:
     """TENT, SHOT or shot-file: ``epochs`` passes of shuffled target batches, BN on batch statistics."""
     if method == "tent":
         for p in dann.parameters():
@@ -158,9 +173,12 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
     torch.manual_seed(derive_seed(cfg.seed, f"adapt/{method}/torch"))
     n, losses = len(clips), []
     strong = _strong_view(cfg.warp)
+    fixed = None if teacher is None else _teacher_labels(teacher, clips.file_index, cfg.threshold).to(device)
     for epoch in range(cfg.epochs):
         pseudo = None
-        if method != "tent" and cfg.pseudo_weight > 0:
+        if fixed is not None and cfg.pseudo_weight > 0:
+            pseudo = fixed
+        elif method != "tent" and cfg.pseudo_weight > 0:
             z, p = _outputs(dann, clips.x, device)
             pseudo = (_centroid_labels(z, p) if method == "shot"
                       else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours, cfg.threshold))
@@ -195,15 +213,22 @@ def _strong_view(warp: float) -> nn.Module:
 
 
 def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig = AdaptConfig(),
-                  device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """An adapted copy of ``dann`` (the original is untouched) and what was done."""
+                  device: torch.device | str = "cpu", teacher: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+    """An adapted copy of ``dann`` (the original is untouched) and what was done. ``teacher``
+    (``shot-file`` only): probabilities ``(len(clips), classes)`` whose per-file argmax become the
+    pseudo-labels."""
     if method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if teacher is not None and (method != "shot-file" or teacher.ndim != 2 or len(teacher) != len(clips)):
+        raise ValueError(f"a teacher needs method shot-file and one probability row per clip, got {method!r}, "
+                         f"{tuple(teacher.shape)} for {len(clips)} clips")
     device = torch.device(device)
     net = copy.deepcopy(dann).to(device)
     adabn(net, clips.x, device)
     info: dict = {"method": method}
     if method != "adabn":
-        info.update(_train(net, clips, method, cfg, device))
+        info.update(_train(net, clips, method, cfg, device, teacher))
+        if teacher is not None:
+            info["pseudo_labels"] = "teacher"
         adabn(net, clips.x, device)
     return net.eval().cpu(), info
