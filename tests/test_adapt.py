@@ -184,6 +184,15 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
     assert s2["self_training"]["ensemble"]["agreement_with_teacher"] == st["ensemble"]["agreement_with_teacher"]
 
 
+def test_a_latent_ensemble_is_skipped_where_the_target_domains_are_named(trained, tmp_path):
+    root, tgt, _ = trained
+    other = class_folders(tmp_path / "tgt2", per_class=4, shift=0.8)
+    prepare(class_folders(tmp_path / "src", per_class=6), [tgt, other], tmp_path / "prep", config=CFG)
+    cfg = apply_overrides(CFG, ["train.latent_ensemble=[2]"])
+    s = train(tmp_path / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False)
+    assert not (tmp_path / "e" / "members").exists() and s["self_training"]["method"] == "adabn"
+
+
 def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(trained):
     from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
     model = load_model(trained[2][0] / "model.pt")

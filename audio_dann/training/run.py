@@ -100,12 +100,18 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     checkpoints = Checkpoints(out, model, cfg.select, write=is_main)
     state = fit(model.dann, clips.data, cfg, device=device_t, state=state, optimizer_state=opt_state,
                 evaluate=evaluator, on_eval=checkpoints.on_eval, progress_cb=progress if is_main else None)
-    members = _train_members(prepared, out, config, device, resume) if cfg.latent_ensemble and clips.n_target else []
+    members, stage = [], cfg.self_training_method
+    if cfg.latent_ensemble and clips.n_target and cfg.method == "dann":
+        if len(prep.domains) == 2:  # one unnamed target domain: the ensemble's members differ in K
+            members = _train_members(prepared, out, config, device, resume)
+        elif cfg.self_training == "auto":  # named target domains: no latent domains, no ensemble
+            stage = "adabn"
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
     if is_main:
         selected = checkpoints.selected()
-        if cfg.self_training_method != "none" and clips.n_target:
-            summary["self_training"] = _self_train(selected, clips, cfg, device_t, members)
+        if stage != "none" and clips.n_target:
+            summary["self_training"] = _self_train(selected, clips, replace(cfg, self_training=stage), device_t,
+                                                   members)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, cfg, device_t)
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model)
