@@ -128,13 +128,20 @@ def train(
 
         with _bar(quiet, "train", unit="steps") as update:
             def cb(step, total, m):
-                text = " ".join(f"{k.replace('_loss', '')} {v:.3f}" for k, v in m.items())
+                text = " ".join(f"{k.replace('_loss', '')} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in m.items())
                 update(step, total, text)
             summary = run_train(prepared, out, config=cfg, method=method, seed=seed, device=device, resume=resume,
                                 progress=cb, reference=reference, named=named_settings(config, set_ or []))
         sel = summary["selected"]
         out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
                           f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
+        ens = summary.get("self_training", {}).get("ensemble")
+        if ens:
+            out_console.print(f"self-trained on the mean predictions of {len(ens['runs'])} networks (latent domains K = "
+                              f"{', '.join(map(str, ens['latent_domains']))}; the others in {out / 'members'}); "
+                              f"their agreement with that mean: "
+                              f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}")
         est = summary.get("estimated_target_accuracy")
         if est:
             out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}")

@@ -168,8 +168,18 @@ def test_distilling_towards_a_teacher_follows_the_teacher_not_the_model(trained)
 
 def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trained, tmp_path):
     root, _, _ = trained
-    cfg = apply_overrides(CFG, ["train.latent_ensemble=[2]", "train.self_training_epochs=1"])
-    s = train(root / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False)
+    from typer.testing import CliRunner
+    from audio_dann.cli import app
+    sets = ["model.channels=[4,8]", "model.embedding_dim=16", "model.domain_hidden=16", "train.steps=12",
+            "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0", "train.latent_ensemble=[2]",
+            "train.self_training_epochs=1"]
+    res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "e"), "--device", "cpu",
+                                   *[a for kv in sets for a in ("--set", kv)]])
+    assert res.exit_code == 0, res.output
+    assert "self-trained on the mean predictions of 2 networks" in res.output
+    assert "latent_ensemble" in (tmp_path / "e" / "report.md").read_text()
+    s = json.loads((tmp_path / "e" / "summary.json").read_text())
+    cfg = apply_overrides(CFG, sets)
     member = tmp_path / "e" / "members" / "latent2"
     assert json.loads((member / "summary.json").read_text())["latent_domains"]["k"] == 2
     st = s["self_training"]
@@ -178,10 +188,20 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
     assert "report_only" not in st["ensemble"]  # no labelled target test clips in this folder
     assert load_model(tmp_path / "e" / "model.pt").adaptation[-1]["ensemble"]["runs"][1] == str(member)
     stamp = (member / "model.pt").stat().st_mtime_ns
-    (tmp_path / "e" / "summary.json").unlink()  # as if killed after the members, before the end
-    s2 = train(root / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False, resume=True)
-    assert (member / "model.pt").stat().st_mtime_ns == stamp  # a finished member is not trained again
-    assert s2["self_training"]["ensemble"]["agreement_with_teacher"] == st["ensemble"]["agreement_with_teacher"]
+    again = train(root / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False, resume=True)
+    assert again == s and (member / "model.pt").stat().st_mtime_ns == stamp  # finished: nothing redone
+
+    def kill(step, total, m):  # killed while the member trains, after its first checkpoint
+        if m.get("member") == "latent2" and step > 6:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(root / "prep", tmp_path / "k", config=cfg, method="dann", device="cpu", report=False, progress=kill)
+    assert (tmp_path / "k" / "members" / "latent2" / "last.pt").is_file()
+    assert not (tmp_path / "k" / "summary.json").exists()
+    resumed = train(root / "prep", tmp_path / "k", config=cfg, method="dann", device="cpu", report=False, resume=True)
+    assert resumed["self_training"]["ensemble"]["agreement_with_teacher"] == st["ensemble"]["agreement_with_teacher"]
+    torch.testing.assert_close(load_model(tmp_path / "k" / "model.pt").state_dict(),
+                               load_model(tmp_path / "e" / "model.pt").state_dict())  # as if never killed
 
 
 def test_a_latent_ensemble_is_skipped_where_the_target_domains_are_named(trained, tmp_path):

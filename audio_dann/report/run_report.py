@@ -129,4 +129,14 @@ def _estimate_lines(summary: dict) -> list[str]:
     if stage:
         lines += [f"The saved model went through the self-training stage **{stage['method']}** on "
                   f"{stage['clips']} unlabelled target clips after training.", ""]
+        ens = stage.get("ensemble")
+        if ens:
+            lines += [f"Its pseudo-labels were the mean predictions of {len(ens['runs'])} networks trained with "
+                      f"K = {', '.join(map(str, ens['latent_domains']))} latent target domains (`train.latent_ensemble`; "
+                      f"the others under `members/`), each after AdaBN; agreement of each with that mean: "
+                      f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}."
+                      + (f" Report only (target labels, never used to choose): the mean's test accuracy "
+                         f"{ens['report_only']['teacher_test_acc']:.3f}, the networks' "
+                         f"{', '.join(f'{a:.3f}' for a in ens['report_only']['member_test_acc'])}."
+                         if "report_only" in ens else ""), ""]
     return lines

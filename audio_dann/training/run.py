@@ -86,6 +86,8 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     if resume:  # the saved run's settings decide which clips and domains load and how it continues
         config = _saved_config(out)
         _check_resume_settings(out, asked, config)
+        if (out / "summary.json").is_file():  # finished: nothing to continue (the stage is not applied twice)
+            return json.loads((out / "summary.json").read_text())
     clips = _load_clips(prep, config.train)
     seed_everything(config.train.seed)  # before the model is built: its initial weights follow the seed
     model, state, opt_state, config = _open_run(out, config, prep, clips.domains, resume)
@@ -103,7 +105,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     members, stage = [], cfg.self_training_method
     if cfg.latent_ensemble and clips.n_target and cfg.method == "dann":
         if len(prep.domains) == 2:  # one unnamed target domain: the ensemble's members differ in K
-            members = _train_members(prepared, out, config, device, resume)
+            members = _train_members(prepared, out, config, device, progress)
         elif cfg.self_training == "auto":  # named target domains: no latent domains, no ensemble
             stage = "adabn"
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
@@ -151,10 +153,12 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
     return record
 
 
-def _train_members(prepared, out: Path, config: Config, device: str, resume: bool) -> list[tuple[int, Path]]:
+def _train_members(prepared, out: Path, config: Config, device: str,
+                   progress: Callable[[int, int, dict], None] | None = None) -> list[tuple[int, Path]]:
     """``train.latent_ensemble``: one more DANN run per K under ``out/members/latent{K}`` (K = 0: one
     target domain), each a normal run folder (AdaBN stage, model.pt by the same label-free selection).
-    Finished members are kept; a member cut short resumes from its last.pt."""
+    Finished members are kept; a member cut short resumes from its last.pt. ``progress`` gets each
+    member's steps with ``{"member": "latent{K}", ...}`` in its metrics."""
     members = []
     for k in config.train.latent_ensemble:
         member_out = out / "members" / f"latent{k}"
@@ -163,7 +167,9 @@ def _train_members(prepared, out: Path, config: Config, device: str, resume: boo
             continue
         member = replace(config, train=replace(config.train, latent_domains=k, latent_ensemble=(),
                                                self_training="adabn"))
-        _train(prepared, member_out, member, None, None, device, (member_out / "last.pt").is_file(), None, None)
+        tell = None if progress is None else (
+            lambda step, total, m, name=member_out.name: progress(step, total, {"member": name, **m}))
+        _train(prepared, member_out, member, None, None, device, (member_out / "last.pt").is_file(), tell, None)
     return members
 
 
