@@ -13,7 +13,8 @@ run whose silhouette picked that K stands in (said on the console). Scores on th
 pool (FSDD file names: report only) go out as rows of ``hard_shifts.py``'s schema (variant
 ``latent-ensemble``, adapt ``teacher`` = the mean of the networks, ``distilled`` = the one shipped
 network), so ``hard_shifts.py --tables-from`` puts them in the headline table; ``train_s`` is the sum
-of the members' training times.
+of the members' training times. ``--members 2 4`` gives variant ``latent-ensemble-2-4``;
+``--seed-ensemble`` the control of the same cost: the K = 0 runs of the three seeds as members.
 """
 from __future__ import annotations
 
@@ -47,10 +48,16 @@ def member_run(runs: Path, task: str, k: int, seed: int) -> Path | None:
     return None
 
 
-def one(task: str, seed: int, members: list[int], views: dict, runs: Path) -> list[dict]:
-    paths = [member_run(runs, task, k, seed) for k in [0, *members]]
+def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds: list[int] | None = None) -> list[dict]:
+    """Rows for the ensemble of K = 0 and ``members`` at ``seed``; or, with ``seeds``, the ensemble of the
+    K = 0 runs of those seeds (``seed``'s first: the student), the same cost without the K."""
+    if seeds:
+        paths, variant = [member_run(runs, task, 0, s) for s in [seed, *(s for s in seeds if s != seed)]], "seed-ensemble"
+    else:
+        paths = [member_run(runs, task, k, seed) for k in [0, *members]]
+        variant = "latent-ensemble" + ("" if members == [2, 3, 4] else "-" + "-".join(map(str, members)))
     if any(p is None for p in paths):
-        print(f"{task} seed {seed}: skipped, runs missing for K in {[0, *members]}", flush=True)
+        print(f"{task} seed {seed}: {variant} skipped, runs missing", flush=True)
         return []
     pool, test = views["pool"], views["test"]
     clips = TargetClips(pool["x"], pool["file"], [], [])
@@ -69,11 +76,11 @@ def one(task: str, seed: int, members: list[int], views: dict, runs: Path) -> li
             ("teacher", teacher.numpy(), np.mean([probabilities(n, test["x"]) for n in nets], axis=0)),
             ("distilled", probabilities(student, pool["x"]), probabilities(student, test["x"]))):
         ps, ts = _scores(pool_p, pool, classes), _scores(test_p, test, classes)
-        rows.append({"task": task, "variant": "latent-ensemble", "base": "dann-flat", "adapt": adapt, "seed": seed,
-                     "members": [0, *members], "train_s": train_s, "adapt_s": adapt_s if adapt == "distilled" else 0.0,
+        rows.append({"task": task, "variant": variant, "base": "dann-flat", "adapt": adapt, "seed": seed,
+                     "members": [p.name for p in paths], "train_s": train_s, "adapt_s": adapt_s if adapt == "distilled" else 0.0,
                      "pool_window_acc": ps["window_acc"], "pool_file_acc": ps["file_acc"], "pool_files": ps["files"],
                      "test_window_acc": ts["window_acc"], "test_file_acc": ts["file_acc"], "test_files": ts["files"]})
-        print(task, seed, adapt, f"test {ts['file_acc']:.3f} pool {ps['file_acc']:.3f}", flush=True)
+        print(task, seed, variant, adapt, f"test {ts['file_acc']:.3f} pool {ps['file_acc']:.3f}", flush=True)
     return rows
 
 
@@ -83,6 +90,8 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["A", "B", "S"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--members", nargs="+", type=int, default=[2, 3, 4], help="K of the members besides K=0")
+    ap.add_argument("--seed-ensemble", action="store_true",
+                    help="instead: the ensemble of the K=0 runs of all --seeds (the same cost, no latent domains)")
     ap.add_argument("--rows", type=Path, default=None, help="append the rows here (jsonl)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -92,7 +101,7 @@ def main() -> None:
             continue
         views = _views(args.work / f"{task}_prep_flat", ("pool", "test"))
         for seed in args.seeds:
-            rows = one(task, seed, args.members, views, args.work / "runs")
+            rows = one(task, seed, args.members, views, args.work / "runs", args.seeds if args.seed_ensemble else None)
             if args.rows and rows:
                 with open(args.rows, "a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
