@@ -155,9 +155,11 @@ class TrainConfig:
     sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
     latent_domains: int = 0          # a target with no domain names: 0 one domain, K>1 K clusters, -1 K by silhouette
                                      #   (-1 measured worse than 0 on FSDD: recipes/fsdd_speakers/README.md)
-    latent_ensemble: tuple[int, ...] = ()  # DANN, unnamed target: one more model per K listed (0 = one domain),
-                                     #   trained in RUN/members/; their mean target predictions are the
-                                     #   pseudo-labels the shipped model is self-trained on (K+1 trainings)
+    latent_ensemble: tuple[int, ...] = (2, 3, 4)  # DANN, one unnamed target domain: one more network per K
+                                     #   listed (0 = one domain; latent_domains' own K skipped), trained in
+                                     #   RUN/members/; their mean target predictions with this run's are the
+                                     #   pseudo-labels the shipped model is self-trained on (4 trainings by
+                                     #   default; [] = one network, the previous default)
     self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot | shot-file;
                                      #   auto: adabn for DANN (ship the target's statistics; shot-file with
                                      #   the ensemble as teacher under latent_ensemble), none for source-only
@@ -172,7 +174,12 @@ class TrainConfig:
             return self.self_training
         if self.method != "dann":
             return "none"
-        return "shot-file" if self.latent_ensemble else "adabn"
+        return "shot-file" if self.ensemble_members else "adabn"
+
+    @property
+    def ensemble_members(self) -> tuple[int, ...]:
+        """The K of the ensemble's other networks: ``latent_ensemble`` without this run's own K."""
+        return tuple(k for k in self.latent_ensemble if k != self.latent_domains)
 
     def validate(self) -> None:
         _choice(self, "method", ("dann", "source-only"))
@@ -183,9 +190,8 @@ class TrainConfig:
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
         if any(k < 0 or k == 1 for k in self.latent_ensemble) or len(set(self.latent_ensemble)) != len(
-                self.latent_ensemble) or self.latent_domains in self.latent_ensemble:
-            raise ConfigError(f"train.latent_ensemble: distinct K = 0 or >= 2, other than train.latent_domains "
-                              f"({self.latent_domains}), got {list(self.latent_ensemble)}")
+                self.latent_ensemble):
+            raise ConfigError(f"train.latent_ensemble: distinct K = 0 or >= 2, got {list(self.latent_ensemble)}")
         if not 0.0 <= self.self_training_threshold <= 1.0:
             raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
         if self.self_training_epochs < 1:

@@ -20,7 +20,8 @@ from audio_files import class_folders
 
 CFG = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]",
                                  "model.embedding_dim=16", "model.domain_hidden=16", "train.steps=12",
-                                 "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0"])
+                                 "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0",
+                                 "train.latent_ensemble=[]"])  # one network per run here; the ensemble's own tests set it
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +203,14 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
     assert resumed["self_training"]["ensemble"]["agreement_with_teacher"] == st["ensemble"]["agreement_with_teacher"]
     torch.testing.assert_close(load_model(tmp_path / "k" / "model.pt").state_dict(),
                                load_model(tmp_path / "e" / "model.pt").state_dict())  # as if never killed
+
+
+def test_the_default_is_an_ensemble_of_k_none_2_3_4_for_dann_and_nothing_for_source_only():
+    cfg = Config().train
+    assert cfg.ensemble_members == (2, 3, 4) and cfg.self_training_method == "shot-file"
+    assert apply_overrides(Config(), ["train.latent_domains=3"]).train.ensemble_members == (2, 4)  # its own K skipped
+    assert apply_overrides(Config(), ["train.latent_ensemble=[]"]).train.self_training_method == "adabn"
+    assert apply_overrides(Config(), ["train.method=source-only"]).train.self_training_method == "none"
 
 
 def test_a_latent_ensemble_is_skipped_where_the_target_domains_are_named(trained, tmp_path):

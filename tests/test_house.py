@@ -35,6 +35,7 @@ def test_bundles_written_before_the_move_load_and_predict_the_same(tmp_path, met
     model = load_model(V1 / f"model_{method}.pt")
     # source-only bundles of that time carried an untrained domain head: loaded as it is, never used
     assert model.dann.domain_head is not None
+    assert model.config.train.latent_ensemble == ()  # saved before the setting: one network, as it was trained
     paths = [str(write(tmp_path / f"p{k}.wav", w, model.sample_rate)) for k, w in enumerate(probe_waves(model.sample_rate))]
     expected = json.loads((V1 / f"probs_{method}.json").read_text())
     got = [r.probs for r in iter_predictions(model, paths, workers=0)]
@@ -47,7 +48,7 @@ def test_prepared_folder_written_before_the_move_opens_and_trains(tmp_path):
     prep = open_prepared(V1 / "prepared")
     assert prep.classes == ["high", "low"] and prep.domains[0] == "source" and len(prep.features) == len(prep.index)
     cfg = apply_overrides(Config(), V1_OVERRIDES + ["train.steps=2", "train.eval_every=2", "train.batch_size=4",
-                                                    "train.rv_steps=0"])
+                                                    "train.rv_steps=0", "train.latent_ensemble=[]"])
     summary = train(V1 / "prepared", tmp_path / "run", config=cfg, device="cpu", report=False)
     assert summary["selected"]["step"] == 2 and summary["clips"]["target_train"] == len(prep.rows("train", source=False))
 

@@ -69,6 +69,9 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
     missing = [k for k in REQUIRED_KEYS if k not in bundle]
     if missing:
         raise BundleError(f"{path}: model bundle is missing key(s): {', '.join(missing)}")
+    train_cfg = bundle["config"].get("train") if isinstance(bundle["config"], dict) else None
+    if isinstance(train_cfg, dict) and "latent_ensemble" not in train_cfg:
+        train_cfg["latent_ensemble"] = []  # saved before the setting existed: one network, as trained
     try:
         config = config_from_dict(bundle["config"])
     except ConfigError as exc:

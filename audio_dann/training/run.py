@@ -103,7 +103,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     state = fit(model.dann, clips.data, cfg, device=device_t, state=state, optimizer_state=opt_state,
                 evaluate=evaluator, on_eval=checkpoints.on_eval, progress_cb=progress if is_main else None)
     members, stage = [], cfg.self_training_method
-    if cfg.latent_ensemble and clips.n_target and cfg.method == "dann":
+    if cfg.ensemble_members and clips.n_target and cfg.method == "dann" and stage == "shot-file":
         if len(prep.domains) == 2:  # one unnamed target domain: the ensemble's members differ in K
             members = _train_members(prepared, out, config, device, progress)
         elif cfg.self_training == "auto":  # named target domains: no latent domains, no ensemble
@@ -160,7 +160,7 @@ def _train_members(prepared, out: Path, config: Config, device: str,
     Finished members are kept; a member cut short resumes from its last.pt. ``progress`` gets each
     member's steps with ``{"member": "latent{K}", ...}`` in its metrics."""
     members = []
-    for k in config.train.latent_ensemble:
+    for k in config.train.ensemble_members:
         member_out = out / "members" / f"latent{k}"
         members.append((k, member_out))
         if (member_out / "summary.json").is_file():

@@ -222,7 +222,8 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None, help="only file index < N (smoke test)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    config = load_config(HERE / "config.yaml", ["train.rv_steps=0", "train.self_training=none", *args.overrides])
+    config = load_config(HERE / "config.yaml", ["train.rv_steps=0", "train.self_training=none",
+                                                "train.latent_ensemble=[]", *args.overrides])
     # models are saved as trained (no AdaBN stage): the script applies AdaBN and the others itself
     args.work.mkdir(parents=True, exist_ok=True)
     jobs = []

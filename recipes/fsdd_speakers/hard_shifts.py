@@ -206,7 +206,8 @@ def main() -> None:
             [json.loads(line) for path in args.tables_from for line in path.read_text().splitlines() if line])}.values())
         print(headline(rows) + "\n\n" + tables(rows))
         return
-    config = load_config(HERE / "config.yaml", ["train.rv_steps=0", "train.self_training=none", *args.overrides])
+    config = load_config(HERE / "config.yaml", ["train.rv_steps=0", "train.self_training=none",
+                                                "train.latent_ensemble=[]", *args.overrides])
     # models are saved as trained (no AdaBN stage): the script applies AdaBN and the others itself
     args.work.mkdir(parents=True, exist_ok=True)
     only = {v: b.split(",") for v, b in (o.split("=", 1) for o in args.only)}
