@@ -141,7 +141,7 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
         x = torch.from_numpy(np.asarray(x[:]))
     target = TargetClips(x, np.unique(np.asarray(clips.pool_files), return_inverse=True)[1], [], [])
     teacher, ensemble = None, None
-    if members and cfg.self_training_method == "shot-file":
+    if members:  # only trained where the stage is shot-file
         teacher, ensemble = _ensemble_teacher(model, members, target, clips, cfg, device)
     settings = AdaptConfig(epochs=cfg.self_training_epochs, threshold=cfg.self_training_threshold, seed=cfg.seed)
     net, info = adapt_network(model.dann, target, cfg.self_training_method, settings, device, teacher=teacher)

@@ -119,33 +119,37 @@ def _centroid_labels(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return (zn @ centroids.T).argmax(1)
 
 
+def _file_mean(p: torch.Tensor, file_index: np.ndarray) -> torch.Tensor:
+    """Each window's row replaced by the mean of ``p`` over the windows of its file."""
+    files = torch.as_tensor(file_index, device=p.device)
+    n_files = int(files.max()) + 1
+    per_file = torch.zeros(n_files, p.shape[1], device=p.device).index_add_(0, files, p)
+    return (per_file / torch.bincount(files, minlength=n_files).clamp_min(1)[:, None])[files]
+
+
+def _confident_argmax(p: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The argmax of each row, or -1 (no pseudo-label) where its probability is under ``threshold``."""
+    conf, labels = p.max(1)
+    return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
+
+
 def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndarray, k: int,
                            threshold: float = 0.0) -> torch.Tensor:
     """Probabilities averaged over each window's file and its ``k`` nearest embedding neighbours; their
     argmax, or -1 (no pseudo-label) where its probability is under ``threshold``."""
-    files = torch.as_tensor(file_index, device=p.device)
-    n_files = int(files.max()) + 1
-    per_file = torch.zeros(n_files, p.shape[1], device=p.device).index_add_(0, files, p)
-    per_file = per_file / torch.bincount(files, minlength=n_files).clamp_min(1)[:, None]
     zn = F.normalize(z, dim=1)
     smoothed = torch.empty_like(p)
     for s in range(0, len(zn), 1024):
         sim = zn[s:s + 1024] @ zn.T
         idx = sim.topk(min(k + 1, len(zn)), dim=1).indices  # itself included
         smoothed[s:s + 1024] = p[idx].mean(1)
-    conf, labels = (0.5 * smoothed + 0.5 * per_file[files]).max(1)
-    return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
+    return _confident_argmax(0.5 * smoothed + 0.5 * _file_mean(p, file_index), threshold)
 
 
 def _teacher_labels(teacher: torch.Tensor, file_index: np.ndarray, threshold: float = 0.0) -> torch.Tensor:
     """The argmax of ``teacher`` probabilities averaged over each window's file, or -1 where that
     probability is under ``threshold``."""
-    files = torch.as_tensor(file_index)
-    n_files = int(files.max()) + 1
-    per_file = torch.zeros(n_files, teacher.shape[1]).index_add_(0, files, teacher.float())
-    per_file = per_file / torch.bincount(files, minlength=n_files).clamp_min(1)[:, None]
-    conf, labels = per_file[files].max(1)
-    return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
+    return _confident_argmax(_file_mean(teacher.float(), file_index), threshold)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -175,10 +179,8 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
     strong = _strong_view(cfg.warp)
     fixed = None if teacher is None else _teacher_labels(teacher, clips.file_index, cfg.threshold).to(device)
     for epoch in range(cfg.epochs):
-        pseudo = None
-        if fixed is not None and cfg.pseudo_weight > 0:
-            pseudo = fixed
-        elif method != "tent" and cfg.pseudo_weight > 0:
+        pseudo = fixed if cfg.pseudo_weight > 0 else None
+        if fixed is None and method != "tent" and cfg.pseudo_weight > 0:
             z, p = _outputs(dann, clips.x, device)
             pseudo = (_centroid_labels(z, p) if method == "shot"
                       else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours, cfg.threshold))

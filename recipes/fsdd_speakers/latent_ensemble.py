@@ -94,7 +94,6 @@ def main() -> None:
                     help="instead: the ensemble of the K=0 runs of all --seeds (the same cost, no latent domains)")
     ap.add_argument("--rows", type=Path, default=None, help="append the rows here (jsonl)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for task in args.tasks:
         if not (args.work / f"{task}_prep_flat").is_dir():
             print(f"{task}: no prepared flat folder under {args.work}", flush=True)
