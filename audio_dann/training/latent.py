@@ -15,7 +15,17 @@ import numpy as np
 
 from ..runtime import derive_seed
 
-__all__ = ["file_descriptors", "kmeans", "silhouette", "discover_domains"]
+__all__ = ["file_descriptors", "clip_descriptors", "kmeans", "silhouette", "discover_domains"]
+
+
+def _describe(clips: np.ndarray) -> np.ndarray:
+    """One file's ``[mean log-mel, 10th percentile]`` over all frames of its clips ``(c, mels, frames)``."""
+    frames = np.asarray(clips, dtype=np.float32).transpose(1, 0, 2).reshape(clips.shape[1], -1)
+    return np.concatenate([frames.mean(1), np.percentile(frames, 10, axis=1)])
+
+
+def _standardise(desc: np.ndarray) -> np.ndarray:
+    return (desc - desc.mean(0)) / (desc.std(0) + 1e-6)
 
 
 def file_descriptors(features, rows: np.ndarray, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -23,14 +33,14 @@ def file_descriptors(features, rows: np.ndarray, files: list[str]) -> tuple[np.n
     standardised; returns ``(descriptors (F, 2 * n_mels), file index of each row)``."""
     uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
     which = np.array([uniq[f] for f in files])
-    n_mels = features.shape[1]
-    desc = np.zeros((len(uniq), 2 * n_mels))
-    for k in range(len(uniq)):
-        clips = np.asarray(features[rows[which == k]], dtype=np.float32)      # (c, mels, frames)
-        frames = clips.transpose(1, 0, 2).reshape(n_mels, -1)
-        desc[k] = np.concatenate([frames.mean(1), np.percentile(frames, 10, axis=1)])
-    desc = (desc - desc.mean(0)) / (desc.std(0) + 1e-6)
-    return desc, which
+    desc = np.stack([_describe(features[rows[which == k]]) for k in range(len(uniq))])
+    return _standardise(desc), which
+
+
+def clip_descriptors(x: np.ndarray, file_index: np.ndarray) -> np.ndarray:
+    """The descriptors of ``file_descriptors`` from clips in memory: ``x`` ``(N, mels, frames)`` and the
+    file (0..F-1) of each clip; ``(F, 2 * n_mels)``."""
+    return _standardise(np.stack([_describe(x[file_index == k]) for k in range(int(file_index.max()) + 1)]))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, restarts: int = 5) -> np.ndarray:

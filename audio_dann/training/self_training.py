@@ -13,6 +13,11 @@
   Given a ``teacher`` (probabilities of other models on the same windows, e.g. the mean of an
   ensemble), its pseudo-labels are instead the teacher's probabilities averaged over each file, fixed
   for the whole stage: the network is distilled towards the teacher on the target.
+- ``latent-bn``: ``shot-file`` whose pseudo-labels come from the network's predictions under AdaBN
+  per latent recording condition: the target files are clustered by long-term spectrum into K = 2,
+  3, 4 conditions (``latent.py``), each cluster's clips are normalised with that cluster's batch-norm
+  statistics, and the probabilities are averaged over K = 1 (plain AdaBN) and each K; recomputed at
+  every epoch, as shot-file's are.
 
 All of them start from AdaBN (normalising with target statistics is the first thing a target-only
 method can do) and finish with an AdaBN pass, so the saved model runs in eval mode with target
@@ -31,10 +36,12 @@ from torch import nn
 from ..errors import OptionError
 from ..nn.augment import SpecWarp
 from ..runtime import derive_seed
+from .latent import clip_descriptors, discover_domains
 
-__all__ = ["METHODS", "AdaptConfig", "TargetClips", "adapt_network", "adabn"]
+__all__ = ["METHODS", "AdaptConfig", "TargetClips", "adapt_network", "adabn", "latent_conditions",
+           "latent_bn_probabilities"]
 
-METHODS = ("adabn", "tent", "shot", "shot-file")
+METHODS = ("adabn", "tent", "shot", "shot-file", "latent-bn")
 
 
 @dataclass
@@ -63,16 +70,19 @@ class AdaptConfig:
     threshold: float = 0.0           # shot-file: pseudo-labels only where the smoothed probability reaches this
     warp: float = 0.0                # train on clips stretched by up to +-warp in mel and time (pseudo-labels
                                      #   come from the clips as they are: weak/strong views, FixMatch-style)
+    latent_ks: tuple[int, ...] = (2, 3, 4)  # latent-bn: the numbers of target conditions, besides 1, averaged
     seed: int = 0
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
                   "pseudo_weight": self.pseudo_weight >= 0, "neighbours": self.neighbours >= 0,
-                  "threshold": 0.0 <= self.threshold <= 1.0, "warp": 0.0 <= self.warp < 0.5}
+                  "threshold": 0.0 <= self.threshold <= 1.0, "warp": 0.0 <= self.warp < 0.5,
+                  "latent_ks": all(isinstance(k, int) and k >= 2 for k in self.latent_ks)}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise OptionError(f"adapt settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
-                              "(epochs, batch_size >= 1; lr > 0; threshold in [0, 1]; warp in [0, 0.5))")
+                              "(epochs, batch_size >= 1; lr > 0; threshold in [0, 1]; warp in [0, 0.5); "
+                              "latent_ks integers >= 2)")
 
 
 @torch.no_grad()
@@ -89,8 +99,11 @@ def adabn(dann: nn.Module, x, device: torch.device, batch_size: int = 256) -> No
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every clip counts alike
         m.train()
-    for s in range(0, len(x), batch_size):
-        batch = x[s:s + batch_size]
+    bounds = list(range(0, len(x), batch_size)) + [len(x)]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]  # no batch of one clip: BatchNorm1d cannot take its statistics
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        batch = x[s:e]
         batch = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
         dann(batch.to(device, torch.float32), 0.0, with_domain=False)
     for m, momentum in zip(bns, saved):
@@ -117,6 +130,39 @@ def _centroid_labels(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     onehot = F.one_hot(labels, p.shape[1]).float()
     centroids = F.normalize(onehot.T @ zn / onehot.sum(0)[:, None].clamp_min(1e-8), dim=1)
     return (zn @ centroids.T).argmax(1)
+
+
+def latent_conditions(clips: TargetClips, ks: tuple[int, ...] = (2, 3, 4), seed: int = 0) -> list[np.ndarray]:
+    """The condition of each clip for K = 1 (all one) and each K of ``ks``: the target files clustered
+    by long-term spectrum (``latent.py``; Mancini et al., CVPR 2018). Seeded: the same every call."""
+    labels = [np.zeros(len(clips), dtype=int)]
+    if ks:
+        desc = clip_descriptors(clips.x.float().numpy(), clips.file_index)
+        labels += [discover_domains(desc, seed, k=k)[0][clips.file_index] for k in ks]
+    return labels
+
+
+@torch.no_grad()
+def latent_bn_probabilities(dann: nn.Module, x: torch.Tensor, conditions: list[np.ndarray],
+                            device: torch.device | str = "cpu") -> torch.Tensor:
+    """Class probabilities ``(len(x), classes)`` of ``dann``, averaged over the clusterings in
+    ``conditions`` (``latent_conditions``), each cluster's clips normalised with its own batch-norm
+    statistics (AdaBN per condition, Li et al. 2016). ``dann`` is not changed."""
+    device = torch.device(device)
+    per_k = []
+    for labels in conditions:
+        probs = per_k[0].clone() if per_k else None  # a cluster of one clip keeps the K = 1 probabilities
+        for j in np.unique(labels):
+            sel = torch.from_numpy(labels == j)
+            if probs is not None and int(sel.sum()) < 2:
+                continue
+            net = copy.deepcopy(dann).to(device)
+            adabn(net, x[sel], device)
+            p = _outputs(net, x[sel], device)[1].cpu()
+            probs = torch.zeros(len(x), p.shape[1]) if probs is None else probs
+            probs[sel] = p
+        per_k.append(probs)
+    return torch.stack(per_k).mean(0)
 
 
 def _file_mean(p: torch.Tensor, file_index: np.ndarray) -> torch.Tensor:
@@ -178,10 +224,13 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
     n, losses = len(clips), []
     strong = _strong_view(cfg.warp)
     fixed = None if teacher is None else _teacher_labels(teacher, clips.file_index, cfg.threshold).to(device)
+    conditions = latent_conditions(clips, cfg.latent_ks, cfg.seed) if method == "latent-bn" and teacher is None else None
     for epoch in range(cfg.epochs):
         pseudo = fixed if cfg.pseudo_weight > 0 else None
         if fixed is None and method != "tent" and cfg.pseudo_weight > 0:
             z, p = _outputs(dann, clips.x, device)
+            if conditions is not None:
+                p = latent_bn_probabilities(dann, clips.x, conditions, device).to(p.device)
             pseudo = (_centroid_labels(z, p) if method == "shot"
                       else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours, cfg.threshold))
         dann.train()
@@ -221,8 +270,9 @@ def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptCo
     pseudo-labels."""
     if method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if teacher is not None and (method != "shot-file" or teacher.ndim != 2 or len(teacher) != len(clips)):
-        raise ValueError(f"a teacher needs method shot-file and one probability row per clip, got {method!r}, "
+    if teacher is not None and (method not in ("shot-file", "latent-bn") or teacher.ndim != 2
+                                or len(teacher) != len(clips)):
+        raise ValueError(f"a teacher needs method shot-file or latent-bn and one probability row per clip, got {method!r}, "
                          f"{tuple(teacher.shape)} for {len(clips)} clips")
     device = torch.device(device)
     net = copy.deepcopy(dann).to(device)

@@ -51,9 +51,9 @@ VARIANTS = {
     "latent6": ["train.latent_domains=6"],
     "cdan": ["model.domain_condition=cdan"],
     "cdan+latent3": ["model.domain_condition=cdan", "train.latent_domains=3"],
-    "warp+mixstyle+latent3": ["model.freq_warp=0.1", "model.time_warp=0.1", "model.mixstyle_p=0.4",
-                              "train.latent_domains=3"],
 }
+VARIANTS.update({f"warp+mixstyle+latent{k}": [*VARIANTS["warp+mixstyle"], f"train.latent_domains={k}"]
+                 for k in (2, 3, 4)})
 # adaptations after training: name -> (method, AdaptConfig settings)
 ADAPTS = {"adabn": ("adabn", {}), "tent": ("tent", {}), "shot": ("shot", {}), "shot-file": ("shot-file", {}),
           "shot-file-e5": ("shot-file", {"epochs": 5}), "shot-file-lr0.002": ("shot-file", {"lr": 0.002}),

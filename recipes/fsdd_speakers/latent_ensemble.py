@@ -15,6 +15,8 @@ pool (FSDD file names: report only) go out as rows of ``hard_shifts.py``'s schem
 network), so ``hard_shifts.py --tables-from`` puts them in the headline table; ``train_s`` is the sum
 of the members' training times. ``--members 2 4`` gives variant ``latent-ensemble-2-4``;
 ``--seed-ensemble`` the control of the same cost: the K = 0 runs of the three seeds as members.
+``--family warp+mixstyle`` composes the runs of that variant (``warp+mixstyle``, ``warp+mixstyle+latent2``,
+...; variant ``latent-ensemble@warp+mixstyle``); ``--member-family`` takes only the members from another.
 """
 from __future__ import annotations
 
@@ -34,28 +36,33 @@ from audio_dann.nn.classifier import load_model  # noqa: E402
 from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network  # noqa: E402
 
 
-def member_run(runs: Path, task: str, k: int, seed: int) -> Path | None:
-    """The flat DANN run of ``task`` with ``k`` latent domains (0: ``base``), or None."""
-    name = "base" if k == 0 else f"latent{k}"
+def member_run(runs: Path, task: str, k: int, seed: int, family: str = "base") -> Path | None:
+    """The flat DANN run of ``task`` with ``k`` latent domains (0: the ``family`` variant itself, else
+    ``{family}+latent{k}``; family ``base``: ``base`` and ``latent{k}``), or None."""
+    name = family if k == 0 else (f"latent{k}" if family == "base" else f"{family}+latent{k}")
     run = runs / f"{task}_{name}_dann-flat_s{seed}"
     if (run / "model.pt").is_file():
         return run
     auto = runs / f"{task}_latent-auto_dann-flat_s{seed}"
-    if k and (auto / "summary.json").is_file():
+    if k and family == "base" and (auto / "summary.json").is_file():
         if (json.loads((auto / "summary.json").read_text()).get("latent_domains") or {}).get("k") == k:
             print(f"{task} seed {seed}: K={k} from {auto.name} (the silhouette picked {k})", flush=True)
             return auto
     return None
 
 
-def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds: list[int] | None = None) -> list[dict]:
+def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds: list[int] | None = None,
+        family: str = "base", member_family: str | None = None) -> list[dict]:
     """Rows for the ensemble of K = 0 and ``members`` at ``seed``; or, with ``seeds``, the ensemble of the
     K = 0 runs of those seeds (``seed``'s first: the student), the same cost without the K."""
     if seeds:
         paths, variant = [member_run(runs, task, 0, s) for s in [seed, *(s for s in seeds if s != seed)]], "seed-ensemble"
     else:
-        paths = [member_run(runs, task, k, seed) for k in [0, *members]]
-        variant = "latent-ensemble" + ("" if members == [2, 3, 4] else "-" + "-".join(map(str, members)))
+        member_family = member_family or family
+        paths = [member_run(runs, task, 0, seed, family), *(member_run(runs, task, k, seed, member_family) for k in members)]
+        variant = ("latent-ensemble" + ("" if members == [2, 3, 4] else "-" + "-".join(map(str, members)))
+                   + ("" if family == "base" else f"@{family}")
+                   + ("" if member_family == family else f"/members@{member_family}"))
     if any(p is None for p in paths):
         print(f"{task} seed {seed}: {variant} skipped, runs missing", flush=True)
         return []
@@ -92,6 +99,8 @@ def main() -> None:
     ap.add_argument("--members", nargs="+", type=int, default=[2, 3, 4], help="K of the members besides K=0")
     ap.add_argument("--seed-ensemble", action="store_true",
                     help="instead: the ensemble of the K=0 runs of all --seeds (the same cost, no latent domains)")
+    ap.add_argument("--family", default="base", help="the hard_shifts variant of the runs (e.g. warp+mixstyle)")
+    ap.add_argument("--member-family", default=None, help="the members' variant, if not --family")
     ap.add_argument("--rows", type=Path, default=None, help="append the rows here (jsonl)")
     args = ap.parse_args()
     for task in args.tasks:
@@ -100,7 +109,8 @@ def main() -> None:
             continue
         views = _views(args.work / f"{task}_prep_flat", ("pool", "test"))
         for seed in args.seeds:
-            rows = one(task, seed, args.members, views, args.work / "runs", args.seeds if args.seed_ensemble else None)
+            rows = one(task, seed, args.members, views, args.work / "runs", args.seeds if args.seed_ensemble else None,
+                       args.family, args.member_family)
             if args.rows and rows:
                 with open(args.rows, "a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
