@@ -256,7 +256,7 @@ def adapt(
     model: Path = typer.Argument(..., help="model.pt bundle (source-only or DANN) to adapt."),
     target: List[Path] = typer.Argument(..., help="Unlabelled target folder(s) or manifest(s)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (model.pt, summary.json)."),
-    method: str = typer.Option("shot-file", "--method", "-m", help="adabn | tent | shot | shot-file"),
+    method: str = typer.Option("latent-bn", "--method", "-m", help="latent-bn | shot-file | shot | tent | adabn"),
     epochs: int = typer.Option(10, "--epochs", help="Passes over the target clips (trained methods)."),
     lr: float = typer.Option(0.005, "--lr", help="Learning rate (SGD; TENT uses Adam at lr/5)."),
     threshold: float = typer.Option(0.0, "--threshold", help="shot-file: pseudo-label only windows whose smoothed "

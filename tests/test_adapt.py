@@ -54,6 +54,54 @@ def test_adabn_sets_running_statistics_to_the_target_average():
     torch.testing.assert_close(from_array.extractor.features[1].running_mean, bn.running_mean, rtol=1e-2, atol=1e-3)
 
 
+def test_adabn_takes_a_trailing_batch_of_one_clip():
+    torch.manual_seed(0)
+    from audio_dann.config import ModelConfig
+    from audio_dann.nn.dann import build_dann
+    net = build_dann(ModelConfig(channels=(4, 8), embedding_dim=8), 3, 0, n_mels=8)
+    x = torch.randn(17, 8, 12)
+    adabn(net, x, torch.device("cpu"), batch_size=8)  # 8 + 9, not 8 + 8 + 1 (BatchNorm1d cannot take one clip)
+    emb = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)][0]
+    assert torch.isfinite(emb.running_var).all() and bool((emb.running_var > 0).any())
+
+
+def _two_conditions(n_files=12, per_file=3, gap=4.0):
+    """Clips of ``n_files`` files; the second half of the files recorded on a louder channel."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n_files * per_file, 8, 12, generator=g)
+    files = np.repeat(np.arange(n_files), per_file)
+    loud = torch.from_numpy(files >= n_files // 2)
+    x[loud] += gap * torch.linspace(0, 1, 8)[None, :, None]  # a tilted channel response
+    return x, files, loud.numpy()
+
+
+def test_latent_conditions_and_adabn_per_condition():
+    from audio_dann.config import ModelConfig
+    from audio_dann.nn.calibration import probabilities
+    from audio_dann.nn.dann import build_dann
+    from audio_dann.training.self_training import TargetClips, latent_bn_probabilities, latent_conditions
+    x, files, loud = _two_conditions()
+    clips = TargetClips(x.half(), files, [], [])
+    conditions = latent_conditions(clips, ks=(2,), seed=0)
+    assert len(conditions) == 2 and set(conditions[0]) == {0}
+    assert len(set(conditions[1][loud])) == 1 and len(set(conditions[1][~loud])) == 1  # the channels, found
+    assert conditions[1][loud][0] != conditions[1][~loud][0]
+    torch.manual_seed(0)
+    net = build_dann(ModelConfig(channels=(4, 8), embedding_dim=8), 3, 0, n_mels=8)
+    before = copy.deepcopy(net.state_dict())
+    alone = latent_bn_probabilities(net, x, [conditions[1]])
+    for part in (loud, ~loud):  # each condition normalised with its own statistics, as if it were alone
+        own = copy.deepcopy(net)
+        adabn(own, x[torch.from_numpy(part)], torch.device("cpu"))
+        torch.testing.assert_close(alone[torch.from_numpy(part)], torch.from_numpy(probabilities(own, x[torch.from_numpy(part)])),
+                                   rtol=1e-4, atol=1e-5)
+    pooled = copy.deepcopy(net)
+    adabn(pooled, x, torch.device("cpu"))
+    torch.testing.assert_close(latent_bn_probabilities(net, x, conditions),
+                               (torch.from_numpy(probabilities(pooled, x)) + alone) / 2, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the network is untouched
+
+
 def test_atc_and_doc_recover_the_accuracy_of_an_unshifted_set():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4000, 5)) * 2
@@ -74,7 +122,7 @@ def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(train
     assert 0.0 <= est["value"] <= 1.0 and "no target label" in est["on"]
 
 
-@pytest.mark.parametrize("method", ["adabn", "shot-file"])
+@pytest.mark.parametrize("method", ["adabn", "shot-file", "latent-bn"])
 def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, method):
     root, tgt, runs = trained
     s = adapt(runs[0] / "model.pt", tgt, tmp_path / "a", method=method,

@@ -19,7 +19,7 @@ from .target import load_target_clips
 
 __all__ = ["adapt", "DEFAULT_METHOD"]
 
-DEFAULT_METHOD = "shot-file"
+DEFAULT_METHOD = "latent-bn"
 
 
 def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: str | Path, *,

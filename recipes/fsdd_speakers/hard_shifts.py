@@ -56,6 +56,7 @@ VARIANTS.update({f"warp+mixstyle+latent{k}": [*VARIANTS["warp+mixstyle"], f"trai
                  for k in (2, 3, 4)})
 # adaptations after training: name -> (method, AdaptConfig settings)
 ADAPTS = {"adabn": ("adabn", {}), "tent": ("tent", {}), "shot": ("shot", {}), "shot-file": ("shot-file", {}),
+          "latent-bn": ("latent-bn", {}),
           "shot-file-e5": ("shot-file", {"epochs": 5}), "shot-file-lr0.002": ("shot-file", {"lr": 0.002}),
           "shot-file-t0.9": ("shot-file", {"threshold": 0.9}), "shot-file-t0.7": ("shot-file", {"threshold": 0.7}),
           "shot-file-warp": ("shot-file", {"warp": 0.1}),
@@ -84,11 +85,10 @@ def _one(job: dict) -> list[dict]:
     for base in job["bases"]:
         layout, method = BASES[base]
         run = work / "runs" / f"{job['task']}_{job['variant']}_{base}_s{job['seed']}"
-        t0 = time.perf_counter()
         if not (run / "summary.json").exists():
             train(job["preps"][layout], run, config=config, method=method, seed=job["seed"], device=device,
                   report=False)
-        train_s = time.perf_counter() - t0
+        train_s = json.loads((run / "summary.json").read_text())["train_seconds"]  # a run trained before too
         model = load_model(run / "model.pt")
         for adapt in ("none", *job["methods"]):
             t0 = time.perf_counter()
