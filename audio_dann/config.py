@@ -160,7 +160,10 @@ class TrainConfig:
                                      #   RUN/members/; their mean target predictions with this run's are the
                                      #   pseudo-labels the shipped model is self-trained on (4 trainings by
                                      #   default; [] = one network, the previous default)
-    self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot | shot-file | latent-bn;
+    ensemble_teacher: str = "latent-bn"  # each network's teacher probabilities: latent-bn (batch-norm statistics
+                                     #   per latent target condition, K = 1-4, averaged) or adabn (the pool's)
+    self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot |
+                                     #   shot-file | latent-bn;
                                      #   auto: adabn for DANN (ship the target's statistics; shot-file with
                                      #   the ensemble as teacher under latent_ensemble), none for source-only
     self_training_epochs: int = 10
@@ -186,6 +189,7 @@ class TrainConfig:
         _choice(self, "optimizer", ("sgd", "adamw"))
         _choice(self, "amp", ("auto", "off", "bf16", "fp16"))
         _choice(self, "select", ("source-val", "dev", "snd", "rv"))
+        _choice(self, "ensemble_teacher", ("latent-bn", "adabn"))
         _choice(self, "self_training", ("auto", "none", "adabn", "tent", "shot", "shot-file", "latent-bn"))
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")

@@ -234,6 +234,7 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
     st = s["self_training"]
     assert st["method"] == "shot-file" and st["pseudo_labels"] == "teacher"  # auto under latent_ensemble
     assert st["ensemble"]["latent_domains"] == [0, 2] and len(st["ensemble"]["agreement_with_teacher"]) == 2
+    assert st["ensemble"]["normalisation"] == "latent-bn"  # the default teacher: AdaBN per latent condition
     assert "report_only" not in st["ensemble"]  # no labelled target test clips in this folder
     assert load_model(tmp_path / "e" / "model.pt").adaptation[-1]["ensemble"]["runs"][1] == str(member)
     stamp = (member / "model.pt").stat().st_mtime_ns
@@ -258,6 +259,7 @@ def test_the_default_is_an_ensemble_of_k_none_2_3_4_for_dann_and_nothing_for_sou
     assert cfg.ensemble_members == (2, 3, 4) and cfg.self_training_method == "shot-file"
     assert apply_overrides(Config(), ["train.latent_domains=3"]).train.ensemble_members == (2, 4)  # its own K skipped
     assert apply_overrides(Config(), ["train.latent_ensemble=[]"]).train.self_training_method == "adabn"
+    assert cfg.ensemble_teacher == "latent-bn"
     assert apply_overrides(Config(), ["train.method=source-only"]).train.self_training_method == "none"
 
 
@@ -387,7 +389,8 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
                                    "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "a" / "summary.json").read_text())["settings"]["threshold"] == 0.9
+    adapted = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert adapted["settings"]["threshold"] == 0.9 and adapted["method"] == "latent-bn"  # the default method
     bad = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "b"),
                                    "--threshold", "2"])
     assert bad.exit_code == 2 and "--threshold 2" in bad.output

@@ -36,6 +36,7 @@ def test_dotted_overrides_parse_yaml_values():
     ("train.self_training_threshold=1.5", r"train\.self_training_threshold: must lie in \[0, 1\]"),
     ("train.latent_ensemble=[2,2]", r"train\.latent_ensemble: distinct K"),
     ("train.latent_ensemble=[1]", r"train\.latent_ensemble: distinct K = 0 or >= 2"),
+    ("train.ensemble_teacher=mean", r"train\.ensemble_teacher: must be one of"),
     ("steps=3", r"section\.key"),
     ("train.steps", r"section\.key=value"),
 ])

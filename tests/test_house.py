@@ -36,6 +36,7 @@ def test_bundles_written_before_the_move_load_and_predict_the_same(tmp_path, met
     # source-only bundles of that time carried an untrained domain head: loaded as it is, never used
     assert model.dann.domain_head is not None
     assert model.config.train.latent_ensemble == ()  # saved before the setting: one network, as it was trained
+    assert model.config.train.ensemble_teacher == "adabn"  # and the teacher of that time
     paths = [str(write(tmp_path / f"p{k}.wav", w, model.sample_rate)) for k, w in enumerate(probe_waves(model.sample_rate))]
     expected = json.loads((V1 / f"probs_{method}.json").read_text())
     got = [r.probs for r in iter_predictions(model, paths, workers=0)]

@@ -72,6 +72,8 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
     train_cfg = bundle["config"].get("train") if isinstance(bundle["config"], dict) else None
     if isinstance(train_cfg, dict) and "latent_ensemble" not in train_cfg:
         train_cfg["latent_ensemble"] = []  # saved before the setting existed: one network, as trained
+    if isinstance(train_cfg, dict) and "ensemble_teacher" not in train_cfg:
+        train_cfg["ensemble_teacher"] = "adabn"  # the teacher as it was before the setting existed
     try:
         config = config_from_dict(bundle["config"])
     except ConfigError as exc:

@@ -35,7 +35,7 @@ from .loop import TrainData, TrainState, fit
 from .outputs import model_outputs, predict_logits
 from .latent import discover_domains, file_descriptors
 from .reverse import reverse_validation_risk
-from .self_training import AdaptConfig, TargetClips, adapt_network
+from .self_training import AdaptConfig, TargetClips, adapt_network, latent_bn_probabilities, latent_conditions
 from .run_folder import REPORT_ONLY_NOTE
 
 __all__ = ["train", "Checkpoints"]
@@ -175,14 +175,20 @@ def _train_members(prepared, out: Path, config: Config, device: str,
 
 def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], target: TargetClips,
                       clips: "Clips", cfg, device: torch.device) -> tuple[torch.Tensor, dict]:
-    """The mean target-pool probabilities of ``model`` (after AdaBN) and the members, and a record of
-    how often each agrees with that mean (no label read; test accuracies under report_only)."""
+    """The mean target-pool probabilities of ``model`` and the members, each normalised as
+    ``train.ensemble_teacher`` says (``latent-bn``: batch-norm statistics per latent target condition,
+    K = 1-4; ``adabn``: the pool's), and a record of how often each agrees with that mean (no label
+    read; test accuracies, after AdaBN, under report_only)."""
     nets = [adapt_network(model.dann, target, "adabn", device=device)[0]]
     nets += [load_checkpoint(path / "model.pt")[0].dann for _, path in members]
-    probs = [probabilities(net.to(device), target.x, device) for net in nets]
+    if cfg.ensemble_teacher == "latent-bn":
+        conditions = latent_conditions(target, seed=cfg.seed)
+        probs = [latent_bn_probabilities(net, target.x, conditions, device).numpy() for net in nets]
+    else:
+        probs = [probabilities(net.to(device), target.x, device) for net in nets]
     mean = np.mean(probs, axis=0)
     record = {"latent_domains": [cfg.latent_domains, *(k for k, _ in members)],
-              "runs": [".", *(str(path) for _, path in members)],
+              "runs": [".", *(str(path) for _, path in members)], "normalisation": cfg.ensemble_teacher,
               "agreement_with_teacher": [agreement(p, mean) for p in probs]}
     if len(clips.test_y):
         test = [torch.softmax(predict_logits(net.to(device), clips.test_x, device=device, amp=cfg.amp).float(), 1).numpy()

@@ -17,7 +17,7 @@
   per latent recording condition: the target files are clustered by long-term spectrum into K = 2,
   3, 4 conditions (``latent.py``), each cluster's clips are normalised with that cluster's batch-norm
   statistics, and the probabilities are averaged over K = 1 (plain AdaBN) and each K; recomputed at
-  every epoch, as shot-file's are.
+  every epoch, as shot-file's are. Given a ``teacher``, it is averaged with them at every epoch.
 
 All of them start from AdaBN (normalising with target statistics is the first thing a target-only
 method can do) and finish with an AdaBN pass, so the saved model runs in eval mode with target
@@ -223,14 +223,17 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
     torch.manual_seed(derive_seed(cfg.seed, f"adapt/{method}/torch"))
     n, losses = len(clips), []
     strong = _strong_view(cfg.warp)
-    fixed = None if teacher is None else _teacher_labels(teacher, clips.file_index, cfg.threshold).to(device)
-    conditions = latent_conditions(clips, cfg.latent_ks, cfg.seed) if method == "latent-bn" and teacher is None else None
+    conditions = latent_conditions(clips, cfg.latent_ks, cfg.seed) if method == "latent-bn" else None
+    fixed = None  # shot-file given a teacher: its labels throughout (latent-bn averages it into every epoch's)
+    if teacher is not None and conditions is None:
+        fixed = _teacher_labels(teacher, clips.file_index, cfg.threshold).to(device)
     for epoch in range(cfg.epochs):
         pseudo = fixed if cfg.pseudo_weight > 0 else None
         if fixed is None and method != "tent" and cfg.pseudo_weight > 0:
             z, p = _outputs(dann, clips.x, device)
             if conditions is not None:
                 p = latent_bn_probabilities(dann, clips.x, conditions, device).to(p.device)
+                p = p if teacher is None else 0.5 * (p + teacher.to(p.device, p.dtype))
             pseudo = (_centroid_labels(z, p) if method == "shot"
                       else _file_neighbour_labels(z, p, clips.file_index, cfg.neighbours, cfg.threshold))
         dann.train()

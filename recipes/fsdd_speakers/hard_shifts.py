@@ -97,10 +97,11 @@ def _one(job: dict) -> list[dict]:
                 method_, settings = ADAPTS[adapt]
                 net = adapt_network(model.dann, clips, method_, AdaptConfig(seed=job["seed"], **settings), device)[0]
             net = net.to(device)
+            pool_probs = probabilities(net, pool["x"], device)
+            np.save(run / f"pool_probs_{adapt}.npy", pool_probs.astype(np.float16))  # for agreement estimates
             row = {"task": job["task"], "variant": job["variant"], "base": base, "adapt": adapt, "seed": job["seed"],
                    "train_s": train_s, "adapt_s": time.perf_counter() - t0,
-                   **{f"pool_{k}": v for k, v in _scores(probabilities(net, pool["x"], device), pool,
-                                                         model.classes).items()},
+                   **{f"pool_{k}": v for k, v in _scores(pool_probs, pool, model.classes).items()},
                    **{f"test_{k}": v for k, v in _scores(probabilities(net, test["x"], device), test,
                                                          model.classes).items()}}
             rows.append(row)
