@@ -15,8 +15,10 @@ pool (FSDD file names: report only) go out as rows of ``hard_shifts.py``'s schem
 network), so ``hard_shifts.py --tables-from`` puts them in the headline table; ``train_s`` is the sum
 of the members' training times. ``--members 2 4`` gives variant ``latent-ensemble-2-4``;
 ``--seed-ensemble`` the control of the same cost: the K = 0 runs of the three seeds as members.
-``--family warp+mixstyle`` composes the runs of that variant (``warp+mixstyle``, ``warp+mixstyle+latent2``,
-...; variant ``latent-ensemble@warp+mixstyle``); ``--member-family`` takes only the members from another.
+``--teacher-bn latent-bn`` normalises each network per latent target condition for the teacher, as
+``train.ensemble_teacher=latent-bn`` does (variant suffix ``+latent-bn``). ``--family warp+mixstyle``
+composes the runs of that variant (``warp+mixstyle``, ``warp+mixstyle+latent2``, ...; variant
+``latent-ensemble@warp+mixstyle``); ``--member-family`` takes only the members from another.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _scores, _views  # noqa: E402
 from audio_dann.nn.calibration import probabilities  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
-from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network  # noqa: E402
+from audio_dann.training.self_training import (AdaptConfig, TargetClips, adapt_network,  # noqa: E402
+                                               latent_bn_probabilities, latent_conditions)
 
 
 def member_run(runs: Path, task: str, k: int, seed: int, family: str = "base") -> Path | None:
@@ -52,7 +55,7 @@ def member_run(runs: Path, task: str, k: int, seed: int, family: str = "base") -
 
 
 def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds: list[int] | None = None,
-        family: str = "base", member_family: str | None = None) -> list[dict]:
+        family: str = "base", member_family: str | None = None, teacher_bn: str = "adabn") -> list[dict]:
     """Rows for the ensemble of K = 0 and ``members`` at ``seed``; or, with ``seeds``, the ensemble of the
     K = 0 runs of those seeds (``seed``'s first: the student), the same cost without the K."""
     if seeds:
@@ -73,7 +76,12 @@ def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds
         m = load_model(p / "model.pt")
         classes = m.classes
         nets.append(adapt_network(m.dann, clips, "adabn")[0])
-    teacher = torch.from_numpy(np.mean([probabilities(n, pool["x"]) for n in nets], axis=0)).float()
+    if teacher_bn == "latent-bn":  # as train.ensemble_teacher=latent-bn: AdaBN per latent condition, K = 1-4
+        conditions = latent_conditions(clips, seed=seed)
+        teacher = torch.stack([latent_bn_probabilities(n, pool["x"], conditions) for n in nets]).mean(0)
+        variant += "+latent-bn"
+    else:
+        teacher = torch.from_numpy(np.mean([probabilities(n, pool["x"]) for n in nets], axis=0)).float()
     t0 = time.perf_counter()
     student, _ = adapt_network(nets[0], clips, "shot-file", AdaptConfig(seed=seed), "cpu", teacher=teacher)
     adapt_s = time.perf_counter() - t0
@@ -101,6 +109,8 @@ def main() -> None:
                     help="instead: the ensemble of the K=0 runs of all --seeds (the same cost, no latent domains)")
     ap.add_argument("--family", default="base", help="the hard_shifts variant of the runs (e.g. warp+mixstyle)")
     ap.add_argument("--member-family", default=None, help="the members' variant, if not --family")
+    ap.add_argument("--teacher-bn", choices=["adabn", "latent-bn"], default="adabn",
+                    help="how each network is normalised for the teacher (train.ensemble_teacher)")
     ap.add_argument("--rows", type=Path, default=None, help="append the rows here (jsonl)")
     args = ap.parse_args()
     for task in args.tasks:
@@ -110,7 +120,7 @@ def main() -> None:
         views = _views(args.work / f"{task}_prep_flat", ("pool", "test"))
         for seed in args.seeds:
             rows = one(task, seed, args.members, views, args.work / "runs", args.seeds if args.seed_ensemble else None,
-                       args.family, args.member_family)
+                       args.family, args.member_family, args.teacher_bn)
             if args.rows and rows:
                 with open(args.rows, "a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
