@@ -134,9 +134,12 @@ def tables(rows: list[dict]) -> str:
 HEADLINE = [
     ("pure source-only", "base", "source-only", "none"),
     ("source-only + AdaBN", "base", "source-only", "adabn"),
-    ("source-only + `adapt` (shot-file)", "base", "source-only", "shot-file"),
-    ("DANN, flat target, as trained (previous default)", "base", "dann-flat", "none"),
-    ("DANN, flat target + AdaBN stage (**new default**)", "base", "dann-flat", "adabn"),
+    ("source-only + `adapt` (shot-file, adapt's default until 2026-11-29)", "base", "source-only", "shot-file"),
+    ("source-only + `adapt` (latent-bn, adapt's default)", "base", "source-only", "latent-bn"),
+    ("DANN, flat target, as trained", "base", "dann-flat", "none"),
+    ("DANN, flat target + AdaBN stage (one network: `train.latent_ensemble=[]`)", "base", "dann-flat", "adabn"),
+    ("DANN, flat target + latent-bn stage (one network: `train.latent_ensemble=[] "
+     "train.self_training=latent-bn`)", "base", "dann-flat", "latent-bn"),
     ("DANN, flat + warp + Freq-MixStyle + 3 latent domains + shot-file t0.9 (best flat found)",
      "warp+mixstyle+latent3", "dann-flat", "shot-file-t0.9"),
     ("DANN, flat, latent ensemble K = none, 2, 3, 4: the mean of the four networks (`latent_ensemble.py`)",
@@ -144,7 +147,7 @@ HEADLINE = [
     ("DANN, flat, latent ensemble distilled into one network (`train.latent_ensemble=[2,3,4]`)",
      "latent-ensemble", "dann-flat", "distilled"),
     ("DANN, speakers named, as trained (previous default)", "base", "dann-named", "none"),
-    ("DANN, speakers named + AdaBN stage (**new default**)", "base", "dann-named", "adabn"),
+    ("DANN, speakers named + AdaBN stage (default for named targets)", "base", "dann-named", "adabn"),
     ("DANN, speakers named + shot-file stage", "base", "dann-named", "shot-file"),
 ]
 ORACLE = {"A": 0.991, "B": 0.993, "S": 0.99, "C": 0.99}
