@@ -137,7 +137,8 @@ def latent_conditions(clips: TargetClips, ks: tuple[int, ...] = (2, 3, 4), seed:
     by long-term spectrum (``latent.py``; Mancini et al., CVPR 2018). Seeded: the same every call."""
     labels = [np.zeros(len(clips), dtype=int)]
     if ks:
-        desc = clip_descriptors(clips.x.float().numpy(), clips.file_index)
+        x = clips.x.numpy() if isinstance(clips.x, torch.Tensor) else np.asarray(clips.x)
+        desc = clip_descriptors(x, clips.file_index)  # float32 one file at a time, not the whole pool
         labels += [discover_domains(desc, seed, k=k)[0][clips.file_index] for k in ks]
     return labels
 
