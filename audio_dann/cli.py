@@ -259,8 +259,9 @@ def adapt(
     method: str = typer.Option("latent-bn", "--method", "-m", help="latent-bn | shot-file | shot | tent | adabn"),
     epochs: int = typer.Option(10, "--epochs", help="Passes over the target clips (trained methods)."),
     lr: float = typer.Option(0.005, "--lr", help="Learning rate (SGD; TENT uses Adam at lr/5)."),
-    threshold: float = typer.Option(0.0, "--threshold", help="shot-file: pseudo-label only windows whose smoothed "
-                                    "probability reaches this (0.9: +23 points on FSDD A, below AdaBN on B)."),
+    threshold: float = typer.Option(0.0, "--threshold", help="shot-file, latent-bn: pseudo-label only windows "
+                                    "whose smoothed probability reaches this (shot-file at 0.9: +23 points on "
+                                    "FSDD A, below AdaBN on B)."),
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
@@ -279,11 +280,12 @@ def adapt(
             if not ok:
                 raise OptionError(f"{name} {value}: out of range (--epochs and --max-clips >= 1, --lr a finite "
                                   "number > 0, --threshold in [0, 1])")
-        with _bar(quiet, "decode target") as update:
+        with _bar(quiet, "adapt", unit="") as update:  # files decoded, then epochs of the trained methods
             config = AdaptConfig(epochs=epochs, lr=lr, threshold=threshold, seed=seed)
             s = run_adapt(model, target, out, method=method, config=config,
                           guard=not no_guard, reference=reference, max_clips=max_clips, workers=workers,
-                          device=device, progress=update)
+                          device=device, progress=lambda done, total: update(done, total, "files decoded"),
+                          on_epoch=lambda done, total: update(done, total, f"{method} epochs"))
         e = s["estimated_accuracy"]
         if e["before"] is not None:
             out_console.print(f"estimated target accuracy ({e['estimator']}, no target label read): "

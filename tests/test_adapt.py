@@ -125,8 +125,11 @@ def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(train
 @pytest.mark.parametrize("method", ["adabn", "shot-file", "latent-bn"])
 def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, method):
     root, tgt, runs = trained
+    epochs = []
     s = adapt(runs[0] / "model.pt", tgt, tmp_path / "a", method=method,
-              config=self_training.AdaptConfig(epochs=2, batch_size=8), guard=False, workers=0, device="cpu")
+              config=self_training.AdaptConfig(epochs=2, batch_size=8), guard=False, workers=0, device="cpu",
+              on_epoch=lambda done, total: epochs.append((done, total)))
+    assert epochs == ([] if method == "adabn" else [(1, 2), (2, 2)])  # the progress of the trained methods
     model = load_model(tmp_path / "a" / "model.pt")
     assert model.adaptation[-1]["method"] == method and s["clips"] == 10 and s["kept"] == "adapted"
     assert s["estimated_accuracy"]["before"] is not None and json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -139,7 +142,7 @@ def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(traine
     root, tgt, runs = trained
     real = self_training.adapt_network
 
-    def harmful(dann, clips, method, cfg, device):  # an adaptation that scrambles the label head
+    def harmful(dann, clips, method, cfg, device, **_):  # an adaptation that scrambles the label head
         net, info = real(dann, clips, "adabn", cfg, device)
         with torch.no_grad():
             g = torch.Generator().manual_seed(int(dann.label_head.fc.weight.abs().sum() * 1e4) % 2 ** 31)

@@ -25,7 +25,8 @@ DEFAULT_METHOD = "latent-bn"
 def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: str | Path, *,
           method: str = DEFAULT_METHOD, config: AdaptConfig = AdaptConfig(), guard: bool = True,
           reference: str | Path | None = None, max_clips: int = 20000, workers: int | None = None,
-          device: str = "auto", progress: Callable[[int, int], None] | None = None) -> dict:
+          device: str = "auto", progress: Callable[[int, int], None] | None = None,
+          on_epoch: Callable[[int, int], None] | None = None) -> dict:
     """Adapt the bundle ``model`` to unlabelled ``targets`` (folders or manifests) into the run folder ``out``.
 
     Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
@@ -39,6 +40,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
       overestimates adapted models (their confidence rises), so it rarely stops an adaptation.
 
     With ``guard`` (the default) the original weights are kept when the estimate drops.
+    ``progress(done, total)`` follows the decoded target files, ``on_epoch(done, total)`` the epochs of
+    the trained methods (all but AdaBN).
     """
     if method not in METHODS:
         from ..errors import OptionError
@@ -50,7 +53,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         dev = resolve_device(device)
         clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers,
                                   progress=progress)
-        adapted_net, info = adapt_network(original.dann, clips, method, config, dev)
+        adapted_net, info = adapt_network(original.dann, clips, method, config, dev, on_epoch=on_epoch)
         before = probabilities(original.dann.to(dev), clips.x, dev)
         after = probabilities(adapted_net.to(dev), clips.x, dev)
         est = {"atc": {"before": estimate(before, original.calibration),

@@ -25,7 +25,7 @@ from ..config import Config, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, calibrate, estimate, probabilities
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, calibrate, estimate
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -35,7 +35,7 @@ from .loop import TrainData, TrainState, fit
 from .outputs import model_outputs, predict_logits
 from .latent import discover_domains, file_descriptors
 from .reverse import reverse_validation_risk
-from .self_training import AdaptConfig, TargetClips, adapt_network, latent_bn_probabilities, latent_conditions
+from .self_training import AdaptConfig, TargetClips, adapt_network, ensemble_probabilities
 from .run_folder import REPORT_ONLY_NOTE
 
 __all__ = ["train", "Checkpoints"]
@@ -181,11 +181,7 @@ def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], t
     read; test accuracies, after AdaBN, under report_only)."""
     nets = [adapt_network(model.dann, target, "adabn", device=device)[0]]
     nets += [load_checkpoint(path / "model.pt")[0].dann for _, path in members]
-    if cfg.ensemble_teacher == "latent-bn":
-        conditions = latent_conditions(target, seed=cfg.seed)
-        probs = [latent_bn_probabilities(net, target.x, conditions, device).numpy() for net in nets]
-    else:
-        probs = [probabilities(net.to(device), target.x, device) for net in nets]
+    probs = ensemble_probabilities(nets, target, cfg.ensemble_teacher, cfg.seed, device)
     mean = np.mean(probs, axis=0)
     record = {"latent_domains": [cfg.latent_domains, *(k for k, _ in members)],
               "runs": [".", *(str(path) for _, path in members)], "normalisation": cfg.ensemble_teacher,

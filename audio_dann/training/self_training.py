@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,11 +36,12 @@ from torch import nn
 
 from ..errors import OptionError
 from ..nn.augment import SpecWarp
+from ..nn.calibration import probabilities
 from ..runtime import derive_seed
 from .latent import clip_descriptors, discover_domains
 
 __all__ = ["METHODS", "AdaptConfig", "TargetClips", "adapt_network", "adabn", "latent_conditions",
-           "latent_bn_probabilities"]
+           "latent_bn_probabilities", "ensemble_probabilities"]
 
 METHODS = ("adabn", "tent", "shot", "shot-file", "latent-bn")
 
@@ -166,6 +168,17 @@ def latent_bn_probabilities(dann: nn.Module, x: torch.Tensor, conditions: list[n
     return torch.stack(per_k).mean(0)
 
 
+def ensemble_probabilities(nets: list[nn.Module], clips: TargetClips, normalisation: str = "latent-bn",
+                           seed: int = 0, device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """Each network's class probabilities on the target clips, normalised per latent condition
+    (``latent-bn``, K = 1-4) or with the running statistics they carry (``adabn``: pass networks
+    after AdaBN): the members of an ensemble teacher (``train.ensemble_teacher``)."""
+    if normalisation == "latent-bn":
+        conditions = latent_conditions(clips, seed=seed)
+        return [latent_bn_probabilities(net, clips.x, conditions, device).numpy() for net in nets]
+    return [probabilities(net.to(device), clips.x, device) for net in nets]
+
+
 def _file_mean(p: torch.Tensor, file_index: np.ndarray) -> torch.Tensor:
     """Each window's row replaced by the mean of ``p`` over the windows of its file."""
     files = torch.as_tensor(file_index, device=p.device)
@@ -204,7 +217,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, device: torch.device,
-           teacher: torch.Tensor | None = None) -> dict:
+           teacher: torch.Tensor | None = None, on_epoch: Callable[[int, int], None] | None = None) -> dict:
     """TENT, SHOT or shot-file: ``epochs`` passes of shuffled target batches, BN on batch statistics."""
     if method == "tent":
         for p in dann.parameters():
@@ -255,6 +268,8 @@ def _train(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig, d
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs)
     for p in dann.parameters():
         p.requires_grad_(True)
     return {"epochs": cfg.epochs, "steps": len(losses), "first_loss": losses[0] if losses else None,
@@ -268,7 +283,8 @@ def _strong_view(warp: float) -> nn.Module:
 
 
 def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig = AdaptConfig(),
-                  device: torch.device | str = "cpu", teacher: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+                  device: torch.device | str = "cpu", teacher: torch.Tensor | None = None,
+                  on_epoch: Callable[[int, int], None] | None = None) -> tuple[nn.Module, dict]:
     """An adapted copy of ``dann`` (the original is untouched) and what was done. ``teacher``
     (``shot-file`` only): probabilities ``(len(clips), classes)`` whose per-file argmax become the
     pseudo-labels."""
@@ -283,7 +299,7 @@ def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptCo
     adabn(net, clips.x, device)
     info: dict = {"method": method}
     if method != "adabn":
-        info.update(_train(net, clips, method, cfg, device, teacher))
+        info.update(_train(net, clips, method, cfg, device, teacher, on_epoch))
         if teacher is not None:
             info["pseudo_labels"] = "teacher"
         adabn(net, clips.x, device)

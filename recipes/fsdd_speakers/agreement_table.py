@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
+from audio_dann.nn.classifier import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +42,8 @@ def main() -> None:
                 files = [args.work / "runs" / f"{task}_base_{base}_s{s}" / f"pool_probs_{adapt}.npy" for s in args.seeds]
                 if not all(f.is_file() for f in files):
                     continue
-                preds = [np.load(f).astype(np.float32).argmax(1) for f in files]
+                classes = np.array([int(c) for c in load_model(files[0].parent / "model.pt").classes])
+                preds = [classes[np.load(f).astype(np.float32).argmax(1)] for f in files]  # digits, as y
                 acc = [float((p == y).mean()) for p in preds]
                 est = [float((p == preds[(i + 1) % len(preds)]).mean()) for i, p in enumerate(preds)]
                 err = np.abs(np.subtract(est, acc))

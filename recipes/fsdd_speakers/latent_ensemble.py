@@ -36,7 +36,7 @@ from adapt_table import _scores, _views  # noqa: E402
 from audio_dann.nn.calibration import probabilities  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
 from audio_dann.training.self_training import (AdaptConfig, TargetClips, adapt_network,  # noqa: E402
-                                               latent_bn_probabilities, latent_conditions)
+                                               ensemble_probabilities)
 
 
 def member_run(runs: Path, task: str, k: int, seed: int, family: str = "base") -> Path | None:
@@ -76,12 +76,9 @@ def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds
         m = load_model(p / "model.pt")
         classes = m.classes
         nets.append(adapt_network(m.dann, clips, "adabn")[0])
-    if teacher_bn == "latent-bn":  # as train.ensemble_teacher=latent-bn: AdaBN per latent condition, K = 1-4
-        conditions = latent_conditions(clips, seed=seed)
-        teacher = torch.stack([latent_bn_probabilities(n, pool["x"], conditions) for n in nets]).mean(0)
-        variant += "+latent-bn"
-    else:
-        teacher = torch.from_numpy(np.mean([probabilities(n, pool["x"]) for n in nets], axis=0)).float()
+    # as train.ensemble_teacher does (latent-bn: AdaBN per latent condition, K = 1-4)
+    teacher = torch.from_numpy(np.mean(ensemble_probabilities(nets, clips, teacher_bn, seed), axis=0)).float()
+    variant += "+latent-bn" if teacher_bn == "latent-bn" else ""
     t0 = time.perf_counter()
     student, _ = adapt_network(nets[0], clips, "shot-file", AdaptConfig(seed=seed), "cpu", teacher=teacher)
     adapt_s = time.perf_counter() - t0
