@@ -53,6 +53,12 @@ def _bar(quiet: bool, description: str, unit: str = "files") -> Iterator[callabl
         yield update
 
 
+def _warn(est: dict) -> None:
+    """The label-free estimate's warning (its prior bound), if it has one, on stderr."""
+    if est.get("warning"):
+        err_console.print(f"[yellow]{escape(est['warning'])}[/yellow]", highlight=False, soft_wrap=True)
+
+
 def _config(config: Optional[Path], overrides: List[str]):
     from .config import load_config
     return load_config(config, overrides or [])
@@ -145,6 +151,7 @@ def train(
         est = summary.get("estimated_target_accuracy")
         if est:
             out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}")
+            _warn(est)
         if "report_only" in summary:
             r = summary["report_only"]
             shipped = (f", saved model after {summary['self_training']['method']} "
@@ -193,6 +200,7 @@ def evaluate(
         if est:
             out_console.print(f"label-free estimate ({est['estimator']}) of window accuracy: {est['value']:.3f}; "
                               f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)")
+            _warn(est)
         if report["skipped"]:
             out_console.print(f"{len(report['skipped'])} files skipped, e.g. {report['skipped'][0]['file']}: "
                               f"{report['skipped'][0]['reason']}")
@@ -290,6 +298,7 @@ def adapt(
         if e["before"] is not None:
             out_console.print(f"estimated target accuracy ({e['estimator']}, no target label read): "
                               f"{e['before']:.3f} before, {e['after']:.3f} after {method}")
+            _warn(e)
         else:
             out_console.print("no estimate: the bundle has no calibration and no --reference was given")
         verdict = ("kept the ORIGINAL model: adaptation is expected to hurt" if s["kept"] == "original"

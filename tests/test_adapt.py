@@ -10,7 +10,7 @@ import torch
 
 from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
-from audio_dann.nn.calibration import agreement, calibrate, estimate
+from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, prior_bound
 from audio_dann.nn.classifier import load_model
 from audio_dann.training import self_training
 from audio_dann.training.latent import discover_domains, kmeans, silhouette
@@ -114,12 +114,33 @@ def test_atc_and_doc_recover_the_accuracy_of_an_unshifted_set():
     assert agreement(probs, probs) == 1.0 and agreement(probs, probs[:, ::-1]) < 0.5
 
 
+def test_the_prior_bound_catches_a_collapsed_model_and_never_undercuts_a_matching_prior():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(5), 200)  # balanced, as the calibration clips
+    logits = rng.normal(size=(1000, 5))
+    logits[np.arange(1000), labels] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    cal = calibrate(probs, labels)
+    assert cal["class_prior"] == pytest.approx([0.2] * 5)
+    for keep in (1.0, 0.6, 0.2):  # any model on a target with the source's class frequencies
+        mixed = np.where(rng.random(1000)[:, None] < keep, probs, rng.random((1000, 5)))
+        acc = float((mixed.argmax(1) == labels).mean())
+        assert prior_bound(mixed, cal) >= acc - 1e-9
+    collapsed = np.tile([0.05, 0.05, 0.8, 0.05, 0.05], (1000, 1))  # confident, one class for everything
+    est = estimate(collapsed, cal)
+    assert est["prior-bound"] == pytest.approx(0.2) and est["atc-mc"] > 0.9  # ATC believes it, the bound does not
+    assert "0.200" in bound_warning(est["atc-mc"], est["prior-bound"]) and bound_warning(0.25, 0.2) is None
+    assert prior_bound(collapsed, None) is None and prior_bound(collapsed[:, :4], cal) is None
+    assert "prior-bound" not in estimate(collapsed, {k: v for k, v in cal.items() if k != "class_prior"})
+
+
 def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(trained):
     root, _, runs = trained
     model = load_model(runs[0] / "model.pt")
     assert set(model.calibration) >= {"source_accuracy", "atc_ne_threshold"}
     est = json.loads((runs[0] / "summary.json").read_text())["estimated_target_accuracy"]
     assert 0.0 <= est["value"] <= 1.0 and "no target label" in est["on"]
+    assert 0.0 <= est["prior_bound"] <= 1.0 and sum(model.calibration["class_prior"]) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("method", ["adabn", "shot-file", "latent-bn"])
@@ -133,6 +154,7 @@ def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, me
     model = load_model(tmp_path / "a" / "model.pt")
     assert model.adaptation[-1]["method"] == method and s["clips"] == 10 and s["kept"] == "adapted"
     assert s["estimated_accuracy"]["before"] is not None and json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert set(s["estimated_accuracy"]["prior_bound"]) == {"before", "after"}
     original = load_model(runs[0] / "model.pt")
     changed = [k for k, v in original.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
     assert any("running_mean" in k for k in changed)

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ..files import check_output_dir, output_lock, write_json
 from ..nn.classifier import load_checkpoint
 from ..runtime import resolve_device
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, estimate, probabilities
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, bound_warning, estimate, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
 from .target import load_target_clips
 
@@ -67,6 +67,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
             b = agreement(before, probabilities(ref.dann.to(dev), clips.x, dev))
             a = agreement(after, probabilities(ref_adapted.to(dev), clips.x, dev))
             est["agreement"] = {"before": b, "after": a, "reference": str(reference)}
+        bound = {k: est["atc"][k].get("prior-bound") for k in ("before", "after")}
         kept = "original" if (guard and a is not None and b is not None and a < b) else "adapted"
         final = copy.deepcopy(original).cpu()
         if kept == "adapted":
@@ -74,7 +75,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         record = {"method": method, "kept": kept, "targets": [str(t) for t in
                                                               ([targets] if isinstance(targets, (str, Path)) else targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
-                  "settings": asdict(config), "estimated_accuracy": {"estimator": estimator, "before": b, "after": a},
+                  "settings": asdict(config), "estimated_accuracy": {"estimator": estimator, "before": b, "after": a, "prior_bound": bound,
+                                                                       **_warning(a, bound["after"])},
                   "agreement_with_original": agreement(before, after), **info}
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))
@@ -85,3 +87,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         write_json(out / "summary.json", summary)
     return summary
 
+
+def _warning(value: float | None, bound: float | None) -> dict:
+    """``{"warning": ...}`` where the estimate after adaptation lies well above its prior bound."""
+    warning = bound_warning(value, bound)
+    return {"warning": warning} if warning else {}

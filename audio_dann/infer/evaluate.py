@@ -10,7 +10,7 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, estimate
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, bounded, estimate
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
 from .engine import iter_predictions
@@ -105,7 +105,7 @@ def _agreement_estimate(est: dict | None, ref: AudioClassifier, reference: str, 
                        "note": "estimates read no label; window_accuracy is the labelled figure to compare with"})
     est.update({"estimator": "agreement", "value": value, "reference": reference})
     est["all"] = {**est["all"], "agreement": value}
-    return est
+    return bounded(est, est["all"].get("prior-bound"))
 
 
 def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray) -> dict | None:
@@ -114,6 +114,7 @@ def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray) -> 
     figures = estimate(probs, model.calibration)
     if not figures:
         return None
-    return {"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
-            "window_accuracy": float((probs.argmax(1) == truth).mean()), "windows": int(len(truth)),
-            "note": "estimates read no label; window_accuracy is the labelled figure to compare with"}
+    return bounded({"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
+                    "window_accuracy": float((probs.argmax(1) == truth).mean()), "windows": int(len(truth)),
+                    "note": "estimates read no label; window_accuracy is the labelled figure to compare with"},
+                   figures.get("prior-bound"))

@@ -7,6 +7,15 @@
 - DoC (difference of confidences, Guillory et al., ICCV 2021): source accuracy minus the drop in mean
   max-probability from source to target.
 - Agreement (Jiang et al., ICLR 2022): the share of target clips on which two models agree.
+- Prior bound (``prior-bound``): not an estimate but a ceiling. If the target's classes are about as
+  frequent as the source's (``class_prior``, from the calibration clips), a model that puts a share
+  ``m_c`` of the target clips on class ``c`` gets at most ``min(m_c, prior_c)`` of them right, so its
+  accuracy is at most ``sum_c min(m_c, prior_c)``. It catches the failure every other estimator here
+  misses, a model that collapses onto a few classes while staying confident and agreeing with its
+  sibling seeds (FSDD's channel shift: estimates 0.64-0.92, accuracy 0.14-0.20, bound 0.15-0.25). It
+  is only a ceiling under that assumption: a target where one class is far more common than in the
+  source (label shift) lowers it below a good model's accuracy, so it is reported and warned on, not
+  folded into the estimate.
 
 ATC and DoC need a calibration measured on labelled source clips *for the model being estimated*:
 ``train`` stores it in every bundle it writes (``calibration``, carried by
@@ -19,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ESTIMATORS", "DEFAULT_ESTIMATOR", "agreement", "calibrate", "estimate", "probabilities", "scores"]
+__all__ = ["ESTIMATORS", "DEFAULT_ESTIMATOR", "agreement", "bound_warning", "bounded", "calibrate", "estimate", "prior_bound",
+           "probabilities", "scores"]
 
 DEFAULT_ESTIMATOR = "atc-ne"  # of the one-model estimators; two models: agreement, measured better (recipes/fsdd_speakers)
 
@@ -43,9 +53,41 @@ def calibrate(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     probs, labels = np.asarray(probs), np.asarray(labels)
     acc = float((probs.argmax(1) == labels).mean())
     s = scores(probs)
+    prior = np.bincount(labels.astype(np.int64), minlength=probs.shape[1])[:probs.shape[1]] / max(len(labels), 1)
     return {"source_accuracy": acc, "source_mean_confidence": float(s["mc"].mean()),
             "atc_mc_threshold": _threshold(s["mc"], acc), "atc_ne_threshold": _threshold(s["ne"], acc),
-            "n": int(len(labels))}
+            "n": int(len(labels)), "class_prior": [float(v) for v in prior]}
+
+
+def prior_bound(probs: np.ndarray, calibration: dict | None) -> float | None:
+    """The most accuracy ``probs`` can have if the target's class frequencies are the calibration's
+    ``class_prior`` (``sum_c min(predicted share_c, prior_c)``); None without a prior (bundles saved
+    before it) or for another number of classes."""
+    prior = (calibration or {}).get("class_prior")
+    probs = np.asarray(probs)
+    if not prior or len(probs) == 0 or probs.ndim != 2 or probs.shape[1] != len(prior):
+        return None
+    share = np.bincount(probs.argmax(1), minlength=len(prior)) / len(probs)
+    return float(np.minimum(share, np.asarray(prior, dtype=np.float64)).sum())
+
+
+def bound_warning(value: float | None, bound: float | None, margin: float = 0.1) -> str | None:
+    """A one-line warning when an estimate lies more than ``margin`` above the prior bound, else None."""
+    if value is None or bound is None or value <= bound + margin:
+        return None
+    return (f"warning: the estimate {value:.3f} is above {bound:.3f}, the most this model can get right if the "
+            "target's classes are as frequent as the source's (its predictions concentrate on few classes); "
+            "unless the target's classes really are that skewed, expect at most the lower figure")
+
+
+def bounded(est: dict, bound: float | None) -> dict:
+    """``est`` (with its ``value``) given the prior bound and, where the value lies well above it, the
+    warning (``prior_bound``, ``warning``)."""
+    est["prior_bound"] = bound
+    warning = bound_warning(est.get("value"), bound)
+    if warning:
+        est["warning"] = warning
+    return est
 
 
 def estimate(probs: np.ndarray, calibration: dict | None) -> dict[str, float]:
@@ -53,7 +95,9 @@ def estimate(probs: np.ndarray, calibration: dict | None) -> dict[str, float]:
     if not calibration or len(probs) == 0:
         return {}
     s = scores(probs)
+    bound = prior_bound(probs, calibration)
     return {
+        **({} if bound is None else {"prior-bound": bound}),
         "atc-ne": float((s["ne"] > calibration["atc_ne_threshold"]).mean()),
         "atc-mc": float((s["mc"] > calibration["atc_mc_threshold"]).mean()),
         "doc": float(np.clip(calibration["source_accuracy"] - (calibration["source_mean_confidence"]

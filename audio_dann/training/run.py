@@ -25,7 +25,7 @@ from ..config import Config, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, calibrate, estimate
+from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, bounded, calibrate, estimate
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -227,7 +227,7 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device,
         theirs = torch.softmax(model_outputs(reference.dann.to(device), clips.pool_x, device)[1], 1).numpy()
         figures["agreement"] = agreement(probs, theirs)
         result.update({"estimator": "agreement", "value": figures["agreement"]})
-    return calibration, result
+    return calibration, bounded(result, figures.get("prior-bound"))
 
 
 def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
