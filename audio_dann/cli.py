@@ -115,7 +115,9 @@ def prepare(
 def train(
     prepared: List[Path] = typer.Argument(..., help="Folder(s) written by `audio-dann prepare` (several: shards of one corpus)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="dann | source-only (default: config)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help=(
+        "auto | dann | source-only (default: config, auto). auto: source-only training, then the latent-bn "
+        "stage on the target audio; dann: domain-adversarial; source-only: the pure baseline.")),
     config: Optional[Path] = ConfigOpt, set_: List[str] = SetOpt,
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: str = DeviceOpt,
@@ -124,12 +126,13 @@ def train(
                                              "seed): the target-accuracy estimate becomes the two models' agreement."),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Train DANN (or source-only) on a prepared folder; writes model.pt, last.pt, metrics and plots."""
+    """Train on a prepared folder (default: source-only, then the latent-bn stage on the target audio;
+    --method dann for DANN); writes model.pt, last.pt, metrics and plots."""
     with _guard():
         from .api import train as run_train
         from .config import named_settings
-        if method is not None and method not in ("dann", "source-only"):
-            raise OptionError(f"--method must be dann or source-only, got {method!r}")
+        if method is not None and method not in ("auto", "dann", "source-only"):
+            raise OptionError(f"--method must be auto, dann or source-only, got {method!r}")
         cfg = _config(config, set_)
 
         with _bar(quiet, "train", unit="steps") as update:
@@ -142,6 +145,8 @@ def train(
         sel = summary["selected"]
         out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
                           f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
+        if summary.get("method_choice"):
+            out_console.print(summary["method_choice"])
         ens = summary.get("self_training", {}).get("ensemble")
         if ens:
             out_console.print(f"self-trained on the mean predictions of {len(ens['runs'])} networks (latent domains K = "

@@ -29,7 +29,7 @@ VARIANTS = {
 def run(settings: dict, data: TrainData, steps: int, n_mels: int) -> float:
     torch.manual_seed(0)
     model = build_dann(ModelConfig(**settings), n_classes=10, n_domains=2, n_mels=n_mels)
-    cfg = TrainConfig(steps=steps, eval_every=10 ** 9, amp="off")
+    cfg = TrainConfig(method="dann", steps=steps, eval_every=10 ** 9, amp="off")
     t0 = time.perf_counter()
     fit(model, data, cfg, device="cpu")
     return time.perf_counter() - t0

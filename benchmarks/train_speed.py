@@ -51,7 +51,7 @@ def main() -> None:
     xs = torch.randn(n, args.mels, 101).half()
     ys = torch.randint(0, 10, (n,))
     xt = torch.randn(n, args.mels, 101).half()
-    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch, eval_every=50, entropy_weight=0.0)
+    train_cfg = TrainConfig(method="dann", steps=args.steps, batch_size=args.batch, eval_every=50, entropy_weight=0.0)
     data = TrainData(xs, ys, xt, torch.ones(n, dtype=torch.long))
     times = {"ours": [], "bare": []}
     for _ in range(2):

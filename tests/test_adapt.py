@@ -11,7 +11,7 @@ import torch
 from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
 from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, prior_bound
-from audio_dann.nn.classifier import load_model
+from audio_dann.nn.classifier import load_checkpoint, load_model
 from audio_dann.training import self_training
 from audio_dann.training.latent import discover_domains, kmeans, silhouette
 from audio_dann.training.self_training import adabn
@@ -248,7 +248,7 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
             "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0", "train.latent_ensemble=[2]",
             "train.self_training_epochs=1"]
     res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "e"), "--device", "cpu",
-                                   *[a for kv in sets for a in ("--set", kv)]])
+                                   "--method", "dann", *[a for kv in sets for a in ("--set", kv)]])
     assert res.exit_code == 0, res.output
     assert "self-trained on the mean predictions of 2 networks" in res.output
     assert "latent_ensemble" in (tmp_path / "e" / "report.md").read_text()
@@ -279,11 +279,12 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
                                load_model(tmp_path / "e" / "model.pt").state_dict())  # as if never killed
 
 
-def test_the_default_is_an_ensemble_of_k_none_2_3_4_for_dann_and_nothing_for_source_only():
-    cfg = Config().train
+def test_the_default_is_auto_and_dann_keeps_its_ensemble_of_k_none_2_3_4_and_source_only_stays_pure():
+    assert Config().train.method == "auto" and Config().train.self_training_method == "latent-bn"
+    cfg = apply_overrides(Config(), ["train.method=dann"]).train
     assert cfg.ensemble_members == (2, 3, 4) and cfg.self_training_method == "shot-file"
     assert apply_overrides(Config(), ["train.latent_domains=3"]).train.ensemble_members == (2, 4)  # its own K skipped
-    assert apply_overrides(Config(), ["train.latent_ensemble=[]"]).train.self_training_method == "adabn"
+    assert apply_overrides(Config(), ["train.method=dann", "train.latent_ensemble=[]"]).train.self_training_method == "adabn"
     assert cfg.ensemble_teacher == "latent-bn"
     assert apply_overrides(Config(), ["train.method=source-only"]).train.self_training_method == "none"
 
@@ -314,6 +315,30 @@ def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(
     changed = [k for k, v in net.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert any("extractor" in k and "weight" in k for k in changed)
     assert all(torch.equal(v, before[k]) for k, v in model.dann.state_dict().items())  # the original untouched
+
+
+def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
+    root, _, runs = trained
+    cfg = apply_overrides(CFG, ["train.self_training_epochs=2"])
+    s = train(root / "prep", tmp_path / "auto", config=cfg, seed=0, device="cpu", report=False)  # method: default
+    assert s["method"] == "source-only" and s["method_choice"].startswith("method auto")
+    assert s["self_training"]["method"] == "latent-bn" and s["self_training"]["clips"] == 10
+    model = load_model(tmp_path / "auto" / "model.pt")
+    assert model.config.train.method == "source-only" and model.config.train.self_training == "latent-bn"  # saved resolved
+    assert model.adaptation[-1]["stage"] == "train.self_training"
+    trained_alike = lambda run: load_checkpoint(run / "last.pt")[0].state_dict()  # noqa: E731  before any stage
+    torch.testing.assert_close(trained_alike(tmp_path / "auto"), trained_alike(runs[0]))  # the pure source-only run
+    shipped, pure = model.state_dict(), load_model(runs[0] / "model.pt").state_dict()
+    assert any(not torch.equal(v, pure[k]) for k, v in shipped.items() if "running_" not in k)  # the stage trained
+    again = train(root / "prep", tmp_path / "auto", config=cfg, method="auto", device="cpu", report=False, resume=True)
+    assert again["self_training"] == json.loads(json.dumps(s["self_training"]))  # finished: read back, not rerun
+    from typer.testing import CliRunner
+    from audio_dann.cli import app
+    sets = ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=16", "train.steps=6", "train.eval_every=6",
+            "train.batch_size=8", "train.rv_steps=0", "train.self_training_epochs=1"]
+    res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "cli"), "--device", "cpu",
+                                   *[a for kv in sets for a in ("--set", kv)]])
+    assert res.exit_code == 0 and "method auto: source-only training, then the latent-bn" in " ".join(res.output.split())
 
 
 def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tmp_path):

@@ -14,7 +14,8 @@ runner = CliRunner()
 TINY = ["--set", "features.n_mels=16", "--set", "data.workers=0"]
 TRAIN = ["--set", "train.steps=8", "--set", "train.eval_every=4", "--set", "train.batch_size=8",
          "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16", "--set", "train.rv_steps=3",
-         "--set", "train.latent_ensemble=[]", "--device", "cpu"]  # one network (test_adapt covers the ensemble)
+         "--set", "train.latent_ensemble=[]", "--method", "dann", "--device", "cpu"]  # one DANN network (test_adapt
+                                                                                      # covers the ensemble and auto)
 
 
 def _ok(args):

@@ -31,7 +31,8 @@ def test_conv_frontend_equals_the_stft_frontend(sr, n_mels, win, floor):
 
 def _model(tmp_path: Path, classes=("a", "b", "c")) -> Path:
     torch.manual_seed(0)
-    cfg = apply_overrides(Config(), ["model.channels=[8,16]", "model.embedding_dim=16", "features.n_mels=32"])
+    cfg = apply_overrides(Config(), ["model.channels=[8,16]", "model.embedding_dim=16", "features.n_mels=32",
+                                     "train.method=dann"])
     model = build_classifier(cfg, list(classes), ["source", "field"])
     with torch.no_grad():  # batch norm away from its initial statistics, so folding it matters
         for m in model.modules():

@@ -50,7 +50,7 @@ def test_prepared_folder_written_before_the_move_opens_and_trains(tmp_path):
     assert prep.classes == ["high", "low"] and prep.domains[0] == "source" and len(prep.features) == len(prep.index)
     cfg = apply_overrides(Config(), V1_OVERRIDES + ["train.steps=2", "train.eval_every=2", "train.batch_size=4",
                                                     "train.rv_steps=0", "train.latent_ensemble=[]"])
-    summary = train(V1 / "prepared", tmp_path / "run", config=cfg, device="cpu", report=False)
+    summary = train(V1 / "prepared", tmp_path / "run", config=cfg, method="dann", device="cpu", report=False)
     assert summary["selected"]["step"] == 2 and summary["clips"]["target_train"] == len(prep.rows("train", source=False))
 
 
@@ -96,7 +96,8 @@ def test_entropy_term_makes_target_predictions_confident():
     for w in (0.0, 1.0):
         torch.manual_seed(0)
         model = build_dann(ModelConfig(channels=(4, 8), embedding_dim=16, domain_hidden=16), 3, 2, n_mels=8)
-        fit(model, data, TrainConfig(steps=40, batch_size=16, eval_every=40, domain_weight=0.0, entropy_weight=w))
+        fit(model, data, TrainConfig(method="dann", steps=40, batch_size=16, eval_every=40, domain_weight=0.0,
+                                      entropy_weight=w))
         with torch.no_grad():
             ents[w] = float(entropy(model.eval()(xt)[0]))
     assert ents[1.0] < 0.5 * ents[0.0], ents
@@ -126,7 +127,8 @@ def test_k_way_domain_head_learns_three_domains_when_nothing_is_reversed():
     model = build_dann(ModelConfig(channels=(4, 8), embedding_dim=16, domain_hidden=16, domain_dropout=0.0,
                                    input_norm="global"), 3, 3, n_mels=8)
     state = fit(model, TrainData(xs, torch.arange(60) % 3, xt, dom),
-                TrainConfig(steps=80, batch_size=16, eval_every=20, lr=0.1, lambda_max=0.0, entropy_weight=0.0))
+                TrainConfig(method="dann", steps=80, batch_size=16, eval_every=20, lr=0.1, lambda_max=0.0,
+                            entropy_weight=0.0))
     accs = [h["domain_acc"] for h in state.history]  # running accuracy over each 20 steps; chance is 1/3 to 1/2
     assert accs[-1] > 0.75 and accs[-1] > accs[0] + 0.15, accs
 

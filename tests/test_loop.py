@@ -62,7 +62,7 @@ def test_adversarial_gradient_reaches_the_extractor():
     after = {}
     for weight in (0.0, 1.0):
         model = copy.deepcopy(ref)
-        cfg = TrainConfig(steps=1, batch_size=16, domain_weight=weight, entropy_weight=0.0, eval_every=1)
+        cfg = TrainConfig(method="dann", steps=1, batch_size=16, domain_weight=weight, entropy_weight=0.0, eval_every=1)
         fit(model, data, cfg)
         after[weight] = {k: v.clone() for k, v in model.extractor.state_dict().items()}
     # At step 0 lambda_p = 0: the reversed gradient is zero, so the extractor is identical.
@@ -72,7 +72,7 @@ def test_adversarial_gradient_reaches_the_extractor():
     results = {}
     for weight in (0.0, 1.0):
         model = copy.deepcopy(ref)
-        cfg = TrainConfig(steps=2, batch_size=16, domain_weight=weight, entropy_weight=0.0, eval_every=1,
+        cfg = TrainConfig(method="dann", steps=2, batch_size=16, domain_weight=weight, entropy_weight=0.0, eval_every=1,
                           optimizer="sgd", momentum=0.0)
         fit(model, data, cfg, state=TrainState(step=1))
         results[weight] = model
@@ -98,7 +98,7 @@ def test_domain_gradient_is_reversed_in_the_extractor():
 
 def test_resume_equals_uninterrupted():
     data = _tiny_data()
-    cfg = TrainConfig(steps=12, batch_size=16, eval_every=4, seed=3)
+    cfg = TrainConfig(method="dann", steps=12, batch_size=16, eval_every=4, seed=3)
     full = _tiny_model()
     fit(full, data, cfg)
 
@@ -133,7 +133,7 @@ def test_k_way_domain_head_and_bf16_autocast_on_cpu():
     data.target_domain = torch.tensor([1, 2] * 24)
     model = _tiny_model(n_domains=3)
     assert model.domain_head.net[-1].out_features == 3
-    state = fit(model, data, TrainConfig(steps=3, batch_size=8, eval_every=3, amp="bf16"))
+    state = fit(model, data, TrainConfig(method="dann", steps=3, batch_size=8, eval_every=3, amp="bf16"))
     assert state.step == 3 and np.isfinite(state.history[-1]["domain_loss"])
     assert "domain_acc" in state.history[-1]  # its values are checked in test_house
 

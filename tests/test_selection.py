@@ -50,7 +50,7 @@ def test_reverse_validation_separates_right_from_flipped_pseudo_labels():
     seed_everything(0)
     model = build_dann(ModelConfig(backbone="mlp", embedding_dim=15, domain_hidden=15, domain_layers=0,
                                    domain_dropout=0.0), 2, 2, in_features=2)
-    cfg = TrainConfig(steps=1500, batch_size=32, lr=0.3, lr_alpha=0.0, weight_decay=0.0, entropy_weight=0.0,
+    cfg = TrainConfig(method="dann", steps=1500, batch_size=32, lr=0.3, lr_alpha=0.0, weight_decay=0.0, entropy_weight=0.0,
                       lambda_max=0.5, eval_every=10 ** 6)
     data = TrainData(torch.tensor(xs), torch.tensor(ys), torch.tensor(xt), torch.ones(300, dtype=torch.long))
     fit(model, data, cfg)

@@ -174,6 +174,9 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     """
     device = torch.device(device)
     rank, world = rank_world()
+    if cfg.method == "auto":
+        raise ValueError("train.method 'auto' is resolved by audio_dann.train from the prepared folder; give fit "
+                         "'dann' or 'source-only'")
     if cfg.method == "dann" and (data.target_x is None or len(data.target_x) == 0):
         raise ValueError("method 'dann' needs unlabelled target clips; none were given")
     if cfg.method == "dann" and cfg.domain_weight > 0 and model.domain_head is None:
