@@ -347,7 +347,7 @@ def demo(
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Synthetic studio -> field shift: prepare, train source-only and DANN, compare on field clips."""
+    """Synthetic studio -> field shift: prepare, train source-only, DANN and the default (auto), compare on field clips."""
     with _guard():
         from .demo import run_demo
         with _bar(quiet, "demo", unit="steps") as update:
@@ -356,14 +356,16 @@ def demo(
                                progress=lambda name, s, t: update(s, t, name))
         table = Table("method", "studio test acc", "field test acc (report only)", "95% CI", "train s",
                       title="studio -> field (synthetic)")
-        for key, name in (("source_only", "source-only"), ("dann", "DANN")):
+        for key, name in (("source_only", "source-only"), ("dann", "DANN (--method dann)"),
+                          ("auto", "source-only + latent-bn (default, auto)")):
             r = results[key]
             lo, hi = r["target_accuracy_ci95"]
             table.add_row(name, f"{r['source_accuracy']:.3f}", f"{r['target_accuracy']:.3f}", f"{lo:.3f}-{hi:.3f}",
                           f"{r['train_seconds']:.0f}")
         out_console.print(table)
-        out_console.print(f"DANN - source-only on field: {results['gain'] * 100:+.1f} points; "
-                          f"{results['note']}; results -> {out / 'demo_results.json'}")
+        out_console.print(f"DANN - source-only on field: {results['gain'] * 100:+.1f} points; default (auto) - "
+                          f"source-only: {results['gain_auto'] * 100:+.1f} points; {results['note']}; "
+                          f"results -> {out / 'demo_results.json'}")
 
 
 @app.command()

@@ -184,11 +184,14 @@ def test_demo_quick(tmp_path):
     assert "DANN" in res.output
     results = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
     from audio_dann.api import evaluate
-    for key, run in (("source_only", "source-only"), ("dann", "dann")):  # the table is what evaluate says
+    for key, run in (("source_only", "source-only"), ("dann", "dann"), ("auto", "auto")):  # the table is evaluate's
         field = evaluate(tmp_path / "demo" / "runs" / run / "model.pt", tmp_path / "demo" / "data" / "field_test.csv",
                          workers=0)
         assert results[key]["target_accuracy"] == pytest.approx(field["accuracy"]) and field["n"] == 20
     assert results["gain"] == pytest.approx(results["dann"]["target_accuracy"] - results["source_only"]["target_accuracy"])
+    assert results["gain_auto"] == pytest.approx(results["auto"]["target_accuracy"]
+                                                 - results["source_only"]["target_accuracy"])
+    assert "latent-bn" in json.loads((tmp_path / "demo" / "runs" / "auto" / "summary.json").read_text())["self_training"]["method"]
 
 
 @pytest.mark.parametrize("workers,in_workers", [(0, True), (2, True), (2, False)])

@@ -135,7 +135,8 @@ HEADLINE = [
     ("pure source-only", "base", "source-only", "none"),
     ("source-only + AdaBN", "base", "source-only", "adabn"),
     ("source-only + `adapt` (shot-file, adapt's default until 2026-11-29)", "base", "source-only", "shot-file"),
-    ("source-only + `adapt` (latent-bn, adapt's default)", "base", "source-only", "latent-bn"),
+    ("source-only + latent-bn stage (**`train`'s default since 2026-11-29, method auto**; the same computation as "
+     "source-only + `adapt`, latent-bn, its default)", "base", "source-only", "latent-bn"),
     ("DANN, flat target, as trained", "base", "dann-flat", "none"),
     ("DANN, flat target + AdaBN stage (one network: `train.latent_ensemble=[]`)", "base", "dann-flat", "adabn"),
     ("DANN, flat target + latent-bn stage (one network: `train.latent_ensemble=[] "
@@ -144,10 +145,11 @@ HEADLINE = [
      "warp+mixstyle+latent3", "dann-flat", "shot-file-t0.9"),
     ("DANN, flat, latent ensemble K = none, 2, 3, 4: the mean of the four networks (`latent_ensemble.py`)",
      "latent-ensemble", "dann-flat", "teacher"),
-    ("DANN, flat, latent ensemble distilled into one network (`train.latent_ensemble=[2,3,4]`)",
+    ("DANN, flat, latent ensemble distilled into one network (`--method dann`'s flat-target default)",
      "latent-ensemble", "dann-flat", "distilled"),
     ("DANN, speakers named, as trained (previous default)", "base", "dann-named", "none"),
-    ("DANN, speakers named + AdaBN stage (default for named targets)", "base", "dann-named", "adabn"),
+    ("DANN, speakers named + AdaBN stage (`--method dann`'s default for named targets)", "base", "dann-named",
+     "adabn"),
     ("DANN, speakers named + shot-file stage", "base", "dann-named", "shot-file"),
 ]
 ORACLE = {"A": 0.991, "B": 0.993, "S": 0.99, "C": 0.99}
