@@ -171,6 +171,8 @@ class TrainConfig:
                                      #   the ensemble as teacher under latent_ensemble), none for source-only
     self_training_epochs: int = 10
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
+    self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
+                                     #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
     seed: int = 0
 
     @property
@@ -204,6 +206,8 @@ class TrainConfig:
             raise ConfigError(f"train.latent_ensemble: distinct K = 0 or >= 2, got {list(self.latent_ensemble)}")
         if not 0.0 <= self.self_training_threshold <= 1.0:
             raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
+        if self.self_training_max_clips < 1:
+            raise ConfigError(f"train.self_training_max_clips: must be >= 1, got {self.self_training_max_clips}")
         if self.self_training_epochs < 1:
             raise ConfigError(f"train.self_training_epochs: must be >= 1, got {self.self_training_epochs}")
         if self.select == "rv" and self.rv_steps <= 0:

@@ -11,6 +11,7 @@ import torch
 from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
 from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, prior_bound
+from audio_dann.errors import ConfigError
 from audio_dann.nn.classifier import load_checkpoint, load_model
 from audio_dann.training import self_training
 from audio_dann.training.latent import discover_domains, kmeans, silhouette
@@ -332,6 +333,11 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     assert any(not torch.equal(v, pure[k]) for k, v in shipped.items() if "running_" not in k)  # the stage trained
     again = train(root / "prep", tmp_path / "auto", config=cfg, method="auto", device="cpu", report=False, resume=True)
     assert again["self_training"] == json.loads(json.dumps(s["self_training"]))  # finished: read back, not rerun
+    capped = train(root / "prep", tmp_path / "cap", config=apply_overrides(cfg, ["train.self_training_max_clips=6"]),
+                   seed=0, device="cpu", report=False)["self_training"]
+    assert capped["clips"] == 6 and capped["pool_clips"] == 10  # the trained stage holds at most max_clips
+    with pytest.raises(ConfigError, match="self_training_max_clips"):
+        apply_overrides(cfg, ["train.self_training_max_clips=0"])
     from typer.testing import CliRunner
     from audio_dann.cli import app
     sets = ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=16", "train.steps=6", "train.eval_every=6",

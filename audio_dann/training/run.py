@@ -144,17 +144,23 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
     the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it. With
     ``members`` (``train.latent_ensemble``) the pseudo-labels come from the ensemble of this model and
     the members, each with its target batch-norm statistics."""
-    x = clips.pool_x  # AdaBN reads it a batch at a time; the trained methods need it in memory
-    if not isinstance(x, torch.Tensor) and cfg.self_training_method != "adabn":
+    x, files = clips.pool_x, np.asarray(clips.pool_files)  # AdaBN reads it a batch at a time
+    if cfg.self_training_method != "adabn" and len(x) > cfg.self_training_max_clips:  # held in memory: a share
+        pick = np.random.default_rng(derive_seed(cfg.seed, "self_training/clips"))
+        keep = np.sort(pick.permutation(len(x))[:cfg.self_training_max_clips])
+        x = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x[keep]))
+        files = files[keep]
+    elif cfg.self_training_method != "adabn" and not isinstance(x, torch.Tensor):
         x = torch.from_numpy(np.asarray(x[:]))
-    target = TargetClips(x, np.unique(np.asarray(clips.pool_files), return_inverse=True)[1], [], [])
+    target = TargetClips(x, np.unique(files, return_inverse=True)[1], [], [])
     teacher, ensemble = None, None
     if members:  # only trained where the stage is shot-file
         teacher, ensemble = _ensemble_teacher(model, members, target, clips, cfg, device)
     settings = AdaptConfig(epochs=cfg.self_training_epochs, threshold=cfg.self_training_threshold, seed=cfg.seed)
     net, info = adapt_network(model.dann, target, cfg.self_training_method, settings, device, teacher=teacher)
     model.dann = net
-    record = {"stage": "train.self_training", **info, "settings": dataclasses.asdict(settings), "clips": len(x)}
+    record = {"stage": "train.self_training", **info, "settings": dataclasses.asdict(settings), "clips": len(x),
+              "pool_clips": len(clips.pool_x)}
     if ensemble is not None:
         record["ensemble"] = ensemble
     model.adaptation = [*model.adaptation, record]
