@@ -338,6 +338,10 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     assert capped["clips"] == 6 and capped["pool_clips"] == 10  # the trained stage holds at most max_clips
     with pytest.raises(ConfigError, match="self_training_max_clips"):
         apply_overrides(cfg, ["train.self_training_max_clips=0"])
+    alone = train(root / "prep", tmp_path / "alone", config=apply_overrides(cfg, ["train.self_training=none"]),
+                  device="cpu", report=False)  # auto with the stage turned off: pure source-only
+    assert alone["method"] == "source-only" and "self_training" not in alone
+    assert "no self-training stage" in alone["method_choice"]
     from typer.testing import CliRunner
     from audio_dann.cli import app
     sets = ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=16", "train.steps=6", "train.eval_every=6",

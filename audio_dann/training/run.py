@@ -87,10 +87,11 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
     ref_model = _reference(reference, prep)
     rank, world = rank_world()
     asked = _asked_settings(config, method, seed, named)
-    auto = (method or (config or Config()).train.method) == "auto" and not resume
+    auto = (method or (config or Config()).train.method) == "auto"
     config = _resolve_config(config or Config(), prep, method, seed)
     if resume:  # the saved run's settings decide which clips and domains load and how it continues
         config = _saved_config(out)
+        auto = auto and config.train.method == "source-only"  # what an auto run was saved as
         _check_resume_settings(out, asked, config)
         if (out / "summary.json").is_file():  # finished: nothing to continue (the stage is not applied twice)
             return json.loads((out / "summary.json").read_text())
@@ -116,7 +117,9 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
             stage = "adabn"
     summary = _summary(prep, cfg, clips, state, device_t, world, time.perf_counter() - t0)
     if auto:
-        summary["method_choice"] = AUTO_NOTE
+        summary["method_choice"] = AUTO_NOTE if clips.n_target and stage != "none" else (
+            "method auto: source-only training; no self-training stage (no unlabelled target training clips, "
+            "or train.self_training=none)")
     if is_main:
         selected = checkpoints.selected()
         if stage != "none" and clips.n_target:
