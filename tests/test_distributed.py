@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 EXACT = ["--set", "features.n_mels=16", "--set", "train.steps=6", "--set", "train.eval_every=3",
          "--set", "train.batch_size=8", "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16",
          "--set", "model.dropout=0.0", "--set", "model.domain_dropout=0.0", "--device", "cpu", "--quiet"]
+DANN = [*EXACT, "--method", "dann"]  # the adversarial loop under DDP; the default (auto) is checked below
 
 
 def _torchrun(args, tmp_path):
@@ -45,10 +46,10 @@ def data(tmp_path_factory):
 
 def test_ddp_training_matches_single_process(data, tmp_path):
     single = tmp_path / "single"
-    res = CliRunner().invoke(app, ["train", str(data / "prep"), "--out", str(single), *EXACT])
+    res = CliRunner().invoke(app, ["train", str(data / "prep"), "--out", str(single), *DANN])
     assert res.exit_code == 0, res.output
     ddp = tmp_path / "ddp"
-    _torchrun(["train", data / "prep", "--out", ddp, *EXACT], tmp_path)
+    _torchrun(["train", data / "prep", "--out", ddp, *DANN], tmp_path)
     assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir())
     assert len((ddp / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 alone logged
     assert not [p for p in ddp.iterdir() if p.name.startswith(".")]
@@ -56,7 +57,7 @@ def test_ddp_training_matches_single_process(data, tmp_path):
     assert summary["world_size"] == 2
     other_seed = tmp_path / "other_seed"
     assert CliRunner().invoke(app, ["train", str(data / "prep"), "--out", str(other_seed), "--seed", "5",
-                                    *EXACT]).exit_code == 0
+                                    *DANN]).exit_code == 0
 
     def weights(run):
         state = torch.load(run / "last.pt", weights_only=True)["model_state"]
@@ -70,7 +71,12 @@ def test_ddp_training_matches_single_process(data, tmp_path):
     for a, b in zip(losses(single), losses(ddp)):
         assert abs(a - b) < 0.1 * max(a, 0.1)
     # --resume works the same under torchrun (here on a finished run: nothing left to do, outputs kept)
-    _torchrun(["train", data / "prep", "--out", ddp, "--resume", *EXACT], tmp_path)
+    _torchrun(["train", data / "prep", "--out", ddp, "--resume", *DANN], tmp_path)
+    # the default: source-only on both ranks, then the latent-bn stage on rank 0 alone
+    _torchrun(["train", data / "prep", "--out", tmp_path / "auto", "--set", "train.self_training_epochs=1", *EXACT],
+              tmp_path)
+    auto = __import__("json").loads((tmp_path / "auto" / "summary.json").read_text())
+    assert auto["world_size"] == 2 and auto["method"] == "source-only" and auto["self_training"]["method"] == "latent-bn"
 
 
 def test_sharded_predict_equals_one_process(data, tmp_path):
