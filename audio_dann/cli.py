@@ -143,8 +143,10 @@ def train(
             summary = run_train(prepared, out, config=cfg, method=method, seed=seed, device=device, resume=resume,
                                 progress=cb, reference=reference, named=named_settings(config, set_ or []))
         sel = summary["selected"]
-        out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
-                          f"model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
+        stage_s = summary.get("self_training", {}).get("seconds")
+        out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s"
+                          + (f" + {summary['self_training']['method']} stage {stage_s:.0f} s" if stage_s else "")
+                          + f"; model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
         if summary.get("method_choice"):
             out_console.print(summary["method_choice"])
         ens = summary.get("self_training", {}).get("ensemble")
@@ -155,7 +157,9 @@ def train(
                               f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}")
         est = summary.get("estimated_target_accuracy")
         if est:
-            out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}")
+            bound = est.get("prior_bound")
+            out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}"
+                              + ("" if bound is None else f" (prior bound {bound:.3f})"))
             _warn(est)
         if "report_only" in summary:
             r = summary["report_only"]

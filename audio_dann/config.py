@@ -134,8 +134,8 @@ class TrainConfig:
     """The training loop. Defaults follow the paper where it speaks."""
 
     method: str = "auto"             # auto | dann | source-only. auto: source-only training, then (with target
-                                     #   audio) the latent-bn stage: measured ahead of DANN and its ensemble on 3
-                                     #   of 4 FSDD shifts, named or flat targets (README "Methods and defaults");
+                                     #   audio) the latent-bn stage: as good as DANN and its ensemble or better on
+                                     #   3 of 4 FSDD shifts, named or flat targets (README "Methods and defaults");
                                      #   dann: domain-adversarial; source-only: the pure baseline (no stage)
     steps: int = 1500
     batch_size: int = 32             # per domain and per step: 32 source + 32 target

@@ -133,6 +133,9 @@ def test_the_prior_bound_catches_a_collapsed_model_and_never_undercuts_a_matchin
     assert "0.200" in bound_warning(est["atc-mc"], est["prior-bound"]) and bound_warning(0.25, 0.2) is None
     assert prior_bound(collapsed, None) is None and prior_bound(collapsed[:, :4], cal) is None
     assert "prior-bound" not in estimate(collapsed, {k: v for k, v in cal.items() if k != "class_prior"})
+    from audio_dann.adaptation.adapt import _warning  # adapt warns on the estimate of the model it keeps
+    bounds = {"before": 0.3, "after": 0.6}
+    assert _warning(0.5, 0.9, bounds, "original") and not _warning(0.5, 0.9, bounds, "adapted")
 
 
 def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(trained):

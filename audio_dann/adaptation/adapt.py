@@ -76,7 +76,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
                                                               ([targets] if isinstance(targets, (str, Path)) else targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
                   "settings": asdict(config), "estimated_accuracy": {"estimator": estimator, "before": b, "after": a, "prior_bound": bound,
-                                                                       **_warning(a, bound["after"])},
+                                                                       **_warning(a, b, bound, kept)},
                   "agreement_with_original": agreement(before, after), **info}
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))
@@ -88,7 +88,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     return summary
 
 
-def _warning(value: float | None, bound: float | None) -> dict:
-    """``{"warning": ...}`` where the estimate after adaptation lies well above its prior bound."""
-    warning = bound_warning(value, bound)
+def _warning(after: float | None, before: float | None, bound: dict, kept: str) -> dict:
+    """``{"warning": ...}`` where the estimate of the model that is kept lies well above its prior bound."""
+    warning = bound_warning(before, bound["before"]) if kept == "original" else bound_warning(after, bound["after"])
     return {"warning": warning} if warning else {}
