@@ -158,8 +158,8 @@ def train(
         est = summary.get("estimated_target_accuracy")
         if est:
             bound = est.get("prior_bound")
-            out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): {est['value']:.3f}"
-                              + ("" if bound is None else f" (prior bound {bound:.3f})"))
+            out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): "
+                              f"{est['value']:.3f}" + ("" if bound is None else f" (prior bound {bound:.3f})"))
             _warn(est)
         if "report_only" in summary:
             r = summary["report_only"]
@@ -351,7 +351,7 @@ def demo(
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Synthetic studio -> field shift: prepare, train source-only, DANN and the default (auto), compare on field clips."""
+    """Synthetic studio -> field shift: prepare, train source-only, DANN and the default (auto); compare on the field."""
     with _guard():
         from .demo import run_demo
         with _bar(quiet, "demo", unit="steps") as update:

@@ -11,7 +11,7 @@ import torch
 from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
 from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, prior_bound
-from audio_dann.errors import ConfigError
+from audio_dann.errors import ConfigError, RunError
 from audio_dann.nn.classifier import load_checkpoint, load_model
 from audio_dann.training import self_training
 from audio_dann.training.latent import discover_domains, kmeans, silhouette
@@ -288,7 +288,8 @@ def test_the_default_is_auto_and_dann_keeps_its_ensemble_of_k_none_2_3_4_and_sou
     cfg = apply_overrides(Config(), ["train.method=dann"]).train
     assert cfg.ensemble_members == (2, 3, 4) and cfg.self_training_method == "shot-file"
     assert apply_overrides(Config(), ["train.latent_domains=3"]).train.ensemble_members == (2, 4)  # its own K skipped
-    assert apply_overrides(Config(), ["train.method=dann", "train.latent_ensemble=[]"]).train.self_training_method == "adabn"
+    one = apply_overrides(Config(), ["train.method=dann", "train.latent_ensemble=[]"]).train
+    assert one.self_training_method == "adabn"
     assert cfg.ensemble_teacher == "latent-bn"
     assert apply_overrides(Config(), ["train.method=source-only"]).train.self_training_method == "none"
 
@@ -328,7 +329,8 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     assert s["method"] == "source-only" and s["method_choice"].startswith("method auto")
     assert s["self_training"]["method"] == "latent-bn" and s["self_training"]["clips"] == 10
     model = load_model(tmp_path / "auto" / "model.pt")
-    assert model.config.train.method == "source-only" and model.config.train.self_training == "latent-bn"  # saved resolved
+    saved = model.config.train  # saved resolved
+    assert saved.method == "source-only" and saved.self_training == "latent-bn"
     assert model.adaptation[-1]["stage"] == "train.self_training"
     trained_alike = lambda run: load_checkpoint(run / "last.pt")[0].state_dict()  # noqa: E731  before any stage
     torch.testing.assert_close(trained_alike(tmp_path / "auto"), trained_alike(runs[0]))  # the pure source-only run
@@ -347,11 +349,12 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     assert "no self-training stage" in alone["method_choice"]
     from typer.testing import CliRunner
     from audio_dann.cli import app
-    sets = ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=16", "train.steps=6", "train.eval_every=6",
-            "train.batch_size=8", "train.rv_steps=0", "train.self_training_epochs=1"]
+    sets = ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=16", "train.steps=6",
+            "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0", "train.self_training_epochs=1"]
     res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "cli"), "--device", "cpu",
                                    *[a for kv in sets for a in ("--set", kv)]])
-    assert res.exit_code == 0 and "method auto: source-only training, then the latent-bn" in " ".join(res.output.split())
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "method auto: source-only training, then the latent-bn" in said
 
 
 def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tmp_path):
@@ -368,6 +371,8 @@ def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tm
     plain = next(m for m in load_model(tmp_path / "n" / "model.pt").dann.modules()
                  if isinstance(m, torch.nn.BatchNorm2d))
     assert not torch.allclose(bn.running_mean, plain.running_mean)  # the shipped statistics are the target's
+    with pytest.raises(RunError, match="train.method"):  # auto on resume means the saved auto run, not any run
+        train(root / "prep", tmp_path / "d", config=CFG, method="auto", device="cpu", report=False, resume=True)
 
 
 def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
@@ -384,6 +389,9 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
     assert other["estimated_accuracy"]["value"] == pytest.approx(expected)
     assert other["estimated_accuracy"]["all"]["agreement"] == pytest.approx(expected)
     assert "atc-ne" in other["estimated_accuracy"]["all"]  # the single-model estimates are still there
+    bound = other["estimated_accuracy"]["prior_bound"]  # the bound of the model's own predictions
+    assert 0.0 <= bound <= 1.0 and ("warning" in other["estimated_accuracy"]) == (
+        other["estimated_accuracy"]["value"] > bound + 0.1)
 
 
 def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):

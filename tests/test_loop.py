@@ -128,6 +128,11 @@ def test_resume_equals_uninterrupted():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_fit_refuses_an_unresolved_auto_method():
+    with pytest.raises(ValueError, match="auto"):
+        fit(_tiny_model(), _tiny_data(), TrainConfig(method="auto", steps=1, batch_size=8))
+
+
 def test_k_way_domain_head_and_bf16_autocast_on_cpu():
     data = _tiny_data()
     data.target_domain = torch.tensor([1, 2] * 24)

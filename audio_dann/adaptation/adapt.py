@@ -75,8 +75,9 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         record = {"method": method, "kept": kept, "targets": [str(t) for t in
                                                               ([targets] if isinstance(targets, (str, Path)) else targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
-                  "settings": asdict(config), "estimated_accuracy": {"estimator": estimator, "before": b, "after": a, "prior_bound": bound,
-                                                                       **_warning(a, b, bound, kept)},
+                  "settings": asdict(config),
+                  "estimated_accuracy": {"estimator": estimator, "before": b, "after": a, "prior_bound": bound,
+                                         **_warning(a, b, bound, kept)},
                   "agreement_with_original": agreement(before, after), **info}
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))

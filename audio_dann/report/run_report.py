@@ -82,10 +82,11 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
     lines = [f"# Run report: {run.name}", "",
              f"Method **{summary['method']}**, {summary['steps']} steps, seed {summary['seed']}; `model.pt` is step "
              f"{summary['selected']['step']}, chosen by **{summary['selected']['criterion']}** (no target labels)."
-             + (f" ({summary['method_choice']}.)" if summary.get("method_choice") else ""), "",
-             "![curves](curves.png)", "",
-             "Domain accuracy is the domain classifier's accuracy on training batches: near 0.5 (two domains) "
-             "means the features hide the domain.", ""]
+             + (f" {summary['method_choice'][0].upper()}{summary['method_choice'][1:]}." if summary.get("method_choice")
+                else ""), "", "![curves](curves.png)", ""]
+    if summary["method"] == "dann":
+        lines += ["Domain accuracy is the domain classifier's accuracy on training batches: near 0.5 (two domains) "
+                  "means the features hide the domain.", ""]
     lines += _estimate_lines(summary)
     if pad:
         lines += ["## Domain distance", "", "| model | proxy A-distance (0 = indistinguishable, 2 = disjoint) |",

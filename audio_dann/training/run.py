@@ -316,8 +316,12 @@ def _check_resume_settings(out: Path, asked: dict[str, Any], saved: Config) -> N
     diffs = []
     for key, value in asked.items():
         section, name = key.split(".", 1)
-        if value == "auto" and key in ("train.method", "train.self_training"):
-            continue  # resolved when the run started; the saved run holds what it resolved to
+        if value == "auto" and key == "train.method" and have["train"]["method"] == "source-only" and \
+                have["train"]["self_training"] != "auto":
+            continue  # resolved when the run started: the saved run holds what auto resolved to
+        if value == "auto" and key == "train.self_training" and have["train"]["method"] == "source-only" and \
+                asked.get("train.method", "auto") == "auto":
+            continue
         if have[section].get(name) != value:
             diffs.append(f"{key} (saved {have[section].get(name)!r}, asked {value!r})")
     if diffs:

@@ -145,7 +145,8 @@ HEADLINE = [
      "warp+mixstyle+latent3", "dann-flat", "shot-file-t0.9"),
     ("DANN, flat, latent ensemble K = none, 2, 3, 4: the mean of the four networks (`latent_ensemble.py`)",
      "latent-ensemble", "dann-flat", "teacher"),
-    ("DANN, flat, latent ensemble distilled into one network (`--method dann`'s flat-target default)",
+    ("DANN, flat, latent ensemble distilled into one network (adabn teacher: `--method dann --set "
+     "train.ensemble_teacher=adabn`)",
      "latent-ensemble", "dann-flat", "distilled"),
     ("DANN, speakers named, as trained (previous default)", "base", "dann-named", "none"),
     ("DANN, speakers named + AdaBN stage (`--method dann`'s default for named targets)", "base", "dann-named",
