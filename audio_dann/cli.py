@@ -310,6 +310,9 @@ def adapt(
             _warn(e)
         else:
             out_console.print("no estimate: the bundle has no calibration and no --reference was given")
+        if method in s["adapted_before"]:
+            err_console.print(f"note: {model} had already been through {method} (its bundle's adaptation record, e.g. "
+                              "train's default stage); this adapted it again", highlight=False, soft_wrap=True)
         verdict = ("kept the ORIGINAL model: adaptation is expected to hurt" if s["kept"] == "original"
                    else "kept the adapted model")
         out_console.print(f"{s['clips']} target windows from {s['files']} files; {verdict} -> {s['out']}")

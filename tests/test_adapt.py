@@ -159,6 +159,7 @@ def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, me
     assert model.adaptation[-1]["method"] == method and s["clips"] == 10 and s["kept"] == "adapted"
     assert s["estimated_accuracy"]["before"] is not None and json.loads((tmp_path / "a" / "summary.json").read_text())
     assert set(s["estimated_accuracy"]["prior_bound"]) == {"before", "after"}
+    assert s["adapted_before"] == []  # a pure source-only bundle
     original = load_model(runs[0] / "model.pt")
     changed = [k for k, v in original.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
     assert any("running_mean" in k for k in changed)
@@ -462,6 +463,9 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     assert res.exit_code == 0, res.output
     adapted = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert adapted["settings"]["threshold"] == 0.9 and adapted["method"] == "latent-bn"  # the default method
+    again = CliRunner().invoke(app, ["adapt", str(tmp_path / "r" / "model.pt"), str(tgt), "--out", str(tmp_path / "c"),
+                                     "--method", "shot-file", "--epochs", "1", "--workers", "0", "--device", "cpu"])
+    assert again.exit_code == 0 and "had already been through shot-file" in " ".join(again.output.split())
     bad = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "b"),
                                    "--threshold", "2"])
     assert bad.exit_code == 2 and "--threshold 2" in bad.output

@@ -84,7 +84,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         summary = {"model": str(model), "out": str(out / "model.pt"), **record,
                    "all_estimates": est, "device": str(dev), "seconds": time.perf_counter() - t0,
                    "guard": guard, "note": ("no calibration in the bundle and no --reference: no estimate, the guard "
-                                            "cannot judge" if b is None else "estimates use no target label")}
+                                            "cannot judge" if b is None else "estimates use no target label"),
+                   "adapted_before": [r.get("method") for r in original.adaptation]}  # e.g. train's own stage
         write_json(out / "summary.json", summary)
     return summary
 
