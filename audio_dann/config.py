@@ -175,14 +175,21 @@ class TrainConfig:
                                      #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
     seed: int = 0
 
+    def resolved(self) -> "TrainConfig":
+        """``method: auto`` as a run carries it out and saves it: source-only, with the latent-bn stage
+        unless ``self_training`` names another; any other method unchanged."""
+        if self.method != "auto":
+            return self
+        return replace(self, method="source-only",
+                       self_training="latent-bn" if self.self_training == "auto" else self.self_training)
+
     @property
     def self_training_method(self) -> str:
-        """The self-training stage this run gets: ``auto`` resolved by the training method (``method:
-        auto`` is resolved to source-only with the latent-bn stage before a run starts)."""
+        """The self-training stage this run gets: ``auto`` resolved by the training method."""
+        if self.method == "auto":
+            return self.resolved().self_training_method
         if self.self_training != "auto":
             return self.self_training
-        if self.method == "auto":
-            return "latent-bn"
         if self.method != "dann":
             return "none"
         return "shot-file" if self.ensemble_members else "adabn"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, config_to_dict, dump_config
+from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
@@ -261,9 +261,7 @@ def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed
         train_cfg = replace(train_cfg, method=method)
     if seed is not None:
         train_cfg = replace(train_cfg, seed=seed)
-    if train_cfg.method == "auto":  # saved resolved, so a resumed or reloaded run needs no rule to read it
-        train_cfg = replace(train_cfg, method="source-only", self_training=(
-            "latent-bn" if train_cfg.self_training == "auto" else train_cfg.self_training))
+    train_cfg = train_cfg.resolved()  # saved resolved, so a resumed or reloaded run needs no rule to read it
     return replace(config, features=prep.config.features, data=prep.config.data, train=train_cfg).validate()
 
 
@@ -301,6 +299,16 @@ def _asked_settings(config: Config | None, method: str | None, seed: int | None,
     return asked
 
 
+def _resolved_asks(asked: dict[str, Any], saved: TrainConfig) -> dict[str, Any]:
+    """The asked ``train.method`` / ``train.self_training`` as :meth:`TrainConfig.resolved` turns them
+    into what a run saves (an asked ``auto`` is compared with what ``auto`` became). Without an asked
+    method, a saved source-only run is taken as the default's (auto), any other as its own."""
+    implied = TrainConfig.method if saved.method == "source-only" else saved.method
+    cfg = TrainConfig(method=asked.get("train.method", implied),
+                      self_training=asked.get("train.self_training", saved.self_training)).resolved()
+    return {key: getattr(cfg, key.split(".", 1)[1]) for key in ("train.method", "train.self_training") if key in asked}
+
+
 def _saved_config(out: Path) -> Config:
     """The configuration a resumable run in ``out`` was saved with."""
     last = out / "last.pt"
@@ -313,16 +321,11 @@ def _check_resume_settings(out: Path, asked: dict[str, Any], saved: Config) -> N
     """``--resume`` continues with the saved configuration: refuse asked settings that differ from it
     rather than ignore them."""
     have = config_to_dict(saved)
+    resolved = _resolved_asks(asked, saved.train)
     diffs = []
     for key, value in asked.items():
         section, name = key.split(".", 1)
-        if value == "auto" and key == "train.method" and have["train"]["method"] == "source-only" and \
-                have["train"]["self_training"] != "auto":
-            continue  # resolved when the run started: the saved run holds what auto resolved to
-        if value == "auto" and key == "train.self_training" and have["train"]["method"] == "source-only" and \
-                asked.get("train.method", "auto") == "auto":
-            continue
-        if have[section].get(name) != value:
+        if have[section].get(name) != resolved.get(key, value):
             diffs.append(f"{key} (saved {have[section].get(name)!r}, asked {value!r})")
     if diffs:
         raise RunError(f"{out}: --resume continues with the run's saved settings; these differ from them: "
