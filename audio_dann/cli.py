@@ -53,6 +53,17 @@ def _bar(quiet: bool, description: str, unit: str = "files") -> Iterator[callabl
         yield update
 
 
+LabelShiftOpt = typer.Option(False, "--label-shift", help=(
+    "The target's classes may be far more skewed than the source's: leave the prior bound out of the "
+    "label-free estimate (it assumes they are about as frequent)."))
+
+
+def _limited(est: dict) -> str:
+    """``combined, set by agreement`` for the console: the estimator and the figure that set its value."""
+    by = est.get("limited_by")
+    return f"{est['estimator']}, set by {by}" if isinstance(by, str) else est["estimator"]
+
+
 def _warn(est: dict) -> None:
     """The label-free estimate's warning (its prior bound), if it has one, on stderr."""
     if est.get("warning"):
@@ -123,7 +134,9 @@ def train(
     device: str = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed): the target-accuracy estimate becomes the two models' agreement."),
+                                             "seed): the target-accuracy estimate also weighs the two models' "
+                                             "agreement."),
+    label_shift: bool = LabelShiftOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train on a prepared folder (default: source-only, then the latent-bn stage on the target audio;
@@ -141,7 +154,8 @@ def train(
                                 for k, v in m.items())
                 update(step, total, text)
             summary = run_train(prepared, out, config=cfg, method=method, seed=seed, device=device, resume=resume,
-                                progress=cb, reference=reference, named=named_settings(config, set_ or []))
+                                progress=cb, reference=reference, named=named_settings(config, set_ or []),
+                                label_shift=label_shift)
         sel = summary["selected"]
         stage_s = summary.get("self_training", {}).get("seconds")
         out_console.print(f"{summary['method']}: {summary['steps']} steps in {summary['train_seconds']:.0f} s"
@@ -158,7 +172,7 @@ def train(
         est = summary.get("estimated_target_accuracy")
         if est:
             bound = est.get("prior_bound")
-            out_console.print(f"estimated target accuracy ({est['estimator']}, no target label read): "
+            out_console.print(f"estimated target accuracy ({_limited(est)}, no target label read): "
                               f"{est['value']:.3f}" + ("" if bound is None else f" (prior bound {bound:.3f})"))
             _warn(est)
         if "report_only" in summary:
@@ -178,7 +192,8 @@ def evaluate(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed): the label-free estimate becomes the two models' agreement."),
+                                             "seed): the label-free estimate also weighs the two models' agreement."),
+    label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
     device: str = DeviceOpt,
@@ -195,7 +210,8 @@ def evaluate(
             check_output_file(plot, "--plot")
         with _bar(quiet, "evaluate") as update:
             report = run_evaluate(model, data, batch_size=batch_size, workers=workers,
-                                  device=resolve_device(device), amp=amp, reference=reference, progress=update)
+                                  device=resolve_device(device), amp=amp, reference=reference,
+                                  label_shift=label_shift, progress=update)
         lo, hi = report["accuracy_ci95"]
         out_console.print(f"accuracy {report['accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f}, n={report['n']}), "
                           f"macro-F1 {report['macro_f1']:.4f}")
@@ -207,7 +223,7 @@ def evaluate(
             out_console.print(f"  domain {d}: accuracy {v['accuracy']:.4f} (n={v['n']})")
         est = report.get("estimated_accuracy")
         if est:
-            out_console.print(f"label-free estimate ({est['estimator']}) of window accuracy: {est['value']:.3f}; "
+            out_console.print(f"label-free estimate ({_limited(est)}) of window accuracy: {est['value']:.3f}; "
                               f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)")
             _warn(est)
         if report["skipped"]:
@@ -283,7 +299,8 @@ def adapt(
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed): its agreement gives the estimate the guard trusts."),
+                                             "seed): the estimate the guard trusts also weighs its agreement."),
+    label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
@@ -300,13 +317,16 @@ def adapt(
         with _bar(quiet, "adapt", unit="") as update:  # files decoded, then epochs of the trained methods
             config = AdaptConfig(epochs=epochs, lr=lr, threshold=threshold, seed=seed)
             s = run_adapt(model, target, out, method=method, config=config,
-                          guard=not no_guard, reference=reference, max_clips=max_clips, workers=workers,
+                          guard=not no_guard, reference=reference, label_shift=label_shift, max_clips=max_clips,
+                          workers=workers,
                           device=device, progress=lambda done, total: update(done, total, "files decoded"),
                           on_epoch=lambda done, total: update(done, total, f"{method} epochs"))
         e = s["estimated_accuracy"]
         if e["before"] is not None:
+            by = e.get("limited_by", {})
             out_console.print(f"estimated target accuracy ({e['estimator']}, no target label read): "
-                              f"{e['before']:.3f} before, {e['after']:.3f} after {method}")
+                              f"{e['before']:.3f} before (set by {by.get('before')}), {e['after']:.3f} after {method} "
+                              f"(set by {by.get('after')})")
             _warn(e)
         else:
             out_console.print("no estimate: the bundle has no calibration and no --reference was given")

@@ -10,7 +10,7 @@ import torch
 
 from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
-from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, prior_bound
+from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, label_free, prior_bound
 from audio_dann.errors import ConfigError, RunError
 from audio_dann.nn.classifier import load_checkpoint, load_model
 from audio_dann.training import self_training
@@ -133,9 +133,24 @@ def test_the_prior_bound_catches_a_collapsed_model_and_never_undercuts_a_matchin
     assert "0.200" in bound_warning(est["atc-mc"], est["prior-bound"]) and bound_warning(0.25, 0.2) is None
     assert prior_bound(collapsed, None) is None and prior_bound(collapsed[:, :4], cal) is None
     assert "prior-bound" not in estimate(collapsed, {k: v for k, v in cal.items() if k != "class_prior"})
-    from audio_dann.adaptation.adapt import _warning  # adapt warns on the estimate of the model it keeps
-    bounds = {"before": 0.3, "after": 0.6}
-    assert _warning(0.5, 0.9, bounds, "original") and not _warning(0.5, 0.9, bounds, "adapted")
+
+
+def test_the_estimate_is_the_lowest_figure_and_says_which_set_it():
+    figures = {"atc-ne": 0.9, "atc-mc": 0.95, "doc": 0.9, "prior-bound": 0.2}
+    collapsed = label_free(figures, agreement_value=1.0)  # confident, and its sibling seed agrees everywhere
+    assert collapsed["value"] == 0.2 and collapsed["limited_by"] == "prior-bound" and "--label-shift" in collapsed["warning"]
+    assert collapsed["combines"] == ["agreement", "atc-ne", "prior-bound"] and collapsed["prior_bound"] == 0.2
+    skewed = label_free(figures, agreement_value=1.0, label_shift=True)  # the user says the target is skewed
+    assert skewed["value"] == 0.9 and skewed["limited_by"] == "atc-ne" and "warning" not in skewed
+    shared = label_free({"atc-ne": 0.99, "prior-bound": 0.95}, agreement_value=0.7)  # a self-trained model
+    assert shared["value"] == 0.7 and shared["limited_by"] == "agreement" and "warning" not in shared
+    assert label_free({}, None) == {} and label_free({}, 0.6)["value"] == 0.6  # no calibration: agreement alone
+    balanced = label_free({"atc-ne": 0.95, "prior-bound": 0.93}, agreement_value=0.7)
+    assert balanced["value"] > collapsed["value"]  # a guard comparing the two keeps the balanced model
+    from audio_dann.adaptation.adapt import _estimate_record  # adapt warns on the estimate of the model it keeps
+    est = {"before": collapsed, "after": balanced}
+    assert "warning" in _estimate_record(est, "original", None) and "warning" not in _estimate_record(est, "adapted", None)
+    assert _estimate_record(est, "adapted", None)["limited_by"] == {"before": "prior-bound", "after": "agreement"}
 
 
 def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(trained):
@@ -169,19 +184,24 @@ def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(traine
     root, tgt, runs = trained
     real = self_training.adapt_network
 
-    def harmful(dann, clips, method, cfg, device, **_):  # an adaptation that scrambles the label head
-        net, info = real(dann, clips, "adabn", cfg, device)
+    def harmful(dann, clips, method, cfg, device, **_):  # an adaptation that wipes the label head: every clip
+        net, info = real(dann, clips, "adabn", cfg, device)  # goes to class 0, with near-uniform probabilities
         with torch.no_grad():
-            g = torch.Generator().manual_seed(int(dann.label_head.fc.weight.abs().sum() * 1e4) % 2 ** 31)
-            net.label_head.fc.weight.copy_(torch.randn(net.label_head.fc.weight.shape, generator=g) * 5)
+            net.label_head.fc.weight.zero_()
+            net.label_head.fc.bias.zero_()
+            net.label_head.fc.bias[0] = 0.01
         return net, info
 
     import audio_dann.adaptation.adapt as adapt_module
     monkeypatch.setattr(adapt_module, "adapt_network", harmful)
     s = adapt(runs[0] / "model.pt", tgt, tmp_path / "g", method="adabn", reference=runs[1] / "model.pt",
               workers=0, device="cpu")
-    e = s["estimated_accuracy"]
-    assert e["estimator"] == "agreement" and e["after"] < e["before"] and s["kept"] == "original"
+    e, figures = s["estimated_accuracy"], s["all_estimates"]
+    assert figures["after"]["agreement"] == 1.0  # the reference, wiped alike, agrees everywhere: agreement alone
+    assert figures["after"]["prior-bound"] <= 0.5 + 1e-9  # one class of two for every clip
+    assert figures["after"]["atc-ne"] < e["before"]  # and not one confident enough
+    assert e["estimator"] == "combined" and e["after"] < e["before"] and s["kept"] == "original"
+    assert e["limited_by"]["after"] != "agreement"
     kept, original = load_model(tmp_path / "g" / "model.pt"), load_model(runs[0] / "model.pt")
     assert all(torch.equal(v, original.state_dict()[k]) for k, v in kept.state_dict().items())
     assert kept.adaptation[-1]["kept"] == "original"
@@ -382,17 +402,19 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
     from audio_dann.data.scan import scan_input
     root, tgt, runs = trained
     same = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[0] / "model.pt")
-    assert same["estimated_accuracy"]["estimator"] == "agreement" and same["estimated_accuracy"]["value"] == 1.0
+    assert same["estimated_accuracy"]["estimator"] == "combined" and same["estimated_accuracy"]["all"]["agreement"] == 1.0
     other = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt")
     paths = [it.path for it in scan_input(tgt, "eval", labelled=True)]
     a, b = ([r.probs for r in iter_predictions(load_model(runs[s] / "model.pt"), paths, workers=0)] for s in (0, 1))
     expected = agreement(np.concatenate(list(a)), np.concatenate(list(b)))
-    assert other["estimated_accuracy"]["value"] == pytest.approx(expected)
-    assert other["estimated_accuracy"]["all"]["agreement"] == pytest.approx(expected)
-    assert "atc-ne" in other["estimated_accuracy"]["all"]  # the single-model estimates are still there
-    bound = other["estimated_accuracy"]["prior_bound"]  # the bound of the model's own predictions
-    assert 0.0 <= bound <= 1.0 and ("warning" in other["estimated_accuracy"]) == (
-        other["estimated_accuracy"]["value"] > bound + 0.1)
+    est = other["estimated_accuracy"]
+    assert est["all"]["agreement"] == pytest.approx(expected)
+    bound = est["prior_bound"]  # the bound of the model's own predictions
+    assert 0.0 <= bound <= 1.0 and est["value"] == pytest.approx(min(expected, est["all"]["atc-ne"], bound))
+    assert ("warning" in est) == (est["limited_by"] == "prior-bound" and min(expected, est["all"]["atc-ne"]) > bound + 0.1)
+    free = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt", label_shift=True)
+    assert free["estimated_accuracy"]["value"] == pytest.approx(min(expected, est["all"]["atc-ne"]))
+    assert free["estimated_accuracy"]["label_shift"] and "warning" not in free["estimated_accuracy"]
 
 
 def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):
@@ -400,7 +422,8 @@ def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, t
     s = train(root / "prep", tmp_path / "r", config=CFG, method="source-only", seed=2, device="cpu",
               reference=runs[0] / "model.pt")
     est = s["estimated_target_accuracy"]
-    assert est["estimator"] == "agreement" and 0.0 <= est["value"] <= 1.0 and "atc-ne" in est["all"]
+    assert est["estimator"] == "combined" and "atc-ne" in est["all"] and "agreement" in est["all"]
+    assert est["value"] == min(est["all"][k] for k in ("agreement", "atc-ne", "prior-bound"))
     assert est["reference"] == str(runs[0] / "model.pt")
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["estimated_target_accuracy"] == est
     report = (tmp_path / "r" / "report.md").read_text()
@@ -459,10 +482,14 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     s = train(root / "prep", tmp_path / "r", config=cfg, method="dann", device="cpu", report=False)
     assert s["self_training"]["settings"]["threshold"] == 0.5 and s["self_training"]["method"] == "shot-file"
     res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
-                                   "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu"])
+                                   "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu",
+                                   "--label-shift"])
     assert res.exit_code == 0, res.output
     adapted = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert adapted["settings"]["threshold"] == 0.9 and adapted["method"] == "latent-bn"  # the default method
+    e = adapted["estimated_accuracy"]  # --label-shift: the prior bound is reported but sets nothing
+    assert e["label_shift"] and set(e["limited_by"].values()) <= {"atc-ne"} and e["prior_bound"]["before"] is not None
+    assert f"(set by {e['limited_by']['before']})" in " ".join(res.output.split())
     again = CliRunner().invoke(app, ["adapt", str(tmp_path / "r" / "model.pt"), str(tgt), "--out", str(tmp_path / "c"),
                                      "--method", "shot-file", "--epochs", "1", "--workers", "0", "--device", "cpu"])
     assert again.exit_code == 0 and "had already been through shot-file" in " ".join(again.output.split())

@@ -10,7 +10,7 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, bounded, estimate
+from ..nn.calibration import agreement, estimate, label_free
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
 from .engine import iter_predictions
@@ -21,17 +21,17 @@ __all__ = ["evaluate"]
 
 def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_size: int = 64,
              workers: int | None = None, device: str | torch.device = "cpu", amp: str = "off",
-             reference: str | Path | AudioClassifier | None = None,
+             reference: str | Path | AudioClassifier | None = None, label_shift: bool = False,
              progress: Callable[[int, int], None] | None = None) -> dict:
     """Accuracy (95% Wilson CI), macro-F1, per-class recall and confusion on a labelled folder or manifest.
 
     Files whose label is not a class of the model, and unreadable files, are
     counted under ``skipped`` (with reasons) and left out of the scores. When a
     manifest names domains, ``per_domain`` holds each domain's accuracy. ``estimated_accuracy`` holds
-    the label-free estimates of window accuracy next to the labelled one: ATC-NE from the bundle's
-    calibration, and with ``reference`` (a second model of the task, e.g. another seed) the agreement
-    of the two models, the estimator that measured closest on the FSDD recipes (the files are decoded
-    a second time for the reference).
+    the label-free estimate of window accuracy next to the labelled one: the lowest of ATC-NE from the
+    bundle's calibration, the prior bound (unless ``label_shift``) and, with ``reference`` (a second model
+    of the task, e.g. another seed), the two models' agreement (the files are decoded a second time for
+    the reference); ``all`` holds every figure.
     """
     check_amp(amp)
     if not isinstance(model, torch.nn.Module):
@@ -67,11 +67,11 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
         by_domain[d].append(t == p)
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
-    report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true))
+    agreed = None if ref is None else _agreement(ref, str(reference), read, windows, batch_size, workers, device, amp)
+    report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), agreed,
+                                              label_shift)
     if ref is not None:
-        report["estimated_accuracy"] = _agreement_estimate(report["estimated_accuracy"], ref, str(reference), read,
-                                                           windows, np.concatenate(window_true), batch_size,
-                                                           workers, device, amp)
+        report["estimated_accuracy"]["reference"] = str(reference)
     report["skipped"] = skipped
     return report
 
@@ -89,32 +89,29 @@ def _load_reference(reference, model: AudioClassifier) -> AudioClassifier | None
     return ref
 
 
-def _agreement_estimate(est: dict | None, ref: AudioClassifier, reference: str, paths: list[str],
-                        windows: list[np.ndarray], truth: np.ndarray, batch_size: int, workers, device, amp) -> dict:
-    """``est`` with the agreement estimate: the share of windows on which the model and ``ref`` agree."""
+def _agreement(ref: AudioClassifier, reference: str, paths: list[str], windows: list[np.ndarray], batch_size: int,
+               workers, device, amp) -> float:
+    """The share of windows on which the model (its ``windows``) and ``ref`` agree."""
     ref_windows = []
     for path, res in zip(paths, iter_predictions(ref, paths, batch_size=batch_size, workers=workers, device=device,
                                                  amp=amp)):
         if res.error:
             raise ScanError(f"{path}: the reference model could not read it ({res.error})")
         ref_windows.append(res.probs)
-    mine = np.concatenate(windows)
-    theirs = np.concatenate(ref_windows)
-    value = agreement(mine, theirs)
-    est = dict(est or {"all": {}, "window_accuracy": float((mine.argmax(1) == truth).mean()), "windows": len(truth),
-                       "note": "estimates read no label; window_accuracy is the labelled figure to compare with"})
-    est.update({"estimator": "agreement", "value": value, "reference": reference})
-    est["all"] = {**est["all"], "agreement": value}
-    return bounded(est, est["all"].get("prior-bound"))
+    return agreement(np.concatenate(windows), np.concatenate(ref_windows))
 
 
-def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray) -> dict | None:
-    """The label-free estimates of window accuracy (from the model's calibration, no label read), next to
-    the window accuracy the labels give, so the two can be compared."""
+def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray, agreed: float | None = None,
+               label_shift: bool = False) -> dict | None:
+    """The label-free estimate of window accuracy (:func:`audio_dann.nn.calibration.label_free`, from the
+    model's calibration and, with a reference, the two models' agreement ``agreed``; no label read), next
+    to the window accuracy the labels give, so the two can be compared."""
     figures = estimate(probs, model.calibration)
-    if not figures:
+    if agreed is not None:
+        figures["agreement"] = agreed
+    combined = label_free(figures, agreed, label_shift)
+    if not combined:
         return None
-    return bounded({"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
-                    "window_accuracy": float((probs.argmax(1) == truth).mean()), "windows": int(len(truth)),
-                    "note": "estimates read no label; window_accuracy is the labelled figure to compare with"},
-                   figures.get("prior-bound"))
+    return {**combined, "all": figures, "window_accuracy": float((probs.argmax(1) == truth).mean()),
+            "windows": int(len(truth)),
+            "note": "estimates read no label; window_accuracy is the labelled figure to compare with"}

@@ -25,7 +25,7 @@ from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, write_json
-from ..nn.calibration import DEFAULT_ESTIMATOR, agreement, bounded, calibrate, estimate
+from ..nn.calibration import agreement, calibrate, estimate, label_free
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -49,7 +49,7 @@ _IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features loaded into RAM; b
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
           method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
           progress: Callable[[int, int, dict], None] | None = None, reference: str | Path | None = None,
-          named: Iterable[str] = ()) -> dict:
+          named: Iterable[str] = (), label_shift: bool = False) -> dict:
     """Train on a prepared folder and write the run folder ``out``.
 
     Args:
@@ -64,8 +64,10 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         resume: continue from ``out/last.pt`` with its saved configuration (asked settings that differ are refused).
         progress: ``(step, total, running_metrics)`` callback.
         reference: a second model of the task (e.g. another seed's ``model.pt``): the estimate of target
-            accuracy in ``summary.json`` becomes the share of target clips on which the two agree
+            accuracy in ``summary.json`` then also weighs the share of target clips on which the two agree
             (checked against the prepared folder before training starts).
+        label_shift: the target's classes may be far more skewed than the source's: leave the prior bound
+            out of the estimate (see :func:`audio_dann.nn.calibration.label_free`).
         named: ``section.key`` settings the caller set explicitly in ``config`` (the CLI's ``--set`` and
             ``--config`` keys): with ``resume`` they are compared with the saved run even where they equal
             the default (without ``config`` there is nothing to compare).
@@ -76,12 +78,14 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
     started = init_from_env(resolve_device(device).type)
     try:
         with output_lock(out) if is_main_process() else contextlib.nullcontext():
-            return _train(prepared, out, config, method, seed, device, resume, progress, reference, named)
+            return _train(prepared, out, config, method, seed, device, resume, progress, reference, named,
+                          label_shift)
     finally:
         shutdown(started)
 
 
-def _train(prepared, out: Path, config, method, seed, device, resume, progress, reference, named=()) -> dict:
+def _train(prepared, out: Path, config, method, seed, device, resume, progress, reference, named=(),
+           label_shift: bool = False) -> dict:
     t0 = time.perf_counter()
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
     ref_model = _reference(reference, prep)
@@ -130,7 +134,8 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
                                                    members)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, cfg, device_t)
-        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model)
+        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model,
+                                                                                label_shift)
         if ref_model is not None and summary["estimated_target_accuracy"]:
             summary["estimated_target_accuracy"]["reference"] = str(reference)
         write_json(out / "summary.json", summary)
@@ -229,11 +234,11 @@ def _reference(reference: str | Path | None, prep: PreparedData) -> AudioClassif
     return ref
 
 
-def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device,
-               reference: AudioClassifier | None = None) -> tuple[dict | None, dict | None]:
-    """The selected model's calibration on source validation clips, and the label-free estimates of its
-    accuracy on the unlabelled target pool (see :mod:`audio_dann.nn.calibration`): ATC-NE from the
-    calibration, or the agreement with ``reference`` when one is given."""
+def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, reference: AudioClassifier | None = None,
+               label_shift: bool = False) -> tuple[dict | None, dict | None]:
+    """The selected model's calibration on source validation clips, and the label-free estimate of its
+    accuracy on the unlabelled target pool (:func:`audio_dann.nn.calibration.label_free`: the lowest of
+    ATC-NE, the prior bound and, with ``reference``, the two models' agreement)."""
     if len(clips.val_y) == 0:
         return None, None
     dann = model.dann.to(device)
@@ -242,13 +247,11 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device,
         return calibration, None
     probs = torch.softmax(model_outputs(dann, clips.pool_x, device)[1], 1).numpy()
     figures = estimate(probs, calibration)
-    result = {"estimator": DEFAULT_ESTIMATOR, "value": figures[DEFAULT_ESTIMATOR], "all": figures,
-              "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
     if reference is not None:
         theirs = torch.softmax(model_outputs(reference.dann.to(device), clips.pool_x, device)[1], 1).numpy()
         figures["agreement"] = agreement(probs, theirs)
-        result.update({"estimator": "agreement", "value": figures["agreement"]})
-    return calibration, bounded(result, figures.get("prior-bound"))
+    return calibration, {**label_free(figures, figures.get("agreement"), label_shift), "all": figures,
+                         "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 
 
 def _resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
