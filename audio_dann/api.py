@@ -30,7 +30,8 @@ __all__ = ["prepare", "train", "adapt", "evaluate", "predict", "load_model", "ex
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
           method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
           progress: Callable[[int, int, dict], None] | None = None, report: bool = True,
-          reference: str | Path | None = None, named: Iterable[str] = (), label_shift: bool = False) -> dict:
+          reference: str | Path | list[str | Path] | None = None, named: Iterable[str] = (),
+          label_shift: bool = False) -> dict:
     """Train (see :func:`audio_dann.training.run.train` for the arguments), then write the run's
     ``report.md`` with its plots (``report=False`` skips it; ``audio-dann report RUN`` adds t-SNE maps)."""
     summary = _train_run(prepared, out, config=config, method=method, seed=seed, device=device, resume=resume,

@@ -133,9 +133,9 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: str = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed): the target-accuracy estimate also weighs the two models' "
-                                             "agreement."),
+    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
+                                             "seed; repeat for several): the target-accuracy estimate also "
+                                             "weighs the model's mean agreement with them."),
     label_shift: bool = LabelShiftOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -191,8 +191,9 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed): the label-free estimate also weighs the two models' agreement."),
+    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
+                                             "seed; repeat for several): the label-free estimate also weighs the model's "
+                                             "mean agreement with them."),
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
@@ -298,8 +299,9 @@ def adapt(
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed): the estimate the guard trusts also weighs its agreement."),
+    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
+                                             "seed; repeat for several): the estimate the guard trusts also weighs the "
+                                             "mean agreement."),
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     device: str = DeviceOpt,

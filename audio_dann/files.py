@@ -81,6 +81,12 @@ def _writable_ancestor(path: Path, option: str) -> None:
         raise OptionError(f"{option} {path}: folder {probe} is not writable (permission denied)")
 
 
+def path_list(value) -> list:
+    """``value`` (one path, several, or None) as a list: ``[]``, ``[value]`` or ``list(value)``."""
+    return [] if value is None else [value] if isinstance(value, (str, Path)) or not hasattr(value, "__iter__") \
+        else list(value)
+
+
 def check_output_file(path: str | Path, option: str = "--out") -> Path:
     """Refuse, before any work, an output file that is a folder or cannot be written."""
     path = Path(path)

@@ -415,6 +415,9 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
     free = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt", label_shift=True)
     assert free["estimated_accuracy"]["value"] == pytest.approx(min(expected, est["all"]["atc-ne"]))
     assert free["estimated_accuracy"]["label_shift"] and "warning" not in free["estimated_accuracy"]
+    both = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=[runs[0] / "model.pt", runs[1] / "model.pt"])
+    assert both["estimated_accuracy"]["all"]["agreement"] == pytest.approx((1.0 + expected) / 2)  # the mean
+    assert both["estimated_accuracy"]["reference"] == [str(runs[0] / "model.pt"), str(runs[1] / "model.pt")]
 
 
 def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):
@@ -483,12 +486,15 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     assert s["self_training"]["settings"]["threshold"] == 0.5 and s["self_training"]["method"] == "shot-file"
     res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
                                    "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu",
-                                   "--label-shift"])
+                                   "--label-shift", "--reference", str(runs[0] / "model.pt"),
+                                   "--reference", str(runs[1] / "model.pt")])
     assert res.exit_code == 0, res.output
     adapted = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert adapted["settings"]["threshold"] == 0.9 and adapted["method"] == "latent-bn"  # the default method
     e = adapted["estimated_accuracy"]  # --label-shift: the prior bound is reported but sets nothing
-    assert e["label_shift"] and set(e["limited_by"].values()) <= {"atc-ne"} and e["prior_bound"]["before"] is not None
+    assert e["label_shift"] and set(e["limited_by"].values()) <= {"atc-ne", "agreement"}
+    assert e["prior_bound"]["before"] is not None and len(e["reference"]) == 2
+    assert 0.5 <= adapted["all_estimates"]["before"]["agreement"] <= 1.0  # the mean of 1.0 (itself) and another
     assert f"(set by {e['limited_by']['before']})" in " ".join(res.output.split())
     again = CliRunner().invoke(app, ["adapt", str(tmp_path / "r" / "model.pt"), str(tgt), "--out", str(tmp_path / "c"),
                                      "--method", "shot-file", "--epochs", "1", "--workers", "0", "--device", "cpu"])

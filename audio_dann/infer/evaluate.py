@@ -10,6 +10,7 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
+from ..files import path_list
 from ..nn.calibration import agreement, estimate, label_free
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
@@ -21,7 +22,7 @@ __all__ = ["evaluate"]
 
 def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_size: int = 64,
              workers: int | None = None, device: str | torch.device = "cpu", amp: str = "off",
-             reference: str | Path | AudioClassifier | None = None, label_shift: bool = False,
+             reference: str | Path | AudioClassifier | list | None = None, label_shift: bool = False,
              progress: Callable[[int, int], None] | None = None) -> dict:
     """Accuracy (95% Wilson CI), macro-F1, per-class recall and confusion on a labelled folder or manifest.
 
@@ -30,13 +31,14 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     manifest names domains, ``per_domain`` holds each domain's accuracy. ``estimated_accuracy`` holds
     the label-free estimate of window accuracy next to the labelled one: the lowest of ATC-NE from the
     bundle's calibration, the prior bound (unless ``label_shift``) and, with ``reference`` (a second model
-    of the task, e.g. another seed), the two models' agreement (the files are decoded a second time for
-    the reference); ``all`` holds every figure.
+    of the task, e.g. another seed; or several), the model's mean agreement with them (the files are
+    decoded again for each reference); ``all`` holds every figure.
     """
     check_amp(amp)
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
-    ref = _load_reference(reference, model)
+    given = [reference] if isinstance(reference, torch.nn.Module) else path_list(reference)
+    refs = [_load_reference(r, model) for r in given]
     items: list[Item] = scan_input(data, "eval", labelled=True)
     index = {c: i for i, c in enumerate(model.classes)}
     skipped: list[dict] = [{"file": it.path, "reason": f"label {it.label!r} is not a class of this model"}
@@ -67,11 +69,13 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
         by_domain[d].append(t == p)
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
-    agreed = None if ref is None else _agreement(ref, str(reference), read, windows, batch_size, workers, device, amp)
+    agreed = [_agreement(r, read, windows, batch_size, workers, device, amp) for r in refs]
+    agreed = float(np.mean(agreed)) if agreed else None
     report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), agreed,
                                               label_shift)
-    if ref is not None:
-        report["estimated_accuracy"]["reference"] = str(reference)
+    if refs:
+        names = [str(r) for r in given]
+        report["estimated_accuracy"]["reference"] = names[0] if len(names) == 1 else names
     report["skipped"] = skipped
     return report
 
@@ -89,8 +93,8 @@ def _load_reference(reference, model: AudioClassifier) -> AudioClassifier | None
     return ref
 
 
-def _agreement(ref: AudioClassifier, reference: str, paths: list[str], windows: list[np.ndarray], batch_size: int,
-               workers, device, amp) -> float:
+def _agreement(ref: AudioClassifier, paths: list[str], windows: list[np.ndarray], batch_size: int, workers, device,
+               amp) -> float:
     """The share of windows on which the model (its ``windows``) and ``ref`` agree."""
     ref_windows = []
     for path, res in zip(paths, iter_predictions(ref, paths, batch_size=batch_size, workers=workers, device=device,

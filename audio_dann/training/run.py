@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
-from ..files import atomic_write_text, check_output_dir, output_lock, write_json
-from ..nn.calibration import agreement, calibrate, estimate, label_free
+from ..files import atomic_write_text, check_output_dir, output_lock, path_list, write_json
+from ..nn.calibration import agreement, calibrate, estimate, label_free, mean_agreement
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -48,8 +48,9 @@ _IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features loaded into RAM; b
 
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
           method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None, reference: str | Path | None = None,
-          named: Iterable[str] = (), label_shift: bool = False) -> dict:
+          progress: Callable[[int, int, dict], None] | None = None,
+          reference: str | Path | list[str | Path] | None = None, named: Iterable[str] = (),
+          label_shift: bool = False) -> dict:
     """Train on a prepared folder and write the run folder ``out``.
 
     Args:
@@ -63,9 +64,10 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         resume: continue from ``out/last.pt`` with its saved configuration (asked settings that differ are refused).
         progress: ``(step, total, running_metrics)`` callback.
-        reference: a second model of the task (e.g. another seed's ``model.pt``): the estimate of target
-            accuracy in ``summary.json`` then also weighs the share of target clips on which the two agree
-            (checked against the prepared folder before training starts).
+        reference: a second model of the task (e.g. another seed's ``model.pt``), or several: the estimate
+            of target accuracy in ``summary.json`` then also weighs the share of target clips on which the
+            model agrees with them (the mean over several; checked against the prepared folder before
+            training starts).
         label_shift: the target's classes may be far more skewed than the source's: leave the prior bound
             out of the estimate (see :func:`audio_dann.nn.calibration.label_free`).
         named: ``section.key`` settings the caller set explicitly in ``config`` (the CLI's ``--set`` and
@@ -88,7 +90,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
            label_shift: bool = False) -> dict:
     t0 = time.perf_counter()
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
-    ref_model = _reference(reference, prep)
+    ref_models = _references(reference, prep)
     rank, world = rank_world()
     asked = _asked_settings(config, method, seed, named)
     auto = (method or (config or Config()).train.method) == "auto"
@@ -134,10 +136,11 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
                                                    members)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, cfg, device_t)
-        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_model,
+        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_models,
                                                                                 label_shift)
-        if ref_model is not None and summary["estimated_target_accuracy"]:
-            summary["estimated_target_accuracy"]["reference"] = str(reference)
+        if ref_models and summary["estimated_target_accuracy"]:
+            refs = [str(r) for r in path_list(reference)]
+            summary["estimated_target_accuracy"]["reference"] = refs[0] if len(refs) == 1 else refs
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
     return summary
@@ -221,24 +224,25 @@ def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], t
     return torch.from_numpy(mean).float(), record
 
 
-def _reference(reference: str | Path | None, prep: PreparedData) -> AudioClassifier | None:
-    """The reference model for the agreement estimate, checked against the prepared folder up front."""
-    if reference is None:
-        return None
-    ref = load_checkpoint(reference)[0]
-    if ref.classes != prep.classes:
-        raise RunError(f"{reference}: the reference model's classes {ref.classes} differ from the prepared "
-                       f"folder's {prep.classes}")
-    if ref.config.features != prep.config.features:
-        raise RunError(f"{reference}: the reference model was trained on other features than {prep.root}")
-    return ref
+def _references(reference, prep: PreparedData) -> list[AudioClassifier]:
+    """The reference models for the agreement estimate, checked against the prepared folder up front."""
+    refs = []
+    for path in path_list(reference):
+        ref = load_checkpoint(path)[0]
+        if ref.classes != prep.classes:
+            raise RunError(f"{path}: the reference model's classes {ref.classes} differ from the prepared "
+                           f"folder's {prep.classes}")
+        if ref.config.features != prep.config.features:
+            raise RunError(f"{path}: the reference model was trained on other features than {prep.root}")
+        refs.append(ref)
+    return refs
 
 
-def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, reference: AudioClassifier | None = None,
+def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, references: list[AudioClassifier] = (),
                label_shift: bool = False) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimate of its
     accuracy on the unlabelled target pool (:func:`audio_dann.nn.calibration.label_free`: the lowest of
-    ATC-NE, the prior bound and, with ``reference``, the two models' agreement)."""
+    ATC-NE, the prior bound and, with ``references``, the model's mean agreement with them)."""
     if len(clips.val_y) == 0:
         return None, None
     dann = model.dann.to(device)
@@ -247,9 +251,9 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, refer
         return calibration, None
     probs = torch.softmax(model_outputs(dann, clips.pool_x, device)[1], 1).numpy()
     figures = estimate(probs, calibration)
-    if reference is not None:
-        theirs = torch.softmax(model_outputs(reference.dann.to(device), clips.pool_x, device)[1], 1).numpy()
-        figures["agreement"] = agreement(probs, theirs)
+    if references:
+        figures["agreement"] = mean_agreement(probs, [
+            torch.softmax(model_outputs(r.dann.to(device), clips.pool_x, device)[1], 1).numpy() for r in references])
     return calibration, {**label_free(figures, figures.get("agreement"), label_shift), "all": figures,
                          "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 

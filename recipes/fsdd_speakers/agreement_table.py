@@ -1,22 +1,27 @@
-"""Issue 17: the agreement estimate of target accuracy for the models ``hard_shifts.py`` adapted.
+"""Issue 17: the label-free estimates of target accuracy for the models ``hard_shifts.py`` trained and adapted.
 
     python recipes/fsdd_speakers/agreement_table.py [--work data/fsdd_hard] [--tasks A B C S] \
-        [--adapts none adabn shot-file latent-bn]
+        [--adapts none adabn shot-file latent-bn] [--json results/agreement_table_cpu_2026-11-29.json]
 
-``hard_shifts.py`` saves each model's pool probabilities (``RUN/pool_probs_{adapt}.npy``). As
-``audio-dann adapt --reference`` does, the estimate for seed s is the share of pool windows on which
-its model and the model of the next seed (the reference), adapted the same way, agree; no target
-label goes into it. Labels from the FSDD file names grade it: error = estimate - pool window
-accuracy, per task, base and adaptation, with the mean absolute error and the worst case.
+``hard_shifts.py`` saves each model's pool probabilities (``RUN/pool_probs_{adapt}.npy``); for the
+variant models that only kept ``model.pt``, ``python recipes/fsdd_speakers/agreement_table.py --probs``
+computes them first (no adaptation, and AdaBN). For seed s, as ``audio-dann adapt --reference`` does,
+the second model is the next seed's, adapted the same way. No target label goes into any estimate;
+labels from the FSDD file names grade them (error = estimate - pool window accuracy):
 
-Beside it, the prior bound (``audio_dann.nn.calibration.prior_bound``: the most a model can get right
-if the target's classes are as frequent as the source's; the source frequencies come from the source
-validation labels, as ``train`` now stores them in the calibration) and the error of the agreement
-capped by it (``min(agreement, bound)``), which the toolkit reports and warns on but does not apply.
+- ``agreement``: the share of pool windows on which the two models agree;
+- ``combined`` (the toolkit's estimate, :func:`audio_dann.nn.calibration.label_free`): the lowest of
+  the agreement, ATC-NE (the bundle's calibration) and the prior bound;
+- ``combined, no reference``: the lowest of ATC-NE and the prior bound (a single model);
+- ``combined, --label-shift``: the lowest of the agreement and ATC-NE.
+
+The prior bound needs the source class frequencies, taken from the source validation labels as
+``train`` now stores them (``class_prior``; the older bundles here lack them).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,52 +30,111 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
 from audio_dann.data.store import open_prepared  # noqa: E402
-from audio_dann.nn.calibration import prior_bound  # noqa: E402
+from audio_dann.nn.calibration import estimate, label_free  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
+
+ESTIMATES = {"agreement": lambda f: f["agreement"],
+             "combined": lambda f: label_free(f, f["agreement"])["value"],
+             "combined, no reference": lambda f: label_free(f)["value"],
+             "combined, --label-shift": lambda f: label_free(f, f["agreement"], label_shift=True)["value"]}
+
+
+def _groups(work: Path, tasks: list[str]) -> list[tuple[str, list[Path]]]:
+    """(task_variant_base, its three seed runs) for every group of the grid with three seeds."""
+    names = sorted({p.name.rsplit("_s", 1)[0] for p in (work / "runs").glob("*_s[0-9]")})
+    groups = [(g, [work / "runs" / f"{g}_s{s}" for s in range(3)]) for g in names if g[0] in tasks]
+    return [(g, runs) for g, runs in groups if all((r / "model.pt").is_file() for r in runs)]
+
+
+def _probs(work: Path, tasks: list[str]) -> None:
+    """Pool probabilities (none, adabn) of every run that lacks them."""
+    from audio_dann.nn.calibration import probabilities
+    from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
+    for group, runs in _groups(work, tasks):
+        pool = _views(work / f"{group[0]}_prep_flat", ("pool",))["pool"]
+        clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
+        for seed, run in enumerate(runs):
+            model = load_model(run / "model.pt")
+            for adapt in ("none", "adabn"):
+                if not (run / f"pool_probs_{adapt}.npy").is_file():
+                    net = model.dann if adapt == "none" else adapt_network(model.dann, clips, "adabn",
+                                                                           AdaptConfig(seed=seed), "cpu")[0]
+                    np.save(run / f"pool_probs_{adapt}.npy", probabilities(net, pool["x"], "cpu").astype(np.float16))
+        print(group, flush=True)
+
+
+def rows(work: Path, tasks: list[str], adapts: list[str]) -> list[dict]:
+    """One row per model: accuracy and every estimate."""
+    out = []
+    for group, runs in _groups(work, tasks):
+        task = group[0]
+        y = _views(work / f"{task}_prep_flat", ("pool",))["pool"]["y"]
+        prep = open_prepared(work / f"{task}_prep_flat")
+        models = [load_model(r / "model.pt") for r in runs]
+        classes = np.array([int(c) for c in models[0].classes])
+        index = {str(c): i for i, c in enumerate(classes)}
+        val = np.array([index[prep.index[i]["label"]] for i in prep.rows("val", source=True)])
+        prior = list(np.bincount(val, minlength=len(classes)) / len(val))
+        for adapt in adapts:
+            files = [r / f"pool_probs_{adapt}.npy" for r in runs]
+            if not all(f.is_file() for f in files):
+                continue
+            probs = [np.load(f).astype(np.float32) for f in files]
+            for s, p in enumerate(probs):
+                figures = estimate(p, {**models[s].calibration, "class_prior": prior})
+                figures["agreement"] = float((p.argmax(1) == probs[(s + 1) % 3].argmax(1)).mean())
+                out.append({"group": group, "task": task, "base": group.split("_")[-1],
+                            "adapt": adapt, "seed": s, "accuracy": float((classes[p.argmax(1)] == y).mean()),
+                            **{k: float(f(figures)) for k, f in ESTIMATES.items()}, "figures": figures})
+    return out
+
+
+def summary(rs: list[dict]) -> dict:
+    """Mean absolute error and worst case of every estimate, over ``rs`` and over its task-A rows."""
+    out = {}
+    for name in ESTIMATES:
+        err = np.array([abs(r[name] - r["accuracy"]) for r in rs])
+        a = np.array([abs(r[name] - r["accuracy"]) for r in rs if r["task"] == "A"])
+        out[name] = {"mean": float(err.mean()), "worst": float(err.max()), "models": len(rs),
+                     "A_mean": float(a.mean()) if len(a) else None, "A_worst": float(a.max()) if len(a) else None}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("data/fsdd_hard"))
     ap.add_argument("--tasks", nargs="+", default=["A", "B", "C", "S"])
-    ap.add_argument("--bases", nargs="+", default=["source-only", "dann-flat"])
     ap.add_argument("--adapts", nargs="+", default=["none", "adabn", "shot-file", "latent-bn"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--probs", action="store_true", help="compute the missing pool probabilities first")
+    ap.add_argument("--json", type=Path, help="write every row and the summaries here")
     args = ap.parse_args()
-    print("| task | model | adaptation | pool accuracy (seeds) | agreement estimate | abs. error: mean / worst "
-          "| prior bound | capped: mean / worst |")
-    print("|---|---|---|---|---|---|---|---|")
-    errors, capped_errors = [], []
-    for task in args.tasks:
-        if not (args.work / f"{task}_prep_flat").is_dir():
+    if args.probs:
+        _probs(args.work, args.tasks)
+    rs = rows(args.work, args.tasks, args.adapts)
+    print("| models | adaptation | pool accuracy (seeds) | agreement | combined | abs. error: agreement | combined |")
+    print("|---|---|---|---|---|---|---|")
+    for group in dict.fromkeys(r["group"] for r in rs):
+        for adapt in dict.fromkeys(r["adapt"] for r in rs if r["group"] == group):
+            g = [r for r in rs if (r["group"], r["adapt"]) == (group, adapt)]
+            fmt = lambda k: " / ".join(f"{r[k]:.3f}" for r in g)  # noqa: E731
+            err = {k: np.abs([r[k] - r["accuracy"] for r in g]) for k in ("agreement", "combined")}
+            print(f"| {group} | {adapt} | {fmt('accuracy')} | {fmt('agreement')} | {fmt('combined')} | "
+                  f"{err['agreement'].mean():.3f} / {err['agreement'].max():.3f} | "
+                  f"{err['combined'].mean():.3f} / {err['combined'].max():.3f} |")
+    sets = {"base grid (source-only and DANN, flat target)": [r for r in rs if "_base_" in r["group"]],
+            "variant grid (DANN variants: latent K, CDAN, wide)": [r for r in rs if "_base_" not in r["group"]],
+            "all": rs}
+    print("\n| models | estimator | n | mean abs. error | worst | task A: mean / worst |\n|---|---|---|---|---|---|")
+    result = {}
+    for label, sub in sets.items():
+        if not sub:
             continue
-        y = _views(args.work / f"{task}_prep_flat", ("pool",))["pool"]["y"]
-        prep = open_prepared(args.work / f"{task}_prep_flat")
-        val_labels = [prep.index[i]["label"] for i in prep.rows("val", source=True)]
-        for base in args.bases:
-            for adapt in args.adapts:
-                files = [args.work / "runs" / f"{task}_base_{base}_s{s}" / f"pool_probs_{adapt}.npy" for s in args.seeds]
-                if not all(f.is_file() for f in files):
-                    continue
-                classes = np.array([int(c) for c in load_model(files[0].parent / "model.pt").classes])
-                probs = [np.load(f).astype(np.float32) for f in files]
-                preds = [classes[p.argmax(1)] for p in probs]  # digits, as y
-                index = {str(c): i for i, c in enumerate(classes)}
-                val = np.array([index[label] for label in val_labels])
-                prior = {"class_prior": list(np.bincount(val, minlength=len(classes)) / len(val))}
-                bound = [prior_bound(p, prior) for p in probs]
-                acc = [float((p == y).mean()) for p in preds]
-                est = [float((p == preds[(i + 1) % len(preds)]).mean()) for i, p in enumerate(preds)]
-                err = np.abs(np.subtract(est, acc))
-                cap = np.abs(np.minimum(est, bound) - np.asarray(acc))
-                errors += list(err)
-                capped_errors += list(cap)
-                print(f"| {task} | {base} | {adapt} | {' / '.join(f'{a:.3f}' for a in acc)} | "
-                      f"{' / '.join(f'{e:.3f}' for e in est)} | {err.mean():.3f} / {err.max():.3f} | "
-                      f"{' / '.join(f'{b:.3f}' for b in bound)} | {cap.mean():.3f} / {cap.max():.3f} |")
-    if errors:
-        print(f"\nall {len(errors)} models: mean absolute error {np.mean(errors):.3f}, worst {np.max(errors):.3f}; "
-              f"capped by the prior bound: {np.mean(capped_errors):.3f}, worst {np.max(capped_errors):.3f}")
+        result[label] = summary(sub)
+        for name, v in result[label].items():
+            a = "-" if v["A_mean"] is None else f"{v['A_mean']:.3f} / {v['A_worst']:.3f}"
+            print(f"| {label} | {name} | {v['models']} | {v['mean']:.3f} | {v['worst']:.3f} | {a} |")
+    if args.json:
+        args.json.write_text(json.dumps({"summaries": result, "rows": rs}, indent=1, default=float))
 
 
 if __name__ == "__main__":
