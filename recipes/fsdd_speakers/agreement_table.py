@@ -12,6 +12,8 @@ labels from the FSDD file names grade them (error = estimate - pool window accur
 - ``agreement``: the share of pool windows on which the two models agree;
 - ``combined`` (the toolkit's estimate, :func:`audio_dann.nn.calibration.label_free`): the lowest of
   the agreement, ATC-NE (the bundle's calibration) and the prior bound;
+- ``combined, two references``: the same with the mean agreement with both other seeds (``--reference``
+  given twice);
 - ``combined, no reference``: the lowest of ATC-NE and the prior bound (a single model);
 - ``combined, --label-shift``: the lowest of the agreement and ATC-NE.
 
@@ -35,6 +37,7 @@ from audio_dann.nn.classifier import load_model  # noqa: E402
 
 ESTIMATES = {"agreement": lambda f: f["agreement"],
              "combined": lambda f: label_free(f, f["agreement"])["value"],
+             "combined, two references": lambda f: label_free(f, f["agreement, two references"])["value"],
              "combined, no reference": lambda f: label_free(f)["value"],
              "combined, --label-shift": lambda f: label_free(f, f["agreement"], label_shift=True)["value"]}
 
@@ -82,7 +85,8 @@ def rows(work: Path, tasks: list[str], adapts: list[str]) -> list[dict]:
             probs = [np.load(f).astype(np.float32) for f in files]
             for s, p in enumerate(probs):
                 figures = estimate(p, {**models[s].calibration, "class_prior": prior})
-                figures["agreement"] = float((p.argmax(1) == probs[(s + 1) % 3].argmax(1)).mean())
+                agree = [float((p.argmax(1) == probs[(s + d) % 3].argmax(1)).mean()) for d in (1, 2)]
+                figures.update({"agreement": agree[0], "agreement, two references": float(np.mean(agree))})
                 out.append({"group": group, "task": task, "base": group.split("_")[-1],
                             "adapt": adapt, "seed": s, "accuracy": float((classes[p.argmax(1)] == y).mean()),
                             **{k: float(f(figures)) for k, f in ESTIMATES.items()}, "figures": figures})
