@@ -17,6 +17,12 @@ labels from the FSDD file names grade them (error = estimate - pool window accur
 - ``combined, no reference``: the lowest of ATC-NE and the prior bound (a single model);
 - ``combined, --label-shift``: the lowest of the agreement and ATC-NE.
 
+``--from-adapt-table results/adapt_table_2026-11-28.json`` grades the same estimates on the saved rows
+of the H200 grid (``adapt_table.py``: 210 models of A, B and C, three seeds, each before and after
+AdaBN, TENT, SHOT and shot-file), where each row kept ATC-NE and the next seed's agreement but not the
+probabilities: there the combined estimate is the lower of the agreement and ATC-NE (no prior bound),
+and two references are the next and the previous seed.
+
 The prior bound needs the source class frequencies, taken from the source validation labels as
 ``train`` now stores them (``class_prior``; the older bundles here lack them).
 """
@@ -104,6 +110,28 @@ def summary(rs: list[dict]) -> dict:
     return out
 
 
+def from_adapt_table(path: Path) -> None:
+    """The estimates graded on ``adapt_table.py``'s saved rows (no probabilities there: no prior bound)."""
+    rs = json.loads(path.read_text())
+    seed_row = {(r["task"], r["base"], r["method"], r["seed"]): r for r in rs}
+    for r in rs:  # the agreement with the previous seed is that seed's agreement with this one
+        prev = seed_row[(r["task"], r["base"], r["method"], (r["seed"] - 1) % 3)]["estimates"]["agreement"]
+        r["two"] = (r["estimates"]["agreement"] + prev) / 2
+    sets = {"source-only and DANN (flat, named)": ("source-only", "dann-flat", "dann-named"),
+            "DANN with latent domains": ("dann-latent", "dann-latent3")}
+    print("| models | estimate | n | mean abs. error | worst | task A: mean / worst |\n|---|---|---|---|---|---|")
+    for label, bases in [*sets.items(), ("all", tuple({r["base"] for r in rs}))]:
+        sub = [r for r in rs if r["base"] in bases]
+        for name, value in [("agreement, one reference", lambda r: r["estimates"]["agreement"]),
+                            ("min(agreement, ATC-NE), one reference",
+                             lambda r: min(r["estimates"]["agreement"], r["estimates"]["atc-ne"])),
+                            ("min(agreement, ATC-NE), two references",
+                             lambda r: min(r["two"], r["estimates"]["atc-ne"]))]:
+            err = np.array([abs(value(r) - r["pool_window_acc"]) for r in sub])
+            a = np.array([abs(value(r) - r["pool_window_acc"]) for r in sub if r["task"] == "A"])
+            print(f"| {label} | {name} | {len(sub)} | {err.mean():.3f} | {err.max():.3f} | {a.mean():.3f} / {a.max():.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("data/fsdd_hard"))
@@ -111,7 +139,10 @@ def main() -> None:
     ap.add_argument("--adapts", nargs="+", default=["none", "adabn", "shot-file", "latent-bn"])
     ap.add_argument("--probs", action="store_true", help="compute the missing pool probabilities first")
     ap.add_argument("--json", type=Path, help="write every row and the summaries here")
+    ap.add_argument("--from-adapt-table", type=Path, help="grade adapt_table.py's saved rows instead")
     args = ap.parse_args()
+    if args.from_adapt_table:
+        return from_adapt_table(args.from_adapt_table)
     if args.probs:
         _probs(args.work, args.tasks)
     rs = rows(args.work, args.tasks, args.adapts)
