@@ -127,7 +127,7 @@ def _estimate_lines(summary: dict) -> list[str]:
                   + (f" Every figure: {others}." if others else ""),
                   "The estimate is the lowest of ATC-NE, the prior bound (unless `--label-shift`) and, with a "
                   "second model of the task (`train --reference`), their agreement: each overestimates in its own "
-                  "failure (measured on the FSDD recipe grid: 4.8 points off on average with a reference, 12.6 "
+                  "failure (measured on the FSDD recipe grids: 4-5 points off on average with a reference, 15 "
                   "without; see the README)."]
         if est.get("prior_bound") is not None:
             lines += [f"Prior bound: at most **{est['prior_bound']:.3f}** can be right if the target's classes are as "
