@@ -163,6 +163,12 @@ def train(
                           + f"; model.pt = step {sel['step']} ({sel['criterion']} {sel['score']:.3f}) -> {out}")
         if summary.get("method_choice"):
             out_console.print(summary["method_choice"])
+        guard = summary.get("self_training", {}).get("guard")
+        if guard and guard["kept"] == "original":
+            err_console.print(f"[yellow]the {summary['self_training']['method']} stage was undone: its label-free "
+                              f"estimate fell from {guard['before']:.3f} to {guard['after']:.3f}, so model.pt is the "
+                              "network before it (train.self_training_guard=false keeps the stage)[/yellow]",
+                              highlight=False, soft_wrap=True)
         ens = summary.get("self_training", {}).get("ensemble")
         if ens:
             out_console.print(f"self-trained on the mean predictions of {len(ens['runs'])} networks (latent domains K = "

@@ -173,6 +173,7 @@ class TrainConfig:
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
                                      #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
+    self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
     seed: int = 0
 
     def resolved(self) -> "TrainConfig":

@@ -207,6 +207,46 @@ def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(traine
     assert kept.adaptation[-1]["kept"] == "original"
 
 
+def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+    from audio_dann.cli import app
+    import audio_dann.training.run as run_module
+    root, _, _ = trained
+    real = run_module.adapt_network
+
+    def wiping(dann, clips, method, cfg, device, **kw):  # a stage that wipes the label head
+        net, info = real(dann, clips, "adabn", cfg, device)
+        with torch.no_grad():
+            net.label_head.fc.weight.zero_()
+            net.label_head.fc.bias.zero_()
+            net.label_head.fc.bias[0] = 0.01
+        return net, info
+
+    monkeypatch.setattr(run_module, "adapt_network", wiping)
+    res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "g"), "--device", "cpu",
+                                   "--seed", "3", *sum((["--set", o] for o in _cli_overrides()), [])])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "g" / "summary.json").read_text())
+    guard = s["self_training"]["guard"]
+    assert s["self_training"]["kept"] == "original" and guard["after"] < guard["before"] - guard["margin"]
+    assert "stage was undone" in " ".join(res.output.split())
+    plain = train(root / "prep", tmp_path / "p", config=apply_overrides(CFG, ["train.self_training=none"]),
+                  method="source-only", seed=3, device="cpu", report=False)  # the same network, no stage
+    assert "self_training" not in plain
+    guarded, pure = load_model(tmp_path / "g" / "model.pt"), load_model(tmp_path / "p" / "model.pt")
+    assert all(torch.equal(v, pure.dann.state_dict()[k]) for k, v in guarded.dann.state_dict().items())
+    off = train(root / "prep", tmp_path / "o", config=apply_overrides(CFG, ["train.self_training_guard=false"]),
+                seed=3, device="cpu", report=False)
+    assert off["self_training"]["kept"] == "adapted" and "guard" not in off["self_training"]
+
+
+def _cli_overrides() -> list[str]:
+    """CFG's settings as --set values, for the CLI."""
+    return ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]", "model.embedding_dim=16",
+            "model.domain_hidden=16", "train.steps=12", "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0",
+            "train.latent_ensemble=[]"]
+
+
 def test_latent_domains_are_found_in_clear_clusters():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 6)) * 6

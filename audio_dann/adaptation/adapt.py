@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ..files import check_output_dir, output_lock, path_list, write_json
 from ..nn.classifier import load_checkpoint
 from ..runtime import resolve_device
-from ..nn.calibration import agreement, estimate, label_free, mean_agreement, probabilities
+from ..nn.calibration import GUARD_MARGIN, agreement, estimate, label_free, mean_agreement, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
 from .target import load_target_clips
 
@@ -43,7 +43,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
 
     Measured on the FSDD recipe grid (180 CPU models): 5.1 points off on average with one reference, 4.7
     with two, against 7.4 for the agreement alone; without a reference (ATC-NE and the bound) 15.3.
-    With ``guard`` (the default) the original weights are kept when the estimate drops.
+    With ``guard`` (the default) the original weights are kept when the estimate drops by more than
+    ``GUARD_MARGIN`` (half a point: about the noise of an estimate over a few thousand windows).
     ``progress(done, total)`` follows the decoded target files, ``on_epoch(done, total)`` the epochs of
     the trained methods (all but AdaBN).
     """
@@ -69,7 +70,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
                 probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev) for r in refs])
         est = {k: label_free(f, f.get("agreement"), label_shift) for k, f in figures.items()}
         b, a = est["before"].get("value"), est["after"].get("value")
-        kept = "original" if (guard and a is not None and b is not None and a < b) else "adapted"
+        kept = "original" if (guard and a is not None and b is not None and a < b - GUARD_MARGIN) else "adapted"
         final = copy.deepcopy(original).cpu()
         if kept == "adapted":
             final.dann = adapted_net.cpu()
@@ -85,7 +86,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
                    "all_estimates": figures, "device": str(dev), "seconds": time.perf_counter() - t0,
                    "guard": guard, "note": ("no calibration in the bundle and no --reference: no estimate, the guard "
                                             "cannot judge" if b is None else "estimates use no target label"),
-                   "adapted_before": [r.get("method") for r in original.adaptation]}  # e.g. train's own stage
+                   "adapted_before": [r.get("method") for r in original.adaptation  # e.g. train's own stage
+                                      if r.get("kept", "adapted") != "original"]}
         write_json(out / "summary.json", summary)
     return summary
 

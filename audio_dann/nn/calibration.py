@@ -38,10 +38,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ESTIMATORS", "COMBINED", "agreement", "bound_warning", "calibrate", "estimate", "label_free",
+__all__ = ["ESTIMATORS", "COMBINED", "GUARD_MARGIN", "agreement", "bound_warning", "calibrate", "estimate", "label_free",
            "mean_agreement", "prior_bound", "probabilities", "scores"]
 
 COMBINED = "combined"  # the name of the toolkit's estimate (label_free) in summaries and reports
+# the guards (adapt's, and train's on its self-training stage) keep the original only when the estimate
+# drops by more than this: about one binomial standard error of an estimate over a few thousand target
+# windows (sqrt(0.9 * 0.1 / 3000) = 0.0055), so a drop within the noise does not undo an adaptation
+GUARD_MARGIN = 0.005
 
 ESTIMATORS = ("atc-ne", "atc-mc", "doc")
 

@@ -25,7 +25,7 @@ from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
 from ..files import atomic_write_text, check_output_dir, output_lock, path_list, write_json
-from ..nn.calibration import agreement, calibrate, estimate, label_free, mean_agreement
+from ..nn.calibration import GUARD_MARGIN, agreement, calibrate, estimate, label_free, mean_agreement
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
@@ -133,7 +133,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
         selected = checkpoints.selected()
         if stage != "none" and clips.n_target:
             summary["self_training"] = _self_train(selected, clips, replace(cfg, self_training=stage), device_t,
-                                                   members)
+                                                   members, label_shift)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, cfg, device_t)
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_models,
@@ -153,11 +153,12 @@ def _test_accuracy(model: AudioClassifier, clips: "Clips", cfg, device: torch.de
 
 
 def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.device,
-                members: list[tuple[int, Path]] = ()) -> dict:
+                members: list[tuple[int, Path]] = (), label_shift: bool = False) -> dict:
     """The self-training stage after alignment (``train.self_training``) on the unlabelled target pool,
     the same machinery as ``audio-dann adapt``; ``model`` is changed in place and records it. With
     ``members`` (``train.latent_ensemble``) the pseudo-labels come from the ensemble of this model and
-    the members, each with its target batch-norm statistics."""
+    the members, each with its target batch-norm statistics. With ``train.self_training_guard`` the
+    stage is undone (``kept: original``) where its label-free estimate drops (:func:`_stage_guard`)."""
     t0 = time.perf_counter()
     x, files = clips.pool_x, np.asarray(clips.pool_files)  # AdaBN reads it a batch at a time
     if cfg.self_training_method != "adabn" and len(x) > cfg.self_training_max_clips:  # held in memory: a share
@@ -173,13 +174,37 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
         teacher, ensemble = _ensemble_teacher(model, members, target, clips, cfg, device)
     settings = AdaptConfig(epochs=cfg.self_training_epochs, threshold=cfg.self_training_threshold, seed=cfg.seed)
     net, info = adapt_network(model.dann, target, cfg.self_training_method, settings, device, teacher=teacher)
-    model.dann = net
+    guard = _stage_guard(model.dann, net, x, clips, device, label_shift) if cfg.self_training_guard else None
+    if guard is None or guard["kept"] == "adapted":
+        model.dann = net
     record = {"stage": "train.self_training", **info, "settings": dataclasses.asdict(settings), "clips": len(x),
-              "pool_clips": len(clips.pool_x), "seconds": time.perf_counter() - t0}
+              "pool_clips": len(clips.pool_x), "seconds": time.perf_counter() - t0,
+              "kept": guard["kept"] if guard else "adapted", **({"guard": guard} if guard else {})}
     if ensemble is not None:
         record["ensemble"] = ensemble
     model.adaptation = [*model.adaptation, record]
     return record
+
+
+def _softmax(dann, x, device: torch.device) -> np.ndarray:
+    return torch.softmax(model_outputs(dann, x, device)[1], 1).numpy()
+
+
+def _stage_guard(before, after, x, clips: "Clips", device: torch.device, label_shift: bool) -> dict | None:
+    """``adapt``'s guard for train's stage: the label-free estimate of the network ``before`` and ``after``
+    the stage on the stage's target clips ``x`` (ATC-NE from the calibration of the network before, as
+    ``adapt`` keeps its original's, and the prior bound; no reference, which would have to go through the
+    stage too), and which to keep: the one before when the estimate drops by more than ``GUARD_MARGIN``.
+    None without source validation clips to calibrate on."""
+    if len(clips.val_y) == 0:
+        return None
+    calibration = calibrate(_softmax(before, clips.val_x, device), clips.val_y)
+    est = {k: label_free(estimate(_softmax(net, x, device), calibration), None, label_shift)
+           for k, net in (("before", before), ("after", after))}
+    b, a = est["before"]["value"], est["after"]["value"]
+    return {"before": b, "after": a, "limited_by": {k: e["limited_by"] for k, e in est.items()},
+            "kept": "original" if a < b - GUARD_MARGIN else "adapted", "margin": GUARD_MARGIN,
+            "note": "no target label read"}
 
 
 def _train_members(prepared, out: Path, config: Config, device: str,
