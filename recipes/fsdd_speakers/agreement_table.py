@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
 from audio_dann.data.store import open_prepared  # noqa: E402
-from audio_dann.nn.calibration import estimate, label_free  # noqa: E402
+from audio_dann.nn.calibration import GUARD_MARGIN, estimate, label_free  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
 
 ESTIMATES = {"agreement": lambda f: f["agreement"],
@@ -110,6 +110,27 @@ def summary(rs: list[dict]) -> dict:
     return out
 
 
+def guard_replay(rs: list[dict]) -> None:
+    """The keep-or-revert guard replayed with each estimate: every model against each of its adaptations
+    (keep the original when the estimate drops by more than the margin); what it gives up against the
+    better of the two, by the pool labels."""
+    by_key = {(r["group"], r["adapt"], r["seed"]): r for r in rs}
+    print("\n| estimate | margin | adaptation | decisions | kept the original | gave up something | worst | mean |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ESTIMATES:
+        for margin in (0.0, GUARD_MARGIN):
+            for adapt in sorted({r["adapt"] for r in rs} - {"none"}):
+                pairs = [(r, by_key[(r["group"], adapt, r["seed"])]) for r in rs
+                         if r["adapt"] == "none" and (r["group"], adapt, r["seed"]) in by_key]
+                if not pairs:
+                    continue
+                keep = [a[name] < b[name] - margin for b, a in pairs]
+                lost = np.array([max(b["accuracy"], a["accuracy"]) - (b if k else a)["accuracy"]
+                                 for (b, a), k in zip(pairs, keep)])
+                print(f"| {name} | {margin:g} | {adapt} | {len(pairs)} | {sum(keep)} | {(lost > 1e-9).sum()} | "
+                      f"{lost.max():.3f} | {lost.mean():.4f} |")
+
+
 def from_adapt_table(path: Path) -> None:
     """The estimates graded on ``adapt_table.py``'s saved rows (no probabilities there: no prior bound)."""
     rs = json.loads(path.read_text())
@@ -168,6 +189,7 @@ def main() -> None:
         for name, v in result[label].items():
             a = "-" if v["A_mean"] is None else f"{v['A_mean']:.3f} / {v['A_worst']:.3f}"
             print(f"| {label} | {name} | {v['models']} | {v['mean']:.3f} | {v['worst']:.3f} | {a} |")
+    guard_replay(rs)
     if args.json:
         args.json.write_text(json.dumps({"summaries": result, "rows": rs}, indent=1, default=float))
 
