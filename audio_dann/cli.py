@@ -64,6 +64,13 @@ def _limited(est: dict) -> str:
     return f"{est['estimator']}, set by {by}" if isinstance(by, str) else est["estimator"]
 
 
+def _bound_text(bound: float | None, label_shift: bool | None) -> str:
+    """`` (prior bound 0.375)``, or with ``--label-shift`` `` (prior bound 0.375, left out: --label-shift)``."""
+    if bound is None:
+        return ""
+    return f" (prior bound {bound:.3f}" + (", left out: --label-shift)" if label_shift else ")")
+
+
 def _warn(est: dict) -> None:
     """The label-free estimate's warning (its prior bound), if it has one, on stderr."""
     if est.get("warning"):
@@ -134,8 +141,9 @@ def train(
     device: str = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several): the target-accuracy estimate also "
-                                             "weighs the model's mean agreement with them."),
+                                             "seed; repeat for several; same classes and features): the "
+                                             "estimate becomes the lowest of ATC-NE, the prior bound and the "
+                                             "mean agreement with them."),
     label_shift: bool = LabelShiftOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -166,8 +174,9 @@ def train(
         guard = summary.get("self_training", {}).get("guard")
         if guard and guard["kept"] == "original":
             err_console.print(f"[yellow]the {summary['self_training']['method']} stage was undone: its label-free "
-                              f"estimate fell from {guard['before']:.3f} to {guard['after']:.3f}, so model.pt is the "
-                              "network before it (train.self_training_guard=false keeps the stage)[/yellow]",
+                              f"estimate (ATC-NE and the prior bound; --reference models are not used for the stage) "
+                              f"fell from {guard['before']:.3f} to {guard['after']:.3f}, so model.pt is the network "
+                              "before it (train.self_training_guard=false keeps the stage)[/yellow]",
                               highlight=False, soft_wrap=True)
         ens = summary.get("self_training", {}).get("ensemble")
         if ens:
@@ -179,7 +188,7 @@ def train(
         if est:
             bound = est.get("prior_bound")
             out_console.print(f"estimated target accuracy ({_limited(est)}, no target label read): "
-                              f"{est['value']:.3f}" + ("" if bound is None else f" (prior bound {bound:.3f})"))
+                              f"{est['value']:.3f}" + _bound_text(bound, est.get("label_shift")))
             _warn(est)
         if "report_only" in summary:
             r = summary["report_only"]
@@ -198,7 +207,8 @@ def evaluate(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
     reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several): the label-free estimate also weighs the model's "
+                                             "seed; repeat for several; same classes and features): the "
+                                             "estimate becomes the lowest of ATC-NE, the prior bound and the "
                                              "mean agreement with them."),
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
@@ -230,7 +240,8 @@ def evaluate(
             out_console.print(f"  domain {d}: accuracy {v['accuracy']:.4f} (n={v['n']})")
         est = report.get("estimated_accuracy")
         if est:
-            out_console.print(f"label-free estimate ({_limited(est)}) of window accuracy: {est['value']:.3f}; "
+            out_console.print(f"label-free estimate ({_limited(est)}) of window accuracy: {est['value']:.3f}"
+                              f"{_bound_text(est.get('prior_bound'), est.get('label_shift'))}; "
                               f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)")
             _warn(est)
         if report["skipped"]:
@@ -306,8 +317,9 @@ def adapt(
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
     reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several): the estimate the guard trusts also weighs the "
-                                             "mean agreement."),
+                                             "seed; repeat for several; same classes and features): the "
+                                             "estimate the guard trusts becomes the lowest of ATC-NE, the prior "
+                                             "bound and the mean agreement with them (each adapted alike)."),
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     device: str = DeviceOpt,
@@ -334,7 +346,11 @@ def adapt(
             by = e.get("limited_by", {})
             out_console.print(f"estimated target accuracy ({e['estimator']}, no target label read): "
                               f"{e['before']:.3f} before (set by {by.get('before')}), {e['after']:.3f} after {method} "
-                              f"(set by {by.get('after')})")
+                              f"(set by {by.get('after')})" + (" (prior bound left out: --label-shift)"
+                                                               if e.get("label_shift") else ""))
+            if no_guard and e["after"] < e["before"]:
+                err_console.print("note: the estimate dropped after adaptation; --no-guard kept the adapted model",
+                                  highlight=False, soft_wrap=True)
             _warn(e)
         else:
             out_console.print("no estimate: the bundle has no calibration and no --reference was given")

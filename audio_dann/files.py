@@ -87,6 +87,22 @@ def path_list(value) -> list:
         else list(value)
 
 
+def distinct_paths(paths: list, option: str, own: str | Path | None = None) -> list:
+    """``paths`` checked to name different files, none of them ``own`` (the model they serve)."""
+    seen: dict[Path, str] = {}
+    for p in paths:
+        if not isinstance(p, (str, Path)):
+            continue  # an object given through the API, not a path
+        key = Path(p).resolve()
+        if own is not None and key == Path(own).resolve():
+            raise OptionError(f"{option} {p}: that is the model itself; give a second model of the task "
+                              "(e.g. another seed's model.pt)")
+        if key in seen:
+            raise OptionError(f"{option} {p}: given twice (also as {seen[key]})")
+        seen[key] = str(p)
+    return list(paths)
+
+
 def check_output_file(path: str | Path, option: str = "--out") -> Path:
     """Refuse, before any work, an output file that is a folder or cannot be written."""
     path = Path(path)

@@ -436,12 +436,12 @@ def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tm
         train(root / "prep", tmp_path / "d", config=CFG, method="auto", device="cpu", report=False, resume=True)
 
 
-def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
+def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_path):
     from audio_dann.api import evaluate
     from audio_dann.infer.engine import iter_predictions
     from audio_dann.data.scan import scan_input
     root, tgt, runs = trained
-    same = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[0] / "model.pt")
+    same = evaluate(load_model(runs[0] / "model.pt"), tgt, workers=0, reference=load_model(runs[0] / "model.pt"))
     assert same["estimated_accuracy"]["estimator"] == "combined" and same["estimated_accuracy"]["all"]["agreement"] == 1.0
     other = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt")
     paths = [it.path for it in scan_input(tgt, "eval", labelled=True)]
@@ -455,9 +455,11 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained):
     free = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt", label_shift=True)
     assert free["estimated_accuracy"]["value"] == pytest.approx(min(expected, est["all"]["atc-ne"]))
     assert free["estimated_accuracy"]["label_shift"] and "warning" not in free["estimated_accuracy"]
-    both = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=[runs[0] / "model.pt", runs[1] / "model.pt"])
+    twin = tmp_path / "twin.pt"  # a copy of the model itself, under another name: agrees everywhere
+    load_model(runs[0] / "model.pt").save(twin)
+    both = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=[twin, runs[1] / "model.pt"])
     assert both["estimated_accuracy"]["all"]["agreement"] == pytest.approx((1.0 + expected) / 2)  # the mean
-    assert both["estimated_accuracy"]["reference"] == [str(runs[0] / "model.pt"), str(runs[1] / "model.pt")]
+    assert both["estimated_accuracy"]["reference"] == [str(twin), str(runs[1] / "model.pt")]
 
 
 def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):
@@ -471,6 +473,7 @@ def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, t
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["estimated_target_accuracy"] == est
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Estimated target accuracy" in report and f"{est['value']:.3f}" in report
+    assert f"set by {est['limited_by']}" in report and f"Agreement measured against `{runs[0] / 'model.pt'}`" in report
     from audio_dann.errors import RunError
     other = load_model(runs[0] / "model.pt")
     other.classes = ["x", "y"]
@@ -479,6 +482,28 @@ def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, t
         train(root / "prep", tmp_path / "r2", config=CFG, method="source-only", device="cpu",
               reference=tmp_path / "other.pt")
     assert not (tmp_path / "r2" / "last.pt").exists()
+
+
+def test_bad_references_are_refused_before_any_work(trained, tmp_path, monkeypatch):
+    from audio_dann.api import evaluate
+    from audio_dann.errors import BundleError, OptionError, ScanError
+    import audio_dann.adaptation.adapt as adapt_module
+    root, tgt, runs = trained
+    other = load_model(runs[0] / "model.pt")
+    other.classes = ["x", "y"]
+    other.save(tmp_path / "other.pt")
+    monkeypatch.setattr(adapt_module, "load_target_clips", lambda *a, **k: pytest.fail("decoded the target"))
+    for bad, error, match in [(tmp_path / "other.pt", BundleError, "classes"),
+                              ([runs[1] / "model.pt", runs[1] / "model.pt"], OptionError, "given twice"),
+                              (runs[0] / "model.pt", OptionError, "the model itself"),
+                              (runs[1], BundleError, "a folder, not a model file; did you mean")]:
+        with pytest.raises(error, match=match):
+            adapt(runs[0] / "model.pt", tgt, tmp_path / "a", reference=bad, workers=0, device="cpu")
+    assert not (tmp_path / "a" / "model.pt").exists()
+    with pytest.raises(ScanError, match="classes"):
+        evaluate(runs[0] / "model.pt", tgt, workers=0, reference=tmp_path / "other.pt")
+    with pytest.raises(OptionError, match="the model itself"):
+        evaluate(runs[0] / "model.pt", tgt, workers=0, reference=[runs[1] / "model.pt", runs[0] / "model.pt"])
 
 
 def test_adapt_settings_out_of_range_are_refused():
@@ -524,9 +549,10 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
                                 "train.self_training_epochs=1"])
     s = train(root / "prep", tmp_path / "r", config=cfg, method="dann", device="cpu", report=False)
     assert s["self_training"]["settings"]["threshold"] == 0.5 and s["self_training"]["method"] == "shot-file"
+    load_model(runs[0] / "model.pt").save(tmp_path / "twin.pt")  # the model itself under another name
     res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
                                    "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu",
-                                   "--label-shift", "--reference", str(runs[0] / "model.pt"),
+                                   "--label-shift", "--reference", str(tmp_path / "twin.pt"),
                                    "--reference", str(runs[1] / "model.pt")])
     assert res.exit_code == 0, res.output
     adapted = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -534,7 +560,7 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     e = adapted["estimated_accuracy"]  # --label-shift: the prior bound is reported but sets nothing
     assert e["label_shift"] and set(e["limited_by"].values()) <= {"atc-ne", "agreement"}
     assert e["prior_bound"]["before"] is not None and len(e["reference"]) == 2
-    assert 0.5 <= adapted["all_estimates"]["before"]["agreement"] <= 1.0  # the mean of 1.0 (itself) and another
+    assert 0.5 <= adapted["all_estimates"]["before"]["agreement"] <= 1.0  # the mean of 1.0 (its twin) and another
     assert f"(set by {e['limited_by']['before']})" in " ".join(res.output.split())
     again = CliRunner().invoke(app, ["adapt", str(tmp_path / "r" / "model.pt"), str(tgt), "--out", str(tmp_path / "c"),
                                      "--method", "shot-file", "--epochs", "1", "--workers", "0", "--device", "cpu"])

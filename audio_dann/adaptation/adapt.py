@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from ..files import check_output_dir, output_lock, path_list, write_json
-from ..nn.classifier import load_checkpoint
+from ..errors import BundleError
+from ..files import check_output_dir, distinct_paths, output_lock, path_list, write_json
+from ..nn.classifier import AudioClassifier, load_checkpoint, reference_problem
 from ..runtime import resolve_device
 from ..nn.calibration import GUARD_MARGIN, agreement, estimate, label_free, mean_agreement, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
@@ -55,7 +56,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     out = check_output_dir(out)
     with output_lock(out):
         original, bundle = load_checkpoint(model)
-        refs = [load_checkpoint(r)[0].dann for r in path_list(reference)]  # a bad path fails before any work
+        refs = _references(reference, model, original)  # a bad reference fails before any work
         dev = resolve_device(device)
         clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers,
                                   progress=progress)
@@ -90,6 +91,18 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
                                       if r.get("kept", "adapted") != "original"]}
         write_json(out / "summary.json", summary)
     return summary
+
+
+def _references(reference, model, original: AudioClassifier) -> list:
+    """The reference networks, each checked to be another model of the same classes and features."""
+    refs = []
+    for path in distinct_paths(path_list(reference), "--reference", model):
+        ref = load_checkpoint(path)[0]
+        problem = reference_problem(ref, original.classes, original.config.features)
+        if problem:
+            raise BundleError(f"{path}: {problem}")
+        refs.append(ref.dann)
+    return refs
 
 
 def _names(reference) -> str | list[str]:

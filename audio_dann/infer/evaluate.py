@@ -10,9 +10,9 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
-from ..files import path_list
+from ..files import distinct_paths, path_list
 from ..nn.calibration import agreement, estimate, label_free
-from ..nn.classifier import AudioClassifier, load_model
+from ..nn.classifier import AudioClassifier, load_model, reference_problem
 from ..runtime import check_amp
 from .engine import iter_predictions
 from .metrics import classification_report
@@ -35,9 +35,11 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     decoded again for each reference); ``all`` holds every figure.
     """
     check_amp(amp)
+    own = None if isinstance(model, torch.nn.Module) else model
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
-    given = [reference] if isinstance(reference, torch.nn.Module) else path_list(reference)
+    given = [reference] if isinstance(reference, torch.nn.Module) else distinct_paths(path_list(reference),
+                                                                                      "--reference", own)
     refs = [_load_reference(r, model) for r in given]
     items: list[Item] = scan_input(data, "eval", labelled=True)
     index = {c: i for i, c in enumerate(model.classes)}
@@ -85,11 +87,9 @@ def _load_reference(reference, model: AudioClassifier) -> AudioClassifier | None
     if reference is None:
         return None
     ref = reference if isinstance(reference, torch.nn.Module) else load_model(reference)
-    if ref.classes != model.classes:
-        raise ScanError(f"{reference}: the reference model's classes {ref.classes} differ from the model's")
-    if ref.config.features != model.config.features:
-        raise ScanError(f"{reference}: the reference model cuts audio into other windows or features than the "
-                        "model; use one trained on the same features")
+    problem = reference_problem(ref, model.classes, model.config.features)
+    if problem:
+        raise ScanError(f"{reference}: {problem}")
     return ref
 
 

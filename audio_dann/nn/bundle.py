@@ -54,6 +54,9 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
         BundleError: the file is missing, not a bundle, lacks a key, or is from a newer format.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = f"; did you mean {path / 'model.pt'}?" if (path / "model.pt").is_file() else ""
+        raise BundleError(f"{path}: a folder, not a model file{hint}")
     if not path.is_file():
         raise BundleError(f"{path}: model file not found")
     try:

@@ -118,6 +118,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), bundle
 
 
+def reference_problem(reference: AudioClassifier, classes: list[str], features) -> str | None:
+    """Why ``reference`` cannot serve as a second model for the agreement estimate of a model with
+    ``classes`` and ``features`` (the reason, to follow its path in an error), or None."""
+    if reference.classes != classes:
+        return f"the reference model's classes {reference.classes} differ from the model's {classes}"
+    if reference.config.features != features:
+        return ("the reference model cuts audio into other windows or features than the model; use one trained "
+                "on the same features")
+    return None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> AudioClassifier:
     """Load a ``model.pt`` bundle as an :class:`AudioClassifier` in eval mode."""
     return load_checkpoint(path, device)[0]

@@ -119,12 +119,16 @@ def _estimate_lines(summary: dict) -> list[str]:
     lines = []
     est = summary.get("estimated_target_accuracy")
     if est:
-        against = f" against {est['reference']}" if est.get("reference") else ""
+        refs = est.get("reference")
+        refs = ", ".join(f"`{r}`" for r in ([refs] if isinstance(refs, str) else refs or []))
         others = ", ".join(f"{k} {v:.3f}" for k, v in est.get("all", {}).items())
         by = f", set by {est['limited_by']}" if est.get("limited_by") else ""
         lines += ["## Estimated target accuracy (no target label read)", "",
-                  f"**{est['value']:.3f}** ({est['estimator']}{by}{against}, on {est['on']})."
-                  + (f" Every figure: {others}." if others else ""),
+                  f"**{est['value']:.3f}** ({est['estimator']}{by}; on {est['on']})."
+                  + (f" Every figure: {others}." if others else "")
+                  + (f" Agreement measured against {refs}." if refs else "")
+                  + (" This run used `--label-shift`: the prior bound is reported but is not part of the estimate."
+                     if est.get("label_shift") else ""),
                   "The estimate is the lowest of ATC-NE, the prior bound (unless `--label-shift`) and, with a "
                   "second model of the task (`train --reference`), their agreement: each overestimates in its own "
                   "failure (measured on the FSDD recipe grids: 4-5 points off on average with a reference, 15 "

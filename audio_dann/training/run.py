@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
-from ..files import atomic_write_text, check_output_dir, output_lock, path_list, write_json
+from ..files import atomic_write_text, check_output_dir, distinct_paths, output_lock, path_list, write_json
 from ..nn.calibration import GUARD_MARGIN, agreement, calibrate, estimate, label_free, mean_agreement
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
@@ -252,7 +252,7 @@ def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], t
 def _references(reference, prep: PreparedData) -> list[AudioClassifier]:
     """The reference models for the agreement estimate, checked against the prepared folder up front."""
     refs = []
-    for path in path_list(reference):
+    for path in distinct_paths(path_list(reference), "--reference"):
         ref = load_checkpoint(path)[0]
         if ref.classes != prep.classes:
             raise RunError(f"{path}: the reference model's classes {ref.classes} differ from the prepared "
