@@ -180,20 +180,23 @@ def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, me
     assert any("running_mean" in k for k in changed)
 
 
-def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(trained, tmp_path, monkeypatch):
-    root, tgt, runs = trained
-    real = self_training.adapt_network
-
-    def harmful(dann, clips, method, cfg, device, **_):  # an adaptation that wipes the label head: every clip
-        net, info = real(dann, clips, "adabn", cfg, device)  # goes to class 0, with near-uniform probabilities
+def _wiping(real):
+    """An adaptation that runs ``real``'s AdaBN, then wipes the label head: every clip goes to class 0,
+    with near-uniform probabilities."""
+    def wiping(dann, clips, method, cfg, device, **_):
+        net, info = real(dann, clips, "adabn", cfg, device)
         with torch.no_grad():
             net.label_head.fc.weight.zero_()
             net.label_head.fc.bias.zero_()
             net.label_head.fc.bias[0] = 0.01
         return net, info
+    return wiping
 
+
+def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(trained, tmp_path, monkeypatch):
+    root, tgt, runs = trained
     import audio_dann.adaptation.adapt as adapt_module
-    monkeypatch.setattr(adapt_module, "adapt_network", harmful)
+    monkeypatch.setattr(adapt_module, "adapt_network", _wiping(self_training.adapt_network))
     s = adapt(runs[0] / "model.pt", tgt, tmp_path / "g", method="adabn", reference=runs[1] / "model.pt",
               workers=0, device="cpu")
     e, figures = s["estimated_accuracy"], s["all_estimates"]
@@ -212,17 +215,7 @@ def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_
     from audio_dann.cli import app
     import audio_dann.training.run as run_module
     root, _, _ = trained
-    real = run_module.adapt_network
-
-    def wiping(dann, clips, method, cfg, device, **kw):  # a stage that wipes the label head
-        net, info = real(dann, clips, "adabn", cfg, device)
-        with torch.no_grad():
-            net.label_head.fc.weight.zero_()
-            net.label_head.fc.bias.zero_()
-            net.label_head.fc.bias[0] = 0.01
-        return net, info
-
-    monkeypatch.setattr(run_module, "adapt_network", wiping)
+    monkeypatch.setattr(run_module, "adapt_network", _wiping(run_module.adapt_network))
     res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "g"), "--device", "cpu",
                                    "--seed", "3", *sum((["--set", o] for o in _cli_overrides()), [])])
     assert res.exit_code == 0, res.output
