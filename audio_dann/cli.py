@@ -192,8 +192,12 @@ def train(
             _warn(est)
         if "report_only" in summary:
             r = summary["report_only"]
-            shipped = (f", saved model after {summary['self_training']['method']} "
-                       f"{r['target_test_acc_shipped']:.3f}" if "target_test_acc_shipped" in r else "")
+            shipped = ""
+            if "target_test_acc_shipped" in r:
+                stage = summary["self_training"]
+                what = (f"(its {stage['method']} stage undone)" if stage.get("kept") == "original"
+                        else f"after {stage['method']}")
+                shipped = f", saved model {what} {r['target_test_acc_shipped']:.3f}"
             out_console.print(f"target test accuracy (report only, not used for selection): "
                               f"selected {r['target_test_acc_selected']:.3f}, final {r['target_test_acc_final']:.3f}"
                               f"{shipped}")
@@ -348,7 +352,8 @@ def adapt(
                               f"{e['before']:.3f} before (set by {by.get('before')}), {e['after']:.3f} after {method} "
                               f"(set by {by.get('after')})" + (" (prior bound left out: --label-shift)"
                                                                if e.get("label_shift") else ""))
-            if no_guard and e["after"] < e["before"]:
+            from .nn.calibration import GUARD_MARGIN
+            if no_guard and e["after"] < e["before"] - GUARD_MARGIN:
                 err_console.print("note: the estimate dropped after adaptation; --no-guard kept the adapted model",
                                   highlight=False, soft_wrap=True)
             _warn(e)

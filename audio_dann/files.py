@@ -87,12 +87,15 @@ def path_list(value) -> list:
         else list(value)
 
 
-def distinct_paths(paths: list, option: str, own: str | Path | None = None) -> list:
-    """``paths`` checked to name different files, none of them ``own`` (the model they serve)."""
+def check_distinct_paths(paths: list, option: str, own: str | Path | None = None, objects_ok: bool = False) -> list:
+    """``paths`` checked to name different files, none of them ``own`` (the model they serve); other
+    objects (models given through the API) pass where ``objects_ok``, else they are refused."""
     seen: dict[Path, str] = {}
     for p in paths:
         if not isinstance(p, (str, Path)):
-            continue  # an object given through the API, not a path
+            if objects_ok:
+                continue
+            raise OptionError(f"{option}: expected the path of a model.pt, got a {type(p).__name__}")
         key = Path(p).resolve()
         if own is not None and key == Path(own).resolve():
             raise OptionError(f"{option} {p}: that is the model itself; give a second model of the task "

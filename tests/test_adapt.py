@@ -10,7 +10,7 @@ import torch
 
 from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
-from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, label_free, prior_bound
+from audio_dann.nn.calibration import agreement, bound_warning, calibrate, estimate, combined_estimate, prior_bound
 from audio_dann.errors import ConfigError, RunError
 from audio_dann.nn.classifier import load_checkpoint, load_model
 from audio_dann.training import self_training
@@ -137,16 +137,15 @@ def test_the_prior_bound_catches_a_collapsed_model_and_never_undercuts_a_matchin
 
 def test_the_estimate_is_the_lowest_figure_and_says_which_set_it():
     figures = {"atc-ne": 0.9, "atc-mc": 0.95, "doc": 0.9, "prior-bound": 0.2}
-    collapsed = label_free(figures, agreement_value=1.0)  # confident, and its sibling seed agrees everywhere
+    collapsed = combined_estimate(figures, agreement_value=1.0)  # confident, and its sibling seed agrees everywhere
     assert collapsed["value"] == 0.2 and collapsed["limited_by"] == "prior-bound" and "--label-shift" in collapsed["warning"]
     assert collapsed["combines"] == ["agreement", "atc-ne", "prior-bound"] and collapsed["prior_bound"] == 0.2
-    skewed = label_free(figures, agreement_value=1.0, label_shift=True)  # the user says the target is skewed
+    skewed = combined_estimate(figures, agreement_value=1.0, label_shift=True)  # the user says the target is skewed
     assert skewed["value"] == 0.9 and skewed["limited_by"] == "atc-ne" and "warning" not in skewed
-    shared = label_free({"atc-ne": 0.99, "prior-bound": 0.95}, agreement_value=0.7)  # a self-trained model
+    shared = combined_estimate({"atc-ne": 0.99, "prior-bound": 0.95}, agreement_value=0.7)  # a self-trained model
     assert shared["value"] == 0.7 and shared["limited_by"] == "agreement" and "warning" not in shared
-    assert label_free({}, None) == {} and label_free({}, 0.6)["value"] == 0.6  # no calibration: agreement alone
-    balanced = label_free({"atc-ne": 0.95, "prior-bound": 0.93}, agreement_value=0.7)
-    assert balanced["value"] > collapsed["value"]  # a guard comparing the two keeps the balanced model
+    assert combined_estimate({}, None) == {} and combined_estimate({}, 0.6)["value"] == 0.6  # no calibration: agreement alone
+    balanced = combined_estimate({"atc-ne": 0.95, "prior-bound": 0.93}, agreement_value=0.7)
     from audio_dann.adaptation.adapt import _estimate_record  # adapt warns on the estimate of the model it keeps
     est = {"before": collapsed, "after": balanced}
     assert "warning" in _estimate_record(est, "original", None) and "warning" not in _estimate_record(est, "adapted", None)
@@ -223,6 +222,7 @@ def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_
     guard = s["self_training"]["guard"]
     assert s["self_training"]["kept"] == "original" and guard["after"] < guard["before"] - guard["margin"]
     assert "stage was undone" in " ".join(res.output.split())
+    assert "was **undone** by its guard" in (tmp_path / "g" / "report.md").read_text()
     plain = train(root / "prep", tmp_path / "p", config=apply_overrides(CFG, ["train.self_training=none"]),
                   method="source-only", seed=3, device="cpu", report=False)  # the same network, no stage
     assert "self_training" not in plain
@@ -467,7 +467,15 @@ def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, t
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Estimated target accuracy" in report and f"{est['value']:.3f}" in report
     assert f"set by {est['limited_by']}" in report and f"Agreement measured against `{runs[0] / 'model.pt'}`" in report
-    from audio_dann.errors import RunError
+    shifted = train(root / "prep", tmp_path / "ls", config=CFG, method="source-only", seed=2, device="cpu",
+                    reference=[runs[0] / "model.pt", runs[1] / "model.pt"], label_shift=True, report=False)
+    e = shifted["estimated_target_accuracy"]
+    assert e["label_shift"] and "prior-bound" not in e["combines"] and e["prior_bound"] is not None
+    assert e["value"] == min(e["all"]["agreement"], e["all"]["atc-ne"]) and len(e["reference"]) == 2
+    from audio_dann.errors import OptionError, RunError
+    with pytest.raises(OptionError, match="expected the path of a model.pt"):  # an object, through the API
+        train(root / "prep", tmp_path / "r3", config=CFG, method="source-only", device="cpu",
+              reference=load_model(runs[0] / "model.pt"))
     other = load_model(runs[0] / "model.pt")
     other.classes = ["x", "y"]
     other.save(tmp_path / "other.pt")

@@ -11,10 +11,10 @@ from typing import Callable, Sequence
 
 
 from ..errors import BundleError
-from ..files import check_output_dir, distinct_paths, output_lock, path_list, write_json
+from ..files import check_output_dir, check_distinct_paths, output_lock, path_list, write_json
 from ..nn.classifier import AudioClassifier, load_checkpoint, reference_problem
 from ..runtime import resolve_device
-from ..nn.calibration import GUARD_MARGIN, agreement, estimate, label_free, mean_agreement, probabilities
+from ..nn.calibration import GUARD_MARGIN, agreement, estimate, combined_estimate, mean_agreement, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
 from .target import load_target_clips
 
@@ -33,7 +33,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
 
     Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
     ``out/summary.json``. The label-free estimate of target accuracy before and after
-    (:func:`audio_dann.nn.calibration.label_free`) is the lowest of:
+    (:func:`audio_dann.nn.calibration.combined_estimate`) is the lowest of:
 
     - with ``reference`` (a second model of the same task, trained independently, e.g. another seed; or
       several), the share of target windows on which the model and the reference agree (the mean over
@@ -53,6 +53,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         from ..errors import OptionError
         raise OptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     t0 = time.perf_counter()
+    reference = path_list(reference)  # once: a generator would be spent by the first look
     out = check_output_dir(out)
     with output_lock(out):
         original, bundle = load_checkpoint(model)
@@ -69,7 +70,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
                                                                      for r in refs])
             figures["after"]["agreement"] = mean_agreement(after, [
                 probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev) for r in refs])
-        est = {k: label_free(f, f.get("agreement"), label_shift) for k, f in figures.items()}
+        est = {k: combined_estimate(f, f.get("agreement"), label_shift) for k, f in figures.items()}
         b, a = est["before"].get("value"), est["after"].get("value")
         kept = "original" if (guard and a is not None and b is not None and a < b - GUARD_MARGIN) else "adapted"
         final = copy.deepcopy(original).cpu()
@@ -79,7 +80,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
                                                               ([targets] if isinstance(targets, (str, Path)) else targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
                   "settings": asdict(config),
-                  "estimated_accuracy": _estimate_record(est, kept, reference),
+                  "estimated_accuracy": _estimate_record(est, kept, reference, label_shift),
                   "agreement_with_original": agreement(before, after), **info}
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))
@@ -96,7 +97,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
 def _references(reference, model, original: AudioClassifier) -> list:
     """The reference networks, each checked to be another model of the same classes and features."""
     refs = []
-    for path in distinct_paths(path_list(reference), "--reference", model):
+    for path in check_distinct_paths(reference, "--reference", model):
         ref = load_checkpoint(path)[0]
         problem = reference_problem(ref, original.classes, original.config.features)
         if problem:
@@ -107,20 +108,20 @@ def _references(reference, model, original: AudioClassifier) -> list:
 
 def _names(reference) -> str | list[str]:
     """The reference model(s) as the summary names them: a path, or a list of them."""
-    names = [str(r) for r in path_list(reference)]
+    names = [str(r) for r in reference]
     return names[0] if len(names) == 1 else names
 
 
-def _estimate_record(est: dict, kept: str, reference) -> dict:
+def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = False) -> dict:
     """``estimated_accuracy`` of the summary: the estimate before and after, which figure set each, the
     prior bounds and, where the kept model's estimate is its prior bound well below the others, the warning."""
     if not est["before"] and not est["after"]:
-        return {"estimator": None, "before": None, "after": None}
+        return {"estimator": None, "before": None, "after": None, "label_shift": label_shift}
     record = {"estimator": est["after"].get("estimator") or est["before"].get("estimator"),
               "before": est["before"].get("value"), "after": est["after"].get("value"),
               "limited_by": {k: e.get("limited_by") for k, e in est.items()},
               "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
-              "label_shift": bool(est["after"].get("label_shift") or est["before"].get("label_shift")),
-              **({"reference": _names(reference)} if path_list(reference) else {})}
+              "label_shift": label_shift,
+              **({"reference": _names(reference)} if reference else {})}
     warning = est["before" if kept == "original" else "after"].get("warning")
     return {**record, **({"warning": warning} if warning else {})}

@@ -10,8 +10,8 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
-from ..files import distinct_paths, path_list
-from ..nn.calibration import agreement, estimate, label_free
+from ..files import check_distinct_paths, path_list
+from ..nn.calibration import agreement, estimate, combined_estimate
 from ..nn.classifier import AudioClassifier, load_model, reference_problem
 from ..runtime import check_amp
 from .engine import iter_predictions
@@ -38,8 +38,8 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     own = None if isinstance(model, torch.nn.Module) else model
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
-    given = [reference] if isinstance(reference, torch.nn.Module) else distinct_paths(path_list(reference),
-                                                                                      "--reference", own)
+    given = [reference] if isinstance(reference, torch.nn.Module) else check_distinct_paths(
+        path_list(reference), "--reference", own, objects_ok=True)
     refs = [_load_reference(r, model) for r in given]
     items: list[Item] = scan_input(data, "eval", labelled=True)
     index = {c: i for i, c in enumerate(model.classes)}
@@ -76,7 +76,7 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), agreed,
                                               label_shift)
     if refs:
-        names = [str(r) for r in given]
+        names = [f"<{type(r).__name__} object>" if isinstance(r, torch.nn.Module) else str(r) for r in given]
         report["estimated_accuracy"]["reference"] = names[0] if len(names) == 1 else names
     report["skipped"] = skipped
     return report
@@ -107,13 +107,13 @@ def _agreement(ref: AudioClassifier, paths: list[str], windows: list[np.ndarray]
 
 def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray, agreed: float | None = None,
                label_shift: bool = False) -> dict | None:
-    """The label-free estimate of window accuracy (:func:`audio_dann.nn.calibration.label_free`, from the
+    """The label-free estimate of window accuracy (:func:`audio_dann.nn.calibration.combined_estimate`, from the
     model's calibration and, with a reference, the two models' agreement ``agreed``; no label read), next
     to the window accuracy the labels give, so the two can be compared."""
     figures = estimate(probs, model.calibration)
     if agreed is not None:
         figures["agreement"] = agreed
-    combined = label_free(figures, agreed, label_shift)
+    combined = combined_estimate(figures, agreed, label_shift)
     if not combined:
         return None
     return {**combined, "all": figures, "window_accuracy": float((probs.argmax(1) == truth).mean()),

@@ -18,7 +18,7 @@
   source (label shift) lowers it below a good model's accuracy; ``label_shift=True`` (``--label-shift``)
   leaves it out of the estimate.
 
-The toolkit's estimate (``combined``, :func:`label_free`) is the lowest of the agreement (when a second
+The toolkit's estimate (``combined``, :func:`combined_estimate`) is the lowest of the agreement (when a second
 model is given), ATC-NE and the prior bound. Each of the three overestimates in its own failure, and
 rarely underestimates: agreement where the two models make the same mistakes (source-only seeds on
 synthetic -> real speech: 0.72-0.80 for 0.29-0.64), ATC-NE wherever training or adaptation made the
@@ -38,10 +38,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ESTIMATORS", "COMBINED", "GUARD_MARGIN", "agreement", "bound_warning", "calibrate", "estimate", "label_free",
+__all__ = ["ESTIMATORS", "COMBINED", "GUARD_MARGIN", "agreement", "bound_warning", "calibrate", "estimate", "combined_estimate",
            "mean_agreement", "prior_bound", "probabilities", "scores"]
 
-COMBINED = "combined"  # the name of the toolkit's estimate (label_free) in summaries and reports
+COMBINED = "combined"  # the name of the toolkit's estimate (combined_estimate) in summaries and reports
 # the guards (adapt's, and train's on its self-training stage) keep the original only when the estimate
 # drops by more than this: about one binomial standard error of an estimate over a few thousand target
 # windows (sqrt(0.9 * 0.1 / 3000) = 0.0055), so a drop within the noise does not undo an adaptation
@@ -95,7 +95,7 @@ def bound_warning(value: float | None, bound: float | None, margin: float = 0.1)
             "rerun with --label-shift to leave the bound out")
 
 
-def label_free(figures: dict, agreement_value: float | None = None, label_shift: bool = False) -> dict:
+def combined_estimate(figures: dict, agreement_value: float | None = None, label_shift: bool = False) -> dict:
     """The toolkit's estimate from a model's ``figures`` (:func:`estimate`) and, when a second model was
     given, their ``agreement_value``: the lowest of the agreement, ATC-NE and (unless ``label_shift``) the
     prior bound. Returns ``estimator``, ``value``, ``limited_by`` (the figure that set it), ``combines``,

@@ -128,19 +128,29 @@ def _estimate_lines(summary: dict) -> list[str]:
                   + (f" Every figure: {others}." if others else "")
                   + (f" Agreement measured against {refs}." if refs else "")
                   + (" This run used `--label-shift`: the prior bound is reported but is not part of the estimate."
-                     if est.get("label_shift") else ""),
-                  "The estimate is the lowest of ATC-NE, the prior bound (unless `--label-shift`) and, with a "
-                  "second model of the task (`train --reference`), their agreement: each overestimates in its own "
-                  "failure (measured on the FSDD recipe grids: 4-5 points off on average with a reference, 15 "
-                  "without; see the README)."]
+                     if est.get("label_shift") else "")]
+        if est.get("estimator") == "combined":  # runs from before 2026-11-29 used one estimator
+            lines += ["The estimate is the lowest of ATC-NE, the prior bound (unless `--label-shift`) and, with a "
+                      "second model of the task (`train --reference`), their agreement: each overestimates in its "
+                      "own failure (measured on the FSDD recipe grids: 4-5 points off on average with a reference, "
+                      "15 without; see the README)."]
         if est.get("prior_bound") is not None:
             lines += [f"Prior bound: at most **{est['prior_bound']:.3f}** can be right if the target's classes are as "
                       "frequent as the source's." + (f" **{est['warning']}**" if est.get("warning") else "")]
         lines += [""]
     stage = summary.get("self_training")
     if stage:
-        lines += [f"The saved model went through the self-training stage **{stage['method']}** on "
-                  f"{stage['clips']} unlabelled target clips after training.", ""]
+        guard = stage.get("guard") or {}
+        if stage.get("kept") == "original":
+            lines += [f"The self-training stage **{stage['method']}** ran on {stage['clips']} unlabelled target clips "
+                      f"but was **undone** by its guard: the label-free estimate fell from {guard['before']:.3f} to "
+                      f"{guard['after']:.3f}, so the saved model is the network before it "
+                      "(`train.self_training_guard=false` keeps the stage).", ""]
+        else:
+            lines += [f"The saved model went through the self-training stage **{stage['method']}** on "
+                      f"{stage['clips']} unlabelled target clips after training"
+                      + (f" (its guard: label-free estimate {guard['before']:.3f} before, {guard['after']:.3f} after)."
+                         if "before" in guard else "."), ""]
         ens = stage.get("ensemble")
         if ens:
             lines += [f"Its pseudo-labels were the mean predictions of {len(ens['runs'])} networks trained with "

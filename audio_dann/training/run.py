@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
-from ..files import atomic_write_text, check_output_dir, distinct_paths, output_lock, path_list, write_json
-from ..nn.calibration import GUARD_MARGIN, agreement, calibrate, estimate, label_free, mean_agreement
-from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
+from ..files import atomic_write_text, check_output_dir, check_distinct_paths, output_lock, path_list, write_json
+from ..nn.calibration import GUARD_MARGIN, agreement, calibrate, estimate, combined_estimate, mean_agreement
+from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint, reference_problem
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
 from .criteria import dev_risk, proxy_a_distance, snd
@@ -69,7 +69,7 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
             model agrees with them (the mean over several; checked against the prepared folder before
             training starts).
         label_shift: the target's classes may be far more skewed than the source's: leave the prior bound
-            out of the estimate (see :func:`audio_dann.nn.calibration.label_free`).
+            out of the estimate (see :func:`audio_dann.nn.calibration.combined_estimate`).
         named: ``section.key`` settings the caller set explicitly in ``config`` (the CLI's ``--set`` and
             ``--config`` keys): with ``resume`` they are compared with the saved run even where they equal
             the default (without ``config`` there is nothing to compare).
@@ -77,6 +77,7 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         the run summary (also written to ``summary.json``).
     """
     out = check_output_dir(out)
+    reference = path_list(reference)  # once: a generator would be spent by the first look
     started = init_from_env(resolve_device(device).type)
     try:
         with output_lock(out) if is_main_process() else contextlib.nullcontext():
@@ -187,22 +188,29 @@ def _self_train(model: AudioClassifier, clips: "Clips", cfg, device: torch.devic
 
 
 def _softmax(dann, x, device: torch.device) -> np.ndarray:
-    return torch.softmax(model_outputs(dann, x, device)[1], 1).numpy()
+    """Probabilities of ``dann`` for ``x``, run on ``device``; the network goes back where it was (the
+    stage's networks live on the CPU between steps)."""
+    home = next(dann.parameters()).device
+    try:
+        return torch.softmax(model_outputs(dann.to(device), x, device)[1], 1).numpy()
+    finally:
+        dann.to(home)
 
 
-def _stage_guard(before, after, x, clips: "Clips", device: torch.device, label_shift: bool) -> dict | None:
+def _stage_guard(before, after, x, clips: "Clips", device: torch.device, label_shift: bool) -> dict:
     """``adapt``'s guard for train's stage: the label-free estimate of the network ``before`` and ``after``
     the stage on the stage's target clips ``x`` (ATC-NE from the calibration of the network before, as
     ``adapt`` keeps its original's, and the prior bound; no reference, which would have to go through the
     stage too), and which to keep: the one before when the estimate drops by more than ``GUARD_MARGIN``.
-    None without source validation clips to calibrate on."""
+    Without source validation clips to calibrate on, the stage is kept and the record says why."""
     if len(clips.val_y) == 0:
-        return None
+        return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
     calibration = calibrate(_softmax(before, clips.val_x, device), clips.val_y)
-    est = {k: label_free(estimate(_softmax(net, x, device), calibration), None, label_shift)
+    est = {k: combined_estimate(estimate(_softmax(net, x, device), calibration), None, label_shift)
            for k, net in (("before", before), ("after", after))}
     b, a = est["before"]["value"], est["after"]["value"]
     return {"before": b, "after": a, "limited_by": {k: e["limited_by"] for k, e in est.items()},
+            "prior_bound": {k: e["prior_bound"] for k, e in est.items()}, "label_shift": label_shift,
             "kept": "original" if a < b - GUARD_MARGIN else "adapted", "margin": GUARD_MARGIN,
             "note": "no target label read"}
 
@@ -252,13 +260,11 @@ def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], t
 def _references(reference, prep: PreparedData) -> list[AudioClassifier]:
     """The reference models for the agreement estimate, checked against the prepared folder up front."""
     refs = []
-    for path in distinct_paths(path_list(reference), "--reference"):
+    for path in check_distinct_paths(path_list(reference), "--reference"):
         ref = load_checkpoint(path)[0]
-        if ref.classes != prep.classes:
-            raise RunError(f"{path}: the reference model's classes {ref.classes} differ from the prepared "
-                           f"folder's {prep.classes}")
-        if ref.config.features != prep.config.features:
-            raise RunError(f"{path}: the reference model was trained on other features than {prep.root}")
+        problem = reference_problem(ref, prep.classes, prep.config.features)
+        if problem:
+            raise RunError(f"{path}: {problem} (the prepared folder {prep.root})")
         refs.append(ref)
     return refs
 
@@ -266,7 +272,7 @@ def _references(reference, prep: PreparedData) -> list[AudioClassifier]:
 def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, references: list[AudioClassifier] = (),
                label_shift: bool = False) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimate of its
-    accuracy on the unlabelled target pool (:func:`audio_dann.nn.calibration.label_free`: the lowest of
+    accuracy on the unlabelled target pool (:func:`audio_dann.nn.calibration.combined_estimate`: the lowest of
     ATC-NE, the prior bound and, with ``references``, the model's mean agreement with them)."""
     if len(clips.val_y) == 0:
         return None, None
@@ -279,7 +285,7 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, refer
     if references:
         figures["agreement"] = mean_agreement(probs, [
             torch.softmax(model_outputs(r.dann.to(device), clips.pool_x, device)[1], 1).numpy() for r in references])
-    return calibration, {**label_free(figures, figures.get("agreement"), label_shift), "all": figures,
+    return calibration, {**combined_estimate(figures, figures.get("agreement"), label_shift), "all": figures,
                          "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 
 

@@ -10,7 +10,7 @@ the second model is the next seed's, adapted the same way. No target label goes 
 labels from the FSDD file names grade them (error = estimate - pool window accuracy):
 
 - ``agreement``: the share of pool windows on which the two models agree;
-- ``combined`` (the toolkit's estimate, :func:`audio_dann.nn.calibration.label_free`): the lowest of
+- ``combined`` (the toolkit's estimate, :func:`audio_dann.nn.calibration.combined_estimate`): the lowest of
   the agreement, ATC-NE (the bundle's calibration) and the prior bound;
 - ``combined, two references``: the same with the mean agreement with both other seeds (``--reference``
   given twice);
@@ -38,14 +38,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
 from audio_dann.data.store import open_prepared  # noqa: E402
-from audio_dann.nn.calibration import GUARD_MARGIN, estimate, label_free  # noqa: E402
+from audio_dann.nn.calibration import GUARD_MARGIN, estimate, combined_estimate  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
 
 ESTIMATES = {"agreement": lambda f: f["agreement"],
-             "combined": lambda f: label_free(f, f["agreement"])["value"],
-             "combined, two references": lambda f: label_free(f, f["agreement, two references"])["value"],
-             "combined, no reference": lambda f: label_free(f)["value"],
-             "combined, --label-shift": lambda f: label_free(f, f["agreement"], label_shift=True)["value"]}
+             "combined": lambda f: combined_estimate(f, f["agreement"])["value"],
+             "combined, two references": lambda f: combined_estimate(f, f["agreement, two references"])["value"],
+             "combined, no reference": lambda f: combined_estimate(f)["value"],
+             "combined, --label-shift": lambda f: combined_estimate(f, f["agreement"], label_shift=True)["value"]}
 
 
 def _groups(work: Path, tasks: list[str]) -> list[tuple[str, list[Path]]]:
