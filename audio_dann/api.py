@@ -4,6 +4,7 @@
     ad.prepare("studio/", ["field/"], "prepared/")
     summary = ad.train("prepared/", "runs/dann", method="dann")
     model = ad.load_model("runs/dann/model.pt")
+    ad.estimate("runs/dann/model.pt", "field/", reference="runs/dann_seed1/model.pt")["value"]
     ad.evaluate(model, "field_labelled.csv")["accuracy"]
     ad.predict(model, "recordings/", "predictions.csv")
     ad.export("runs/dann/model.pt", "model.onnx")    # needs the [export] extra
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .adaptation.adapt import adapt
+from .adaptation.estimate import estimate_accuracy as estimate
 from .config import Config
 from .deploy.onnx_export import export
 from .data.prepare import prepare
@@ -24,7 +26,7 @@ from .report.run_report import make_report
 from .runtime import is_main_process
 from .training.run import train as _train_run
 
-__all__ = ["prepare", "train", "adapt", "evaluate", "predict", "load_model", "export"]
+__all__ = ["prepare", "train", "adapt", "estimate", "evaluate", "predict", "load_model", "export"]
 
 
 def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,

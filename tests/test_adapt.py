@@ -569,3 +569,38 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     bad = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "b"),
                                    "--threshold", "2"])
     assert bad.exit_code == 2 and "--threshold 2" in bad.output
+
+
+def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figure(trained, tmp_path, monkeypatch):
+    import shutil
+    from typer.testing import CliRunner
+    from audio_dann.api import estimate
+    from audio_dann.cli import app
+    from audio_dann.errors import BundleError
+    root, tgt, runs = trained
+    folder = tmp_path / "deployment"
+    shutil.copytree(tgt, folder)
+    (folder / "high" / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    twin = tmp_path / "twin.pt"  # the model itself under another name: agrees on every window
+    load_model(runs[0] / "model.pt").save(twin)
+    e = estimate(runs[0] / "model.pt", folder, reference=twin, workers=0, device="cpu")
+    assert e["all"]["agreement"] == 1.0 and e["estimator"] == "combined"
+    assert e["value"] == min(e["all"]["atc-ne"], e["all"]["prior-bound"]) and e["limited_by"] != "agreement"
+    assert e["files"] == 10 and e["files_skipped"] == 1 and e["skipped"][0]["file"].endswith("broken.wav")
+    assert sum(e["predicted_share"].values()) == pytest.approx(1.0) and e["reference"] == str(twin)
+    alone = estimate(runs[0] / "model.pt", folder, workers=0, device="cpu")  # no reference: ATC-NE and the bound
+    assert alone["value"] == e["value"] and alone["combines"] == ["atc-ne", "prior-bound"]
+    res = CliRunner().invoke(app, ["estimate", str(runs[0] / "model.pt"), str(folder), "--reference", str(twin),
+                                   "--reference", str(runs[1] / "model.pt"), "--json", str(tmp_path / "e.json"),
+                                   "--workers", "0", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert f"{saved['value']:.3f}" in res.output and "1 files skipped" in " ".join(res.output.split())
+    assert saved["value"] <= saved["all"]["agreement"] and len(saved["reference"]) == 2
+    bare = load_model(runs[0] / "model.pt")
+    bare.calibration = None
+    bare.save(tmp_path / "bare.pt")
+    import audio_dann.adaptation.estimate as estimate_module
+    monkeypatch.setattr(estimate_module, "load_target_clips", lambda *a, **k: pytest.fail("decoded the target"))
+    with pytest.raises(BundleError, match="nothing to estimate from"):
+        estimate(tmp_path / "bare.pt", folder, workers=0, device="cpu")

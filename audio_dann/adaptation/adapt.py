@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from ..errors import BundleError
-from ..files import check_output_dir, check_distinct_paths, output_lock, path_list, write_json
-from ..nn.classifier import AudioClassifier, load_checkpoint, reference_problem
+from ..files import check_output_dir, output_lock, path_list, write_json
+from ..nn.classifier import load_checkpoint
 from ..runtime import resolve_device
 from ..nn.calibration import GUARD_MARGIN, agreement, estimate, combined_estimate, mean_agreement, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
+from .references import load_references, reference_names
 from .target import load_target_clips
 
 __all__ = ["adapt", "DEFAULT_METHOD"]
@@ -57,7 +57,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     out = check_output_dir(out)
     with output_lock(out):
         original, bundle = load_checkpoint(model)
-        refs = _references(reference, model, original)  # a bad reference fails before any work
+        refs = load_references(reference, model, original)  # a bad reference fails before any work
         dev = resolve_device(device)
         clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers,
                                   progress=progress)
@@ -94,24 +94,6 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     return summary
 
 
-def _references(reference, model, original: AudioClassifier) -> list:
-    """The reference networks, each checked to be another model of the same classes and features."""
-    refs = []
-    for path in check_distinct_paths(reference, "--reference", model):
-        ref = load_checkpoint(path)[0]
-        problem = reference_problem(ref, original.classes, original.config.features)
-        if problem:
-            raise BundleError(f"{path}: {problem}")
-        refs.append(ref.dann)
-    return refs
-
-
-def _names(reference) -> str | list[str]:
-    """The reference model(s) as the summary names them: a path, or a list of them."""
-    names = [str(r) for r in reference]
-    return names[0] if len(names) == 1 else names
-
-
 def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = False) -> dict:
     """``estimated_accuracy`` of the summary: the estimate before and after, which figure set each, the
     prior bounds and, where the kept model's estimate is its prior bound well below the others, the warning."""
@@ -122,6 +104,6 @@ def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = 
               "limited_by": {k: e.get("limited_by") for k, e in est.items()},
               "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
               "label_shift": label_shift,
-              **({"reference": _names(reference)} if reference else {})}
+              **({"reference": reference_names(reference)} if reference else {})}
     warning = est["before" if kept == "original" else "after"].get("warning")
     return {**record, **({"warning": warning} if warning else {})}

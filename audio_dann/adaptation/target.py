@@ -34,7 +34,7 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
     for t in targets:
         items += [replace(i, label=None, split="train") for i in scan_input(t, Path(t).stem, labelled=False)]
     if not items:
-        raise ScanError("adapt needs at least one target folder or manifest with audio files")
+        raise ScanError(f"{', '.join(map(str, targets))}: no audio files in the target folders or manifests")
     dataset = FileFeatures(items, file_chunks([1] * len(items), max_files=8), config)
     xs, files, paths, skipped, n = [], [], [], [], 0
     for i, decoded, reason in (r for chunk in file_loader(dataset, cpu_cores() if workers is None else workers)

@@ -1,0 +1,56 @@
+"""``estimate``: the label-free estimate of a model's accuracy on unlabelled target audio, without
+adapting anything (a deployment folder, before or after ``adapt``, or to compare two seeds' models).
+
+The target is decoded as ``adapt`` decodes it (:func:`~audio_dann.adaptation.target.load_target_clips`:
+the windows a prepared folder would hold, at most ``max_clips`` of them, a seeded choice), and the
+estimate is the toolkit's :func:`~audio_dann.nn.calibration.combined_estimate`: the lowest of ATC-NE
+(the bundle's calibration), the prior bound (unless ``label_shift``) and, with ``reference`` models,
+the mean agreement with them. No label is read, even where the folder has class sub-folders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import BundleError
+from ..files import path_list
+from ..nn.calibration import combined_estimate, estimate, mean_agreement, probabilities
+from ..nn.classifier import load_checkpoint
+from ..runtime import resolve_device
+from .references import load_references, reference_names
+from .target import load_target_clips
+
+__all__ = ["estimate_accuracy"]
+
+
+def estimate_accuracy(model: str | Path, targets: Sequence[str | Path] | str | Path, *,
+                      reference: str | Path | list[str | Path] | None = None, label_shift: bool = False,
+                      max_clips: int = 20000, seed: int = 0, workers: int | None = None, device: str = "auto",
+                      progress: Callable[[int, int], None] | None = None) -> dict:
+    """The label-free estimate of the bundle ``model``'s window accuracy on ``targets`` (folders or
+    manifests): ``estimator``, ``value``, ``limited_by``, ``combines``, ``prior_bound`` (and a
+    ``warning`` where the bound set it well below the rest), every figure (``all``), the predicted class
+    shares, and the files read and skipped (an unreadable file is skipped and listed, not fatal)."""
+    reference = path_list(reference)
+    original = load_checkpoint(model)[0]
+    refs = load_references(reference, model, original)  # a bad reference fails before any audio is decoded
+    if original.calibration is None and not refs:
+        raise BundleError(f"{model}: the bundle has no calibration (an older version saved it) and no --reference "
+                          "was given: there is nothing to estimate from")
+    dev = resolve_device(device)
+    clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=seed, workers=workers,
+                              progress=progress)
+    probs = probabilities(original.dann.to(dev), clips.x, dev)
+    figures = estimate(probs, original.calibration)
+    if refs:
+        figures["agreement"] = mean_agreement(probs, [probabilities(r.to(dev), clips.x, dev) for r in refs])
+    shares = np.bincount(probs.argmax(1), minlength=len(original.classes)) / len(probs)
+    return {**combined_estimate(figures, figures.get("agreement"), label_shift), "all": figures,
+            "predicted_share": {c: float(v) for c, v in zip(original.classes, shares)},
+            "model": str(model), "targets": [str(t) for t in path_list(targets)],
+            **({"reference": reference_names(reference)} if reference else {}),
+            "windows": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
+            "skipped": [{"file": str(f), "reason": r} for f, r in clips.skipped],
+            "on": f"{len(clips)} target windows from {len(clips.paths)} files; no target label read"}
