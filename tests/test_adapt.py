@@ -604,3 +604,23 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     monkeypatch.setattr(estimate_module, "load_target_clips", lambda *a, **k: pytest.fail("decoded the target"))
     with pytest.raises(BundleError, match="nothing to estimate from"):
         estimate(tmp_path / "bare.pt", folder, workers=0, device="cpu")
+
+
+def test_target_windows_beyond_the_cap_are_a_uniform_choice_made_in_bounded_memory():
+    from audio_dann.adaptation.target import _Held
+    rng = np.random.default_rng(0)
+    files = [rng.normal(size=(int(rng.integers(1, 9)), 2, 3)).astype(np.float32) for _ in range(300)]
+    every = np.concatenate(files)
+    held = _Held(10 ** 6, seed=7)
+    for f, clips in enumerate(files):
+        held.add(clips, f)
+    x, f = held.result()  # under the cap: every window, in decoding order
+    assert np.array_equal(x, every) and np.array_equal(f, np.repeat(np.arange(300), [len(c) for c in files]))
+    held, most = _Held(50, seed=7), 0
+    for i, clips in enumerate(files):
+        held.add(clips, i)
+        most = max(most, held.held)
+    x, f = held.result()
+    keys = np.concatenate([np.random.default_rng([7, i]).random(len(c)) for i, c in enumerate(files)])
+    assert np.array_equal(x, every[np.sort(np.argsort(keys)[:50])])  # the 50 smallest keys, as if all were held
+    assert most <= 2 * 50 + 8 and np.all(np.diff(f) >= 0)  # never more than twice the cap (plus one file)

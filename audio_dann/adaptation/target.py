@@ -2,8 +2,11 @@
 
 Files are decoded in worker processes by the same :class:`~audio_dann.data.prepare.FileFeatures` that
 ``prepare`` uses (decode, mono, resample, window, log-mel), so adapting sees exactly the clips a
-prepared folder would hold. At most ``max_clips`` windows are kept (a seeded, uniform choice of
-windows), which bounds memory for large target folders.
+prepared folder would hold. At most ``max_clips`` windows are kept, a seeded, uniform choice of
+windows made while decoding (each window gets a random key from the seed and its file's position; the
+``max_clips`` smallest keys are kept, pruned whenever twice that many are held), so memory stays
+bounded by about ``2 * max_clips`` windows however large the target folder, and the choice does not
+depend on the number of decoding workers.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
     if not items:
         raise ScanError(f"{', '.join(map(str, targets))}: no audio files in the target folders or manifests")
     dataset = FileFeatures(items, file_chunks([1] * len(items), max_files=8), config)
-    xs, files, paths, skipped, n = [], [], [], [], 0
+    held = _Held(max_clips, derive_seed(seed, "adapt/clips"))
+    paths, skipped = [], []
     for i, decoded, reason in (r for chunk in file_loader(dataset, cpu_cores() if workers is None else workers)
                                for r in chunk):
         if progress is not None:
@@ -44,16 +48,41 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
         if decoded is None:
             skipped.append((items[i].path, reason))
             continue
-        clips = decoded[0]
-        xs.append(clips)
-        files.append(np.full(len(clips), len(paths)))
+        held.add(decoded[0], len(paths))
         paths.append(items[i].path)
-        n += len(clips)
-    if not xs:
+    if not paths:
         raise ScanError(f"{', '.join(map(str, targets))}: no readable target audio ({len(skipped)} files skipped)")
-    x = np.concatenate(xs)
-    file_index = np.concatenate(files)
-    if len(x) > max_clips:
-        keep = np.sort(np.random.default_rng(derive_seed(seed, "adapt/clips")).permutation(len(x))[:max_clips])
-        x, file_index = x[keep], file_index[keep]
+    x, file_index = held.result()
     return TargetClips(torch.from_numpy(np.ascontiguousarray(x)), file_index, paths, skipped)
+
+
+class _Held:
+    """The windows kept so far: all of them up to ``limit``, beyond it the ``limit`` windows with the
+    smallest random keys (a uniform choice), pruned whenever ``2 * limit`` are held."""
+
+    def __init__(self, limit: int, seed: int):
+        self.limit, self.seed, self.seen, self.held = limit, seed, 0, 0
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # clips, file, order, key
+
+    def add(self, clips: np.ndarray, file: int) -> None:
+        key = np.random.default_rng([self.seed, file]).random(len(clips))  # a file's keys: its own stream
+        order = np.arange(self.seen, self.seen + len(clips))
+        self.parts.append((clips, np.full(len(clips), file), order, key))
+        self.seen += len(clips)
+        self.held += len(clips)
+        if self.held > 2 * self.limit:
+            self.parts = [self._smallest()]
+            self.held = len(self.parts[0][1])
+
+    def _smallest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        clips, file, order, key = (np.concatenate(a) for a in zip(*self.parts))
+        if len(key) > self.limit:
+            keep = np.argpartition(key, self.limit - 1)[:self.limit]
+            clips, file, order, key = clips[keep], file[keep], order[keep], key[keep]
+        return clips, file, order, key
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept windows in decoding order, and the position of each one's file."""
+        clips, file, order, _ = self._smallest()
+        ranked = np.argsort(order, kind="stable")
+        return clips[ranked], file[ranked]
