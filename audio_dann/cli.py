@@ -71,6 +71,16 @@ def _bound_text(bound: float | None, label_shift: bool | None) -> str:
     return f" (prior bound {bound:.3f}" + (", left out: --label-shift)" if label_shift else ")")
 
 
+def _not_an_input(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output path that is one of the command's inputs or lies inside an input folder."""
+    o = Path(out).resolve()
+    for p in map(Path, inputs):
+        r = p.resolve()
+        if o == r or (p.is_dir() and r in o.parents):
+            raise OptionError(f"--json {out}: that is {'inside ' if o != r else ''}an input ({p}); "
+                              "write the JSON elsewhere")
+
+
 def _warn(est: dict) -> None:
     """The label-free estimate's warning (its prior bound), if it has one, on stderr."""
     if est.get("warning"):
@@ -88,7 +98,7 @@ AmpOpt = typer.Option("off", "--amp", help="off (float32) | bf16 | fp16: faster 
                                           "probabilities differ slightly")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]")
-WorkersOpt = typer.Option(None, "--workers", "-w", help="Worker processes that decode audio (default: one per core; "
+WorkersOpt = typer.Option(None, "--workers", "-w", min=0, help="Worker processes that decode audio (default: one per core; "
                                                          "half the cores when a GPU runs the network).")
 
 
@@ -249,8 +259,8 @@ def evaluate(
                               f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)")
             _warn(est)
         if report["skipped"]:
-            out_console.print(f"{len(report['skipped'])} files skipped, e.g. {report['skipped'][0]['file']}: "
-                              f"{report['skipped'][0]['reason']}")
+            out_console.print(escape(f"{len(report['skipped'])} files skipped, e.g. {report['skipped'][0]['file']}: "
+                                     f"{report['skipped'][0]['reason']}"), highlight=False, soft_wrap=True)
         if json_out:
             from .files import write_json
             write_json(json_out, report)
@@ -391,19 +401,26 @@ def estimate(
             raise OptionError(f"--max-clips {max_clips}: must be >= 1")
         if json_out:
             check_output_file(json_out, "--json")
+            _not_an_input(json_out, [model, *(reference or []), *target])
         with _bar(quiet, "estimate") as update:
             e = estimate_accuracy(model, target, reference=reference, label_shift=label_shift, max_clips=max_clips,
                                   workers=workers, device=device, progress=update)
         if json_out:
             write_json(json_out, e)
-        out_console.print(f"estimated accuracy ({_limited(e)}): {e['value']:.3f}"
-                          f"{_bound_text(e.get('prior_bound'), e.get('label_shift'))}; {e['on']}")
+        noise = 1.96 * (e["value"] * (1 - e["value"]) / max(e["windows"], 1)) ** 0.5
+        out_console.print(escape(f"estimated accuracy ({_limited(e)}): {e['value']:.3f} (+-{noise:.3f} from sampling "
+                                 f"{e['windows']} windows alone){_bound_text(e.get('prior_bound'), e.get('label_shift'))}"
+                                 f"; {e['on']}"), highlight=False, soft_wrap=True)
         top = sorted(e["predicted_share"].items(), key=lambda kv: -kv[1])[:3]
-        out_console.print("most predicted: " + ", ".join(f"{c} {v:.0%}" for c, v in top))
+        out_console.print(escape("most predicted: " + ", ".join(f"{c} {v:.0%}" for c, v in top)), highlight=False,
+                          soft_wrap=True)
         _warn(e)
-        if e["files_skipped"]:
-            err_console.print(f"{e['files_skipped']} files skipped, e.g. {e['skipped'][0]['file']}: "
-                              f"{e['skipped'][0]['reason']}", highlight=False, soft_wrap=True)
+        for s in e["skipped"][:5]:
+            err_console.print(escape(f"skipped {s['file']}: {s['reason']}"), highlight=False, soft_wrap=True)
+        if e["files_skipped"] > 5:
+            err_console.print(f"... {e['files_skipped']} files skipped in all" + (f" (every one in {json_out})"
+                                                                                  if json_out else " (--json lists every one)"),
+                              highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -580,13 +580,13 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     root, tgt, runs = trained
     folder = tmp_path / "deployment"
     shutil.copytree(tgt, folder)
-    (folder / "high" / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    (folder / "high" / "[red]broken.wav").write_bytes(b"RIFF not really a wav file")  # markup-like name
     twin = tmp_path / "twin.pt"  # the model itself under another name: agrees on every window
     load_model(runs[0] / "model.pt").save(twin)
     e = estimate(runs[0] / "model.pt", folder, reference=twin, workers=0, device="cpu")
     assert e["all"]["agreement"] == 1.0 and e["estimator"] == "combined"
     assert e["value"] == min(e["all"]["atc-ne"], e["all"]["prior-bound"]) and e["limited_by"] != "agreement"
-    assert e["files"] == 10 and e["files_skipped"] == 1 and e["skipped"][0]["file"].endswith("broken.wav")
+    assert e["files"] == 10 and e["files_skipped"] == 1 and e["skipped"][0]["file"].endswith("[red]broken.wav")
     assert sum(e["predicted_share"].values()) == pytest.approx(1.0) and e["reference"] == str(twin)
     alone = estimate(runs[0] / "model.pt", folder, workers=0, device="cpu")  # no reference: ATC-NE and the bound
     assert alone["value"] == e["value"] and alone["combines"] == ["atc-ne", "prior-bound"]
@@ -595,8 +595,15 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
                                    "--workers", "0", "--device", "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "e.json").read_text())
-    assert f"{saved['value']:.3f}" in res.output and "1 files skipped" in " ".join(res.output.split())
+    assert f"{saved['value']:.3f}" in res.output and "[red]broken.wav:" in " ".join(res.output.split())
     assert saved["value"] <= saved["all"]["agreement"] and len(saved["reference"]) == 2
+    for bad, words in [(["--json", str(folder / "high" / "e.json")], "inside an input"),
+                       (["--json", str(twin)], "that is an input"), (["--workers", "-3"], "--workers"),
+                       ([str(folder)], "given twice"), (["--max-clips", "0"], "--max-clips 0")]:
+        refused = CliRunner().invoke(app, ["estimate", str(runs[0] / "model.pt"), str(folder), "--reference", str(twin),
+                                           "--device", "cpu", "--quiet", *bad])
+        assert refused.exit_code == 2 and words in " ".join(refused.output.split()), (bad, refused.output)
+    assert not (folder / "high" / "e.json").exists() and load_model(twin).classes  # the inputs are untouched
     bare = load_model(runs[0] / "model.pt")
     bare.calibration = None
     bare.save(tmp_path / "bare.pt")

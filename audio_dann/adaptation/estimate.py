@@ -37,7 +37,8 @@ def estimate_accuracy(model: str | Path, targets: Sequence[str | Path] | str | P
     original = load_checkpoint(model)[0]
     refs = load_references(reference, model, original)  # a bad reference fails before any audio is decoded
     if original.calibration is None and not refs:
-        raise BundleError(f"{model}: the bundle has no calibration (an older version saved it) and no --reference "
+        raise BundleError(f"{model}: the bundle has no calibration (a training checkpoint such as last.pt, or a bundle "
+                          "saved by an older version) and no --reference "
                           "was given: there is nothing to estimate from")
     dev = resolve_device(device)
     clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=seed, workers=workers,

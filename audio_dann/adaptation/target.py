@@ -21,7 +21,8 @@ from ..config import Config
 from ..data.prepare import FileFeatures
 from ..data.scan import Item, scan_input
 from ..data.workers import file_chunks, file_loader
-from ..errors import ScanError
+from ..errors import OptionError, ScanError
+from ..files import check_distinct_paths
 from ..runtime import cpu_cores, derive_seed
 from ..training.self_training import TargetClips
 
@@ -33,6 +34,11 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
                       progress: Callable[[int, int], None] | None = None) -> TargetClips:
     """Decode the target folders or manifests (labels, if any, are ignored) into windows for ``config``."""
     targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
+    if not targets:
+        raise OptionError("no target folder or manifest given")
+    if max_clips < 1:
+        raise OptionError(f"--max-clips {max_clips}: must be >= 1")
+    check_distinct_paths(targets, "TARGET")  # a folder given twice would count its files twice
     items: list[Item] = []
     for t in targets:
         items += [replace(i, label=None, split="train") for i in scan_input(t, Path(t).stem, labelled=False)]
