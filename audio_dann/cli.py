@@ -98,7 +98,7 @@ AmpOpt = typer.Option("off", "--amp", help="off (float32) | bf16 | fp16: faster 
                                           "probabilities differ slightly")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]")
-WorkersOpt = typer.Option(None, "--workers", "-w", min=0, help="Worker processes that decode audio (default: one per core; "
+WorkersOpt = typer.Option(None, "--workers", "-w", help="Worker processes that decode audio (default: one per core; "
                                                          "half the cores when a GPU runs the network).")
 
 

@@ -598,7 +598,7 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     assert f"{saved['value']:.3f}" in res.output and "[red]broken.wav:" in " ".join(res.output.split())
     assert saved["value"] <= saved["all"]["agreement"] and len(saved["reference"]) == 2
     for bad, words in [(["--json", str(folder / "high" / "e.json")], "inside an input"),
-                       (["--json", str(twin)], "that is an input"), (["--workers", "-3"], "--workers"),
+                       (["--json", str(twin)], "that is an input"), (["--workers", "-3"], "--workers must be >= 0"),
                        ([str(folder)], "given twice"), (["--max-clips", "0"], "--max-clips 0")]:
         refused = CliRunner().invoke(app, ["estimate", str(runs[0] / "model.pt"), str(folder), "--reference", str(twin),
                                            "--device", "cpu", "--quiet", *bad])

@@ -38,6 +38,8 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
         raise OptionError("no target folder or manifest given")
     if max_clips < 1:
         raise OptionError(f"--max-clips {max_clips}: must be >= 1")
+    if workers is not None and workers < 0:
+        raise OptionError(f"--workers must be >= 0, got {workers}")
     check_distinct_paths(targets, "TARGET")  # a folder given twice would count its files twice
     items: list[Item] = []
     for t in targets:
