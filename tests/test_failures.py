@@ -153,6 +153,29 @@ def test_silent_files_follow_one_rule_in_prepare_and_predict(data, model_pt):
     assert "silent" in reason and rows[str(tgt / "silent.wav")] == f"error: {reason}"
 
 
+def test_a_folder_that_cannot_be_listed_is_reported_in_prepare_and_predict(data, model_pt, monkeypatch):
+    tmp, src, tgt = data
+    locked = tgt / "locked"  # os.walk cannot list it: as a folder without read permission (root reads any)
+    write(locked / "x.wav", tone(300, 0.5, 16000), 16000)
+    import audio_dann.data.scan as scan
+    real_walk = scan.os.walk
+
+    def walk(top, *args, onerror=None, **kwargs):
+        for dirpath, dirnames, filenames in real_walk(top, *args, **kwargs):
+            if "locked" in dirnames:
+                dirnames.remove("locked")
+                onerror(PermissionError(13, "Permission denied", str(Path(dirpath) / "locked")))
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr(scan.os, "walk", walk)
+    prepare(src, [tgt], tmp / "p", config=CFG)
+    skipped = {r["file"]: r["reason"] for r in csv.DictReader(open(tmp / "p" / "skipped.csv"))}
+    assert "could not be read" in skipped[str(locked)]
+    predict(model_pt, tgt, tmp / "pred.csv", workers=0)
+    rows = {r["path"]: r["status"] for r in csv.DictReader(open(tmp / "pred.csv"))}
+    assert rows[str(locked)] == f"error: {skipped[str(locked)]}" and str(locked / "x.wav") not in rows
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
 def test_an_unreadable_file_says_permission_denied(tmp_path):
     path = write(tmp_path / "x.wav", tone(300, 0.5, 16000), 16000)

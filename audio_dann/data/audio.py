@@ -33,6 +33,8 @@ DECODE_ERRORS = (OSError, sf.LibsndfileError, RuntimeError, TypeError, ValueErro
 def open_audio(path: str | Path) -> sf.SoundFile:
     """Open ``path`` for decoding after checking that it exists, is readable and has a believable header."""
     path = Path(path)
+    if path.is_dir():  # listed by the scan because it could not be read
+        raise AudioError(path, "a folder that could not be read (permission denied?): its files were left out")
     if not path.is_file():
         raise AudioError(path, "file not found")
     if not os.access(path, os.R_OK):

@@ -43,12 +43,15 @@ def iter_audio(root: Path, exclude: Sequence[str | Path] = (), counts: dict[str,
     Symbolic links are followed, but a folder or file reached again (the same device and inode: a
     link loop such as ``ln -s . again``, or two links to one file) is skipped and counted in
     ``counts["links_skipped"]``; folders in ``exclude`` (a command's own output) are never entered.
+    A folder that cannot be listed (no permission) is yielded itself, after the files: the decoder then
+    reports it as skipped with its reason, so its files are never left out in silence.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     excluded = {os.path.realpath(e) for e in exclude}
     skipped = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    unreadable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable.append):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen_dirs or os.path.realpath(dirpath) in excluded:
             skipped += (st.st_dev, st.st_ino) in seen_dirs
@@ -70,6 +73,9 @@ def iter_audio(root: Path, exclude: Sequence[str | Path] = (), counts: dict[str,
                 continue
             seen_files.add((fst.st_dev, fst.st_ino))
             yield path
+    for err in unreadable:  # a folder gone since it was listed is not worth a row
+        if err.filename and not isinstance(err, FileNotFoundError):
+            yield Path(err.filename)
     if counts is not None:
         counts["links_skipped"] = counts.get("links_skipped", 0) + skipped
 
