@@ -20,8 +20,8 @@ from .errors import OptionError, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt audio classifiers to new recording conditions without new labels (DANN).")
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = Console(soft_wrap=True)  # a long line stays one line in logs and pipes
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @contextlib.contextmanager
