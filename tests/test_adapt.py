@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 import json
 
 import numpy as np
@@ -233,6 +234,15 @@ def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_
     assert off["self_training"]["kept"] == "adapted" and "guard" not in off["self_training"]
 
 
+def _twin(model: Path, out: Path) -> Path:
+    """A model that predicts as ``model`` does on every clip but is not a copy of its weights."""
+    twin = load_model(model)
+    bn = next(m for m in twin.dann.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean += 1e-7
+    twin.save(out)
+    return out
+
+
 def _cli_overrides() -> list[str]:
     """CFG's settings as --set values, for the CLI."""
     return ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]", "model.embedding_dim=16",
@@ -434,7 +444,8 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_p
     from audio_dann.infer.engine import iter_predictions
     from audio_dann.data.scan import scan_input
     root, tgt, runs = trained
-    same = evaluate(load_model(runs[0] / "model.pt"), tgt, workers=0, reference=load_model(runs[0] / "model.pt"))
+    same = evaluate(load_model(runs[0] / "model.pt"), tgt, workers=0,
+                    reference=load_model(_twin(runs[0] / "model.pt", tmp_path / "same.pt")))  # objects, not paths
     assert same["estimated_accuracy"]["estimator"] == "combined" and same["estimated_accuracy"]["all"]["agreement"] == 1.0
     other = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt")
     paths = [it.path for it in scan_input(tgt, "eval", labelled=True)]
@@ -448,8 +459,7 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_p
     free = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt", label_shift=True)
     assert free["estimated_accuracy"]["value"] == pytest.approx(min(expected, est["all"]["atc-ne"]))
     assert free["estimated_accuracy"]["label_shift"] and "warning" not in free["estimated_accuracy"]
-    twin = tmp_path / "twin.pt"  # a copy of the model itself, under another name: agrees everywhere
-    load_model(runs[0] / "model.pt").save(twin)
+    twin = _twin(runs[0] / "model.pt", tmp_path / "twin.pt")  # agrees everywhere
     both = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=[twin, runs[1] / "model.pt"])
     assert both["estimated_accuracy"]["all"]["agreement"] == pytest.approx((1.0 + expected) / 2)  # the mean
     assert both["estimated_accuracy"]["reference"] == [str(twin), str(runs[1] / "model.pt")]
@@ -550,7 +560,7 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
                                 "train.self_training_epochs=1"])
     s = train(root / "prep", tmp_path / "r", config=cfg, method="dann", device="cpu", report=False)
     assert s["self_training"]["settings"]["threshold"] == 0.5 and s["self_training"]["method"] == "shot-file"
-    load_model(runs[0] / "model.pt").save(tmp_path / "twin.pt")  # the model itself under another name
+    _twin(runs[0] / "model.pt", tmp_path / "twin.pt")  # agrees with the model on every window
     res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
                                    "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu",
                                    "--label-shift", "--reference", str(tmp_path / "twin.pt"),
@@ -581,8 +591,11 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     folder = tmp_path / "deployment"
     shutil.copytree(tgt, folder)
     (folder / "high" / "[red]broken.wav").write_bytes(b"RIFF not really a wav file")  # markup-like name
-    twin = tmp_path / "twin.pt"  # the model itself under another name: agrees on every window
-    load_model(runs[0] / "model.pt").save(twin)
+    twin = _twin(runs[0] / "model.pt", tmp_path / "twin.pt")  # agrees on every window
+    copy = tmp_path / "copy.pt"
+    load_model(runs[0] / "model.pt").save(copy)  # the very weights under another name: refused
+    with pytest.raises(BundleError, match="exactly this model's weights"):
+        estimate(runs[0] / "model.pt", folder, reference=copy, workers=0, device="cpu")
     e = estimate(runs[0] / "model.pt", folder, reference=twin, workers=0, device="cpu")
     assert e["all"]["agreement"] == 1.0 and e["estimator"] == "combined"
     assert e["value"] == min(e["all"]["atc-ne"], e["all"]["prior-bound"]) and e["limited_by"] != "agreement"

@@ -19,7 +19,7 @@ def load_references(reference: list, model: str | Path, original: AudioClassifie
     refs = []
     for path in check_distinct_paths(reference, "--reference", model):
         ref = load_checkpoint(path)[0]
-        problem = reference_problem(ref, original.classes, original.config.features)
+        problem = reference_problem(ref, original.classes, original.config.features, original)
         if problem:
             raise BundleError(f"{path}: {problem}")
         refs.append(ref.dann)

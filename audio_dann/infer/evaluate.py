@@ -87,9 +87,10 @@ def _load_reference(reference, model: AudioClassifier) -> AudioClassifier | None
     if reference is None:
         return None
     ref = reference if isinstance(reference, torch.nn.Module) else load_model(reference)
-    problem = reference_problem(ref, model.classes, model.config.features)
+    problem = reference_problem(ref, model.classes, model.config.features, model)
     if problem:
-        raise ScanError(f"{reference}: {problem}")
+        name = f"<{type(reference).__name__} object>" if isinstance(reference, torch.nn.Module) else reference
+        raise ScanError(f"{name}: {problem}")
     return ref
 
 

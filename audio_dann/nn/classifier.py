@@ -118,15 +118,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), bundle
 
 
-def reference_problem(reference: AudioClassifier, classes: list[str], features) -> str | None:
+def reference_problem(reference: AudioClassifier, classes: list[str], features,
+                      model: AudioClassifier | None = None) -> str | None:
     """Why ``reference`` cannot serve as a second model for the agreement estimate of a model with
-    ``classes`` and ``features`` (the reason, to follow its path in an error), or None."""
+    ``classes`` and ``features`` (the reason, to follow its path in an error), or None. With ``model``,
+    a reference with exactly its weights (a copy under another name) is refused too: it would agree on
+    every window and say nothing."""
     if reference.classes != classes:
         return f"the reference model's classes {reference.classes} differ from the model's {classes}"
     if reference.config.features != features:
         return ("the reference model cuts audio into other windows or features than the model; use one trained "
                 "on the same features")
+    if model is not None and _same_weights(reference, model):
+        return "the reference model has exactly this model's weights (a copy?); give another seed's model"
     return None
+
+
+def _same_weights(a: AudioClassifier, b: AudioClassifier) -> bool:
+    sa, sb = a.dann.state_dict(), b.dann.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].cpu(), sb[k].cpu())
+                                          for k in sa)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> AudioClassifier:
