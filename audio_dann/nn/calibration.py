@@ -38,8 +38,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ESTIMATORS", "COMBINED", "GUARD_MARGIN", "agreement", "bound_warning", "calibrate", "estimate", "combined_estimate",
-           "mean_agreement", "prior_bound", "probabilities", "scores"]
+__all__ = ["ESTIMATORS", "COMBINED", "GUARD_MARGIN", "agreement", "bound_warning", "calibrate", "combined_estimate",
+           "estimate", "mean_agreement", "prior_bound", "probabilities", "scores"]
 
 COMBINED = "combined"  # the name of the toolkit's estimate (combined_estimate) in summaries and reports
 # the guards (adapt's, and train's on its self-training stage) keep the original only when the estimate

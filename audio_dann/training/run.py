@@ -65,9 +65,9 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         resume: continue from ``out/last.pt`` with its saved configuration (asked settings that differ are refused).
         progress: ``(step, total, running_metrics)`` callback.
         reference: a second model of the task (e.g. another seed's ``model.pt``), or several: the estimate
-            of target accuracy in ``summary.json`` then also weighs the share of target clips on which the
-            model agrees with them (the mean over several; checked against the prepared folder before
-            training starts).
+            of target accuracy in ``summary.json`` becomes the lowest of ATC-NE, the prior bound and the
+            share of target clips on which the model agrees with them (the mean over several; checked
+            against the prepared folder before training starts).
         label_shift: the target's classes may be far more skewed than the source's: leave the prior bound
             out of the estimate (see :func:`audio_dann.nn.calibration.combined_estimate`).
         named: ``section.key`` settings the caller set explicitly in ``config`` (the CLI's ``--set`` and
