@@ -53,6 +53,10 @@ def _bar(quiet: bool, description: str, unit: str = "files") -> Iterator[callabl
         yield update
 
 
+ReferenceOpt = typer.Option(None, "--reference", help=(
+    "A second model of the task (e.g. another seed; repeat for several; same classes and features): the label-free "
+    "estimate becomes the lowest of ATC-NE, the prior bound and the mean agreement with them (adapt adapts each "
+    "alike); measured about 5 points off on FSDD, against about 15 without."))
 LabelShiftOpt = typer.Option(False, "--label-shift", help=(
     "The target's classes may be far more skewed than the source's: leave the prior bound out of the "
     "label-free estimate (it assumes they are about as frequent)."))
@@ -150,10 +154,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: str = DeviceOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several; same classes and features): the "
-                                             "estimate becomes the lowest of ATC-NE, the prior bound and the "
-                                             "mean agreement with them."),
+    reference: Optional[List[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -220,10 +221,7 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
-    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several; same classes and features): the "
-                                             "estimate becomes the lowest of ATC-NE, the prior bound and the "
-                                             "mean agreement with them."),
+    reference: Optional[List[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
@@ -330,10 +328,7 @@ def adapt(
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
-    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several; same classes and features): the "
-                                             "estimate the guard trusts becomes the lowest of ATC-NE, the prior "
-                                             "bound and the mean agreement with them (each adapted alike)."),
+    reference: Optional[List[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
     device: str = DeviceOpt,
@@ -381,11 +376,7 @@ def adapt(
 def estimate(
     model: Path = typer.Argument(..., help="model.pt bundle."),
     target: List[Path] = typer.Argument(..., help="Unlabelled target folder(s) or manifest(s); labels are not read."),
-    reference: Optional[List[Path]] = typer.Option(None, "--reference", help="A second model of the task (e.g. another "
-                                             "seed; repeat for several; same classes and features): the "
-                                             "estimate becomes the lowest of ATC-NE, the prior bound and the "
-                                             "mean agreement with them (measured ~5 points off on FSDD, "
-                                             "against ~15 without)."),
+    reference: Optional[List[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the estimate and every figure as JSON."),
@@ -397,8 +388,6 @@ def estimate(
     with _guard():
         from .adaptation.estimate import estimate_accuracy
         from .files import check_output_file, write_json
-        if max_clips < 1:
-            raise OptionError(f"--max-clips {max_clips}: must be >= 1")
         if json_out:
             check_output_file(json_out, "--json")
             _not_an_input(json_out, [model, *(reference or []), *target])

@@ -87,6 +87,12 @@ def path_list(value) -> list:
         else list(value)
 
 
+def shown_paths(values: list) -> str | list[str]:
+    """Paths as summaries show them: one as a string, several as a list (an object by its type name)."""
+    names = [str(v) if isinstance(v, (str, Path)) else f"<{type(v).__name__} object>" for v in values]
+    return names[0] if len(names) == 1 else names
+
+
 def check_distinct_paths(paths: list, option: str, own: str | Path | None = None, objects_ok: bool = False) -> list:
     """``paths`` checked to name different files, none of them ``own`` (the model they serve); other
     objects (models given through the API) pass where ``objects_ok``, else they are refused."""

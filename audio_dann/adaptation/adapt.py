@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from ..files import check_output_dir, output_lock, path_list, write_json
-from ..nn.classifier import load_checkpoint
+from ..files import check_output_dir, output_lock, path_list, shown_paths, write_json
+from ..nn.classifier import load_checkpoint, load_references
 from ..runtime import resolve_device
 from ..nn.calibration import GUARD_MARGIN, agreement, estimate, combined_estimate, mean_agreement, probabilities
 from ..training.self_training import METHODS, AdaptConfig, adapt_network
-from .references import load_references, reference_names
 from .target import load_target_clips
 
 __all__ = ["adapt", "DEFAULT_METHOD"]
@@ -57,7 +56,8 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     out = check_output_dir(out)
     with output_lock(out):
         original, bundle = load_checkpoint(model)
-        refs = load_references(reference, model, original)  # a bad reference fails before any work
+        refs = [r.dann for r in load_references(reference, original.classes, original.config.features,
+                                                model=original, own=model)]  # a bad one fails before any work
         dev = resolve_device(device)
         clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers,
                                   progress=progress)
@@ -76,8 +76,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         final = copy.deepcopy(original).cpu()
         if kept == "adapted":
             final.dann = adapted_net.cpu()
-        record = {"method": method, "kept": kept, "targets": [str(t) for t in
-                                                              ([targets] if isinstance(targets, (str, Path)) else targets)],
+        record = {"method": method, "kept": kept, "targets": [str(t) for t in path_list(targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
                   "settings": asdict(config),
                   "estimated_accuracy": _estimate_record(est, kept, reference, label_shift),
@@ -104,6 +103,6 @@ def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = 
               "limited_by": {k: e.get("limited_by") for k, e in est.items()},
               "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
               "label_shift": label_shift,
-              **({"reference": reference_names(reference)} if reference else {})}
+              **({"reference": shown_paths(reference)} if reference else {})}
     warning = est["before" if kept == "original" else "after"].get("warning")
     return {**record, **({"warning": warning} if warning else {})}

@@ -15,11 +15,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import BundleError
-from ..files import path_list
+from ..files import path_list, shown_paths
 from ..nn.calibration import combined_estimate, estimate, mean_agreement, probabilities
-from ..nn.classifier import load_checkpoint
+from ..nn.classifier import load_checkpoint, load_references
 from ..runtime import resolve_device
-from .references import load_references, reference_names
 from .target import load_target_clips
 
 __all__ = ["estimate_accuracy"]
@@ -35,7 +34,8 @@ def estimate_accuracy(model: str | Path, targets: Sequence[str | Path] | str | P
     shares, and the files read and skipped (an unreadable file is skipped and listed, not fatal)."""
     reference = path_list(reference)
     original = load_checkpoint(model)[0]
-    refs = load_references(reference, model, original)  # a bad reference fails before any audio is decoded
+    refs = [r.dann for r in load_references(reference, original.classes, original.config.features,
+                                            model=original, own=model)]  # a bad one fails before any decoding
     if original.calibration is None and not refs:
         raise BundleError(f"{model}: the bundle has no calibration (a training checkpoint such as last.pt, or a bundle "
                           "saved by an older version) and no --reference "
@@ -51,7 +51,7 @@ def estimate_accuracy(model: str | Path, targets: Sequence[str | Path] | str | P
     return {**combined_estimate(figures, figures.get("agreement"), label_shift), "all": figures,
             "predicted_share": {c: float(v) for c, v in zip(original.classes, shares)},
             "model": str(model), "targets": [str(t) for t in path_list(targets)],
-            **({"reference": reference_names(reference)} if reference else {}),
+            **({"reference": shown_paths(reference)} if reference else {}),
             "windows": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
             "skipped": [{"file": str(f), "reason": r} for f, r in clips.skipped],
             "on": f"{len(clips)} target windows from {len(clips.paths)} files; no target label read"}

@@ -10,9 +10,9 @@ import torch
 
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
-from ..files import check_distinct_paths, path_list
+from ..files import path_list, shown_paths
 from ..nn.calibration import agreement, estimate, combined_estimate
-from ..nn.classifier import AudioClassifier, load_model, reference_problem
+from ..nn.classifier import AudioClassifier, load_model, load_references
 from ..runtime import check_amp
 from .engine import iter_predictions
 from .metrics import classification_report
@@ -38,9 +38,9 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     own = None if isinstance(model, torch.nn.Module) else model
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
-    given = [reference] if isinstance(reference, torch.nn.Module) else check_distinct_paths(
-        path_list(reference), "--reference", own, objects_ok=True)
-    refs = [_load_reference(r, model) for r in given]
+    given = [reference] if isinstance(reference, torch.nn.Module) else path_list(reference)
+    refs = load_references(given, model.classes, model.config.features, model=model, own=own, error=ScanError,
+                           objects_ok=True)
     items: list[Item] = scan_input(data, "eval", labelled=True)
     index = {c: i for i, c in enumerate(model.classes)}
     skipped: list[dict] = [{"file": it.path, "reason": f"label {it.label!r} is not a class of this model"}
@@ -76,22 +76,9 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), agreed,
                                               label_shift)
     if refs:
-        names = [f"<{type(r).__name__} object>" if isinstance(r, torch.nn.Module) else str(r) for r in given]
-        report["estimated_accuracy"]["reference"] = names[0] if len(names) == 1 else names
+        report["estimated_accuracy"]["reference"] = shown_paths(given)
     report["skipped"] = skipped
     return report
-
-
-def _load_reference(reference, model: AudioClassifier) -> AudioClassifier | None:
-    """The reference model of ``--reference``, checked before any audio is read."""
-    if reference is None:
-        return None
-    ref = reference if isinstance(reference, torch.nn.Module) else load_model(reference)
-    problem = reference_problem(ref, model.classes, model.config.features, model)
-    if problem:
-        name = f"<{type(reference).__name__} object>" if isinstance(reference, torch.nn.Module) else reference
-        raise ScanError(f"{name}: {problem}")
-    return ref
 
 
 def _agreement(ref: AudioClassifier, paths: list[str], windows: list[np.ndarray], batch_size: int, workers, device,

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import BundleError
+from ..files import check_distinct_paths, shown_paths
 from .bundle import load_bundle, make_bundle, save_bundle
 from .dann import DANN, build_dann
 from .fold import for_inference
@@ -132,6 +133,22 @@ def reference_problem(reference: AudioClassifier, classes: list[str], features,
     if model is not None and _same_weights(reference, model):
         return "the reference model has exactly this model's weights (a copy?); give another seed's model"
     return None
+
+
+def load_references(given: list, classes: list[str], features, *, model: AudioClassifier | None = None,
+                    own: str | Path | None = None, error: type[Exception] = BundleError,
+                    objects_ok: bool = False) -> list[AudioClassifier]:
+    """The ``--reference`` models ``given`` (paths, or models where ``objects_ok``), each checked before
+    any audio is read: distinct files, none of them ``own``, and no :func:`reference_problem` against
+    ``classes``, ``features`` and ``model``; a problem raises ``error`` naming the reference."""
+    refs = []
+    for item in check_distinct_paths(given, "--reference", own, objects_ok=objects_ok):
+        ref = item if isinstance(item, torch.nn.Module) else load_checkpoint(item)[0]
+        problem = reference_problem(ref, classes, features, model)
+        if problem:
+            raise error(f"{shown_paths([item])}: {problem}")
+        refs.append(ref)
+    return refs
 
 
 def _same_weights(a: AudioClassifier, b: AudioClassifier) -> bool:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from ..config import Config, TrainConfig, config_to_dict, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import BundleError, ConfigError, RunError
-from ..files import atomic_write_text, check_output_dir, check_distinct_paths, output_lock, path_list, write_json
+from ..files import atomic_write_text, check_output_dir, output_lock, path_list, shown_paths, write_json
 from ..nn.calibration import GUARD_MARGIN, agreement, calibrate, estimate, combined_estimate, mean_agreement
-from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint, reference_problem
+from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint, load_references
 from ..runtime import (all_reduce_sum, barrier, derive_seed, init_from_env, is_main_process, rank_world,
                        resolve_device, seed_everything, shard_range, shutdown)
 from .criteria import dev_risk, proxy_a_distance, snd
@@ -91,7 +91,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
            label_shift: bool = False) -> dict:
     t0 = time.perf_counter()
     prep = open_prepared_many(list(prepared) if isinstance(prepared, (list, tuple)) else [prepared])
-    ref_models = _references(reference, prep)
+    ref_models = load_references(path_list(reference), prep.classes, prep.config.features, error=RunError)
     rank, world = rank_world()
     asked = _asked_settings(config, method, seed, named)
     auto = (method or (config or Config()).train.method) == "auto"
@@ -140,8 +140,7 @@ def _train(prepared, out: Path, config, method, seed, device, resume, progress, 
         selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device_t, ref_models,
                                                                                 label_shift)
         if ref_models and summary["estimated_target_accuracy"]:
-            refs = [str(r) for r in path_list(reference)]
-            summary["estimated_target_accuracy"]["reference"] = refs[0] if len(refs) == 1 else refs
+            summary["estimated_target_accuracy"]["reference"] = shown_paths(path_list(reference))
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
     return summary
@@ -257,18 +256,6 @@ def _ensemble_teacher(model: AudioClassifier, members: list[tuple[int, Path]], t
     return torch.from_numpy(mean).float(), record
 
 
-def _references(reference, prep: PreparedData) -> list[AudioClassifier]:
-    """The reference models for the agreement estimate, checked against the prepared folder up front."""
-    refs = []
-    for path in check_distinct_paths(path_list(reference), "--reference"):
-        ref = load_checkpoint(path)[0]
-        problem = reference_problem(ref, prep.classes, prep.config.features)
-        if problem:
-            raise RunError(f"{path}: {problem} (the prepared folder {prep.root})")
-        refs.append(ref)
-    return refs
-
-
 def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, references: list[AudioClassifier] = (),
                label_shift: bool = False) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimate of its
@@ -276,15 +263,13 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, refer
     ATC-NE, the prior bound and, with ``references``, the model's mean agreement with them)."""
     if len(clips.val_y) == 0:
         return None, None
-    dann = model.dann.to(device)
-    calibration = calibrate(torch.softmax(model_outputs(dann, clips.val_x, device)[1], 1).numpy(), clips.val_y)
+    calibration = calibrate(_softmax(model.dann, clips.val_x, device), clips.val_y)
     if clips.pool_x is None or len(clips.pool_x) == 0:
         return calibration, None
-    probs = torch.softmax(model_outputs(dann, clips.pool_x, device)[1], 1).numpy()
+    probs = _softmax(model.dann, clips.pool_x, device)
     figures = estimate(probs, calibration)
     if references:
-        figures["agreement"] = mean_agreement(probs, [
-            torch.softmax(model_outputs(r.dann.to(device), clips.pool_x, device)[1], 1).numpy() for r in references])
+        figures["agreement"] = mean_agreement(probs, [_softmax(r.dann, clips.pool_x, device) for r in references])
     return calibration, {**combined_estimate(figures, figures.get("agreement"), label_shift), "all": figures,
                          "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 
