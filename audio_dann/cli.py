@@ -191,8 +191,8 @@ def train(
                               highlight=False, soft_wrap=True)
         ens = summary.get("self_training", {}).get("ensemble")
         if ens:
-            out_console.print(f"self-trained on the mean predictions of {len(ens['runs'])} networks (latent domains K = "
-                              f"{', '.join(map(str, ens['latent_domains']))}; the others in {out / 'members'}); "
+            out_console.print(f"self-trained on the mean predictions of {len(ens['members'])} networks (the others in "
+                              f"{out / 'members'}); "
                               f"their agreement with that mean: "
                               f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}")
         est = summary.get("estimated_target_accuracy")
@@ -337,7 +337,7 @@ def adapt(
     """Adapt a trained model with unlabelled target audio alone (no source data needed)."""
     with _guard():
         from .adaptation.adapt import adapt as run_adapt
-        from .training.self_training import AdaptConfig
+        from .adaptation.methods import AdaptConfig
         for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--max-clips", max_clips, max_clips >= 1),
                                 ("--lr", lr, 0 < lr < float("inf")), ("--threshold", threshold, 0 <= threshold <= 1)):
             if not ok:
@@ -357,8 +357,7 @@ def adapt(
                               f"{e['before']:.3f} before (set by {by.get('before')}), {e['after']:.3f} after {method} "
                               f"(set by {by.get('after')})" + (" (prior bound left out: --label-shift)"
                                                                if e.get("label_shift") else ""))
-            from .nn.calibration import GUARD_MARGIN
-            if no_guard and e["after"] < e["before"] - GUARD_MARGIN:
+            if no_guard and e["dropped"]:
                 err_console.print("note: the estimate dropped after adaptation; --no-guard kept the adapted model",
                                   highlight=False, soft_wrap=True)
             _warn(e)

@@ -133,9 +133,8 @@ class ModelConfig:
 class TrainConfig:
     """The training loop. Defaults follow the paper where it speaks."""
 
-    method: str = "auto"             # auto | dann | source-only. auto: source-only training, then (with target
-                                     #   audio) the latent-bn stage: as good as DANN and its ensemble or better on
-                                     #   3 of 4 FSDD shifts, named or flat targets (README "Methods and defaults");
+    method: str = "auto"             # auto | dann | source-only, resolved into a plan by training/plan.py:
+                                     #   auto: source-only training, then (with target audio) the latent-bn stage;
                                      #   dann: domain-adversarial; source-only: the pure baseline (no stage)
     steps: int = 1500
     batch_size: int = 32             # per domain and per step: 32 source + 32 target
@@ -167,38 +166,13 @@ class TrainConfig:
                                      #   per latent target condition, K = 1-4, averaged) or adabn (the pool's)
     self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot |
                                      #   shot-file | latent-bn;
-                                     #   auto: adabn for DANN (ship the target's statistics; shot-file with
-                                     #   the ensemble as teacher under latent_ensemble), none for source-only
+                                     #   auto: decided by the method (training/plan.py)
     self_training_epochs: int = 10
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
                                      #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
     self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
     seed: int = 0
-
-    def resolved(self) -> "TrainConfig":
-        """``method: auto`` as a run carries it out and saves it: source-only, with the latent-bn stage
-        unless ``self_training`` names another; any other method unchanged."""
-        if self.method != "auto":
-            return self
-        return replace(self, method="source-only",
-                       self_training="latent-bn" if self.self_training == "auto" else self.self_training)
-
-    @property
-    def self_training_method(self) -> str:
-        """The self-training stage this run gets: ``auto`` resolved by the training method."""
-        if self.method == "auto":
-            return self.resolved().self_training_method
-        if self.self_training != "auto":
-            return self.self_training
-        if self.method != "dann":
-            return "none"
-        return "shot-file" if self.ensemble_members else "adabn"
-
-    @property
-    def ensemble_members(self) -> tuple[int, ...]:
-        """The K of the ensemble's other networks: ``latent_ensemble`` without this run's own K."""
-        return tuple(k for k in self.latent_ensemble if k != self.latent_domains)
 
     def validate(self) -> None:
         _choice(self, "method", ("auto", "dann", "source-only"))

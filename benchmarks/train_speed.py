@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from audio_dann.config import Config, TrainConfig
 from audio_dann.training.loop import TrainData, fit
 from audio_dann.nn.dann import build_dann
+from audio_dann.nn.grl import grad_reverse
 
 
 def bare_loop(model, xs, ys, xt, steps: int, batch: int, lr: float = 0.01) -> None:
@@ -32,7 +33,8 @@ def bare_loop(model, xs, ys, xt, steps: int, batch: int, lr: float = 0.01) -> No
         si = torch.randint(len(xs), (batch,), generator=g)
         ti = torch.randint(len(xt), (batch,), generator=g)
         x = torch.cat([xs[si], xt[ti]]).float()
-        logits, dom, _ = model(x, coeff)
+        logits, z = model(x)
+        dom = model.domain_head(grad_reverse(z, coeff))
         d = torch.cat([torch.zeros(batch), torch.ones(batch)])
         loss = F.cross_entropy(logits[:batch], ys[si]) + F.binary_cross_entropy_with_logits(dom.squeeze(1), d)
         opt.zero_grad()

@@ -19,7 +19,8 @@ from audio_dann.infer.engine import iter_predictions
 from audio_dann.infer.metrics import classification_report, confusion_matrix, macro_f1, per_class_recall, wilson_interval
 from audio_dann.nn.classifier import build_classifier, load_model
 from audio_dann.runtime import derive_seed
-from audio_dann.training.loop import domain_correct, domain_loss, entropy
+from audio_dann.adaptation.objectives import entropy
+from audio_dann.training.adversarial import domain_correct, domain_loss
 
 from audio_files import class_folders, tone, write
 

@@ -8,7 +8,7 @@ from audio_dann.config import ModelConfig, TrainConfig
 from audio_dann.training.batches import batch_indices
 from audio_dann.runtime import seed_everything
 from audio_dann.training.loop import TrainData, TrainState, fit
-from audio_dann.training.outputs import predict_logits
+from audio_dann.nn.outputs import predict_logits
 from audio_dann.nn.dann import build_dann
 
 from conftest import make_moons
@@ -84,16 +84,20 @@ def test_adversarial_gradient_reaches_the_extractor():
 
 
 def test_domain_gradient_is_reversed_in_the_extractor():
-    """d(domain loss)/d(embedding) through the head equals minus lambda times the plain gradient."""
+    """d(domain loss)/d(embedding) through the adversarial loss equals minus lambda times the plain gradient,
+    while the head itself gets the plain gradient (it learns to tell the domains apart)."""
+    from audio_dann.training.adversarial import DomainAdversarialLoss, domain_loss
     model = _tiny_model()
     model.eval()
     x = torch.randn(6, 8, 12)
+    domains = torch.tensor([0, 0, 0, 1, 1, 1])
     z = model.embed(x).detach().requires_grad_(True)
-    model.domain_head(z, 0.5).sum().backward()
-    g_rev = z.grad.clone()
-    z.grad = None
-    model.domain_head.net(z).sum().backward()
+    DomainAdversarialLoss(model.domain_head)(z, domains, 0.5).backward()
+    g_rev, head_rev = z.grad.clone(), model.domain_head.net[0].weight.grad.clone()
+    z.grad, model.domain_head.net[0].weight.grad = None, None
+    domain_loss(model.domain_head(z), domains).backward()
     torch.testing.assert_close(g_rev, -0.5 * z.grad)
+    torch.testing.assert_close(head_rev, model.domain_head.net[0].weight.grad)
 
 
 def test_resume_equals_uninterrupted():

@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
+from ..errors import OptionError
 from ..files import check_output_dir, output_lock, path_list, shown_paths, write_json
-from ..nn.classifier import load_checkpoint, load_references
+from ..nn.classifier import load_checkpoint
+from ..nn.outputs import probabilities
 from ..runtime import resolve_device
-from ..nn.calibration import GUARD_MARGIN, agreement, estimate, combined_estimate, mean_agreement, probabilities
-from ..training.self_training import METHODS, AdaptConfig, adapt_network
+from .estimators import agreement, label_free_estimate
+from .guard import guard_decision
+from .methods import DEFAULT_METHOD, METHODS, AdaptConfig, adapt_network
+from .references import load_references
 from .target import load_target_clips
 
-__all__ = ["adapt", "DEFAULT_METHOD"]
-
-DEFAULT_METHOD = "latent-bn"
+__all__ = ["adapt"]
 
 
 def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: str | Path, *,
@@ -32,7 +34,7 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
 
     Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
     ``out/summary.json``. The label-free estimate of target accuracy before and after
-    (:func:`audio_dann.nn.calibration.combined_estimate`) is the lowest of:
+    (:func:`audio_dann.adaptation.estimators.combined_estimate`) is the lowest of:
 
     - with ``reference`` (a second model of the same task, trained independently, e.g. another seed; or
       several), the share of target windows on which the model and the reference agree (the mean over
@@ -44,12 +46,11 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     Measured on the FSDD recipe grid (180 CPU models): 5.1 points off on average with one reference, 4.7
     with two, against 7.4 for the agreement alone; without a reference (ATC-NE and the bound) 15.3.
     With ``guard`` (the default) the original weights are kept when the estimate drops by more than
-    ``GUARD_MARGIN`` (half a point: about the noise of an estimate over a few thousand windows).
+    ``GUARD_MARGIN`` (:mod:`audio_dann.adaptation.guard`; half a point: about the noise of an estimate over a few thousand windows).
     ``progress(done, total)`` follows the decoded target files, ``on_epoch(done, total)`` the epochs of
     the trained methods (all but AdaBN).
     """
     if method not in METHODS:
-        from ..errors import OptionError
         raise OptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     t0 = time.perf_counter()
     reference = path_list(reference)  # once: a generator would be spent by the first look
@@ -64,27 +65,27 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
         adapted_net, info = adapt_network(original.dann, clips, method, config, dev, on_epoch=on_epoch)
         before = probabilities(original.dann.to(dev), clips.x, dev)
         after = probabilities(adapted_net.to(dev), clips.x, dev)
-        figures = {"before": estimate(before, original.calibration), "after": estimate(after, original.calibration)}
-        if refs:
-            figures["before"]["agreement"] = mean_agreement(before, [probabilities(r.to(dev), clips.x, dev)
-                                                                     for r in refs])
-            figures["after"]["agreement"] = mean_agreement(after, [
-                probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev) for r in refs])
-        est = {k: combined_estimate(f, f.get("agreement"), label_shift) for k, f in figures.items()}
+        ref_before = [probabilities(r.to(dev), clips.x, dev) for r in refs]
+        ref_after = [probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev)
+                     for r in refs]
+        est = {"before": label_free_estimate(before, original.calibration, ref_before, label_shift),
+               "after": label_free_estimate(after, original.calibration, ref_after, label_shift)}
         b, a = est["before"].get("value"), est["after"].get("value")
-        kept = "original" if (guard and a is not None and b is not None and a < b - GUARD_MARGIN) else "adapted"
+        decision = guard_decision(b, a, enabled=guard)
+        kept = decision["kept"]
         final = copy.deepcopy(original).cpu()
         if kept == "adapted":
             final.dann = adapted_net.cpu()
         record = {"method": method, "kept": kept, "targets": [str(t) for t in path_list(targets)],
                   "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
                   "settings": asdict(config),
-                  "estimated_accuracy": _estimate_record(est, kept, reference, label_shift),
+                  "estimated_accuracy": {**_estimate_record(est, kept, reference, label_shift),
+                                         "dropped": decision["dropped"]},
                   "agreement_with_original": agreement(before, after), **info}
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))
         summary = {"model": str(model), "out": str(out / "model.pt"), **record,
-                   "all_estimates": figures, "device": str(dev), "seconds": time.perf_counter() - t0,
+                   "all_estimates": {k: e.get("all", {}) for k, e in est.items()}, "device": str(dev), "seconds": time.perf_counter() - t0,
                    "guard": guard, "note": ("no calibration in the bundle and no --reference: no estimate, the guard "
                                             "cannot judge" if b is None else "estimates use no target label"),
                    "adapted_before": [r.get("method") for r in original.adaptation  # e.g. train's own stage

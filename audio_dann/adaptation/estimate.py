@@ -3,7 +3,7 @@ adapting anything (a deployment folder, before or after ``adapt``, or to compare
 
 The target is decoded as ``adapt`` decodes it (:func:`~audio_dann.adaptation.target.load_target_clips`:
 the windows a prepared folder would hold, at most ``max_clips`` of them, a seeded choice), and the
-estimate is the toolkit's :func:`~audio_dann.nn.calibration.combined_estimate`: the lowest of ATC-NE
+estimate is the toolkit's :func:`~audio_dann.adaptation.estimators.combined_estimate`: the lowest of ATC-NE
 (the bundle's calibration), the prior bound (unless ``label_shift``) and, with ``reference`` models,
 the mean agreement with them. No label is read, even where the folder has class sub-folders.
 """
@@ -16,9 +16,11 @@ import numpy as np
 
 from ..errors import BundleError
 from ..files import path_list, shown_paths
-from ..nn.calibration import combined_estimate, estimate, mean_agreement, probabilities
-from ..nn.classifier import load_checkpoint, load_references
+from ..nn.classifier import load_checkpoint
+from ..nn.outputs import probabilities
 from ..runtime import resolve_device
+from .estimators import label_free_estimate
+from .references import load_references
 from .target import load_target_clips
 
 __all__ = ["estimate_accuracy"]
@@ -44,11 +46,10 @@ def estimate_accuracy(model: str | Path, targets: Sequence[str | Path] | str | P
     clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=seed, workers=workers,
                               progress=progress)
     probs = probabilities(original.dann.to(dev), clips.x, dev)
-    figures = estimate(probs, original.calibration)
-    if refs:
-        figures["agreement"] = mean_agreement(probs, [probabilities(r.to(dev), clips.x, dev) for r in refs])
+    est = label_free_estimate(probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs],
+                              label_shift)
     shares = np.bincount(probs.argmax(1), minlength=len(original.classes)) / len(probs)
-    return {**combined_estimate(figures, figures.get("agreement"), label_shift), "all": figures,
+    return {**est,
             "predicted_share": {c: float(v) for c, v in zip(original.classes, shares)},
             "model": str(model), "targets": [str(t) for t in path_list(targets)],
             **({"reference": shown_paths(reference)} if reference else {}),

@@ -24,9 +24,9 @@ from ..data.workers import file_chunks, file_loader
 from ..errors import OptionError, ScanError
 from ..files import check_distinct_paths
 from ..runtime import cpu_cores, derive_seed
-from ..training.self_training import TargetClips
+from .methods.base import TargetClips
 
-__all__ = ["load_target_clips"]
+__all__ = ["load_target_clips", "choose_windows", "window_keys"]
 
 
 def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clips: int = 20000, seed: int = 0,
@@ -47,7 +47,7 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
     if not items:
         raise ScanError(f"{', '.join(map(str, targets))}: no audio files in the target folders or manifests")
     dataset = FileFeatures(items, file_chunks([1] * len(items), max_files=8), config)
-    held = _Held(max_clips, derive_seed(seed, "adapt/clips"))
+    held = _Held(max_clips, seed)
     paths, skipped = [], []
     for i, decoded, reason in (r for chunk in file_loader(dataset, cpu_cores() if workers is None else workers)
                                for r in chunk):
@@ -64,6 +64,26 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
     return TargetClips(torch.from_numpy(np.ascontiguousarray(x)), file_index, paths, skipped)
 
 
+def window_keys(seed: int, file: int, n: int) -> np.ndarray:
+    """The random keys of the ``n`` windows of the ``file``-th file: a stream of its own from the seed, so a
+    window's key depends on neither the other files nor the order they were decoded in."""
+    return np.random.default_rng([derive_seed(seed, "adapt/clips"), file]).random(n)
+
+
+def choose_windows(file_index: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """The toolkit's one rule for "at most ``limit`` target windows": the ``limit`` windows with the smallest
+    :func:`window_keys` (a seeded, uniform choice), as sorted positions; all of them under the limit.
+    ``file_index``: the file (0..F-1) of each window."""
+    file_index = np.asarray(file_index)
+    if len(file_index) <= limit:
+        return np.arange(len(file_index))
+    keys = np.empty(len(file_index))
+    for f in np.unique(file_index):
+        where = np.flatnonzero(file_index == f)
+        keys[where] = window_keys(seed, int(f), len(where))
+    return np.sort(np.argpartition(keys, limit - 1)[:limit])
+
+
 class _Held:
     """The windows kept so far: all of them up to ``limit``, beyond it the ``limit`` windows with the
     smallest random keys (a uniform choice), pruned whenever ``2 * limit`` are held."""
@@ -73,7 +93,7 @@ class _Held:
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # clips, file, order, key
 
     def add(self, clips: np.ndarray, file: int) -> None:
-        key = np.random.default_rng([self.seed, file]).random(len(clips))  # a file's keys: its own stream
+        key = window_keys(self.seed, file, len(clips))
         order = np.arange(self.seen, self.seen + len(clips))
         self.parts.append((clips, np.full(len(clips), file), order, key))
         self.seen += len(clips)

@@ -50,7 +50,7 @@ class ProbabilityGraph(nn.Module):
         self.dann = fast.dann
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.dann(self.frontend(waveform), 0.0, with_domain=False)[0], dim=1)
+        return torch.softmax(self.dann(self.frontend(waveform))[0], dim=1)
 
 
 def _runtime():

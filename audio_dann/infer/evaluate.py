@@ -11,8 +11,9 @@ import torch
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
 from ..files import path_list, shown_paths
-from ..nn.calibration import agreement, estimate, combined_estimate
-from ..nn.classifier import AudioClassifier, load_model, load_references
+from ..adaptation.estimators import label_free_estimate
+from ..adaptation.references import load_references
+from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
 from .engine import iter_predictions
 from .metrics import classification_report
@@ -71,9 +72,8 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
         by_domain[d].append(t == p)
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
-    agreed = [_agreement(r, read, windows, batch_size, workers, device, amp) for r in refs]
-    agreed = float(np.mean(agreed)) if agreed else None
-    report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), agreed,
+    ref_probs = [_reference_windows(r, read, batch_size, workers, device, amp) for r in refs]
+    report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), ref_probs,
                                               label_shift)
     if refs:
         report["estimated_accuracy"]["reference"] = shown_paths(given)
@@ -81,29 +81,25 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     return report
 
 
-def _agreement(ref: AudioClassifier, paths: list[str], windows: list[np.ndarray], batch_size: int, workers, device,
-               amp) -> float:
-    """The share of windows on which the model (its ``windows``) and ``ref`` agree."""
+def _reference_windows(ref: AudioClassifier, paths: list[str], batch_size: int, workers, device, amp) -> np.ndarray:
+    """The window probabilities of ``ref`` on ``paths``, in the order the model read them."""
     ref_windows = []
     for path, res in zip(paths, iter_predictions(ref, paths, batch_size=batch_size, workers=workers, device=device,
                                                  amp=amp)):
         if res.error:
             raise ScanError(f"{path}: the reference model could not read it ({res.error})")
         ref_windows.append(res.probs)
-    return agreement(np.concatenate(windows), np.concatenate(ref_windows))
+    return np.concatenate(ref_windows)
 
 
-def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray, agreed: float | None = None,
+def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray, reference_probs: list[np.ndarray] = (),
                label_shift: bool = False) -> dict | None:
-    """The label-free estimate of window accuracy (:func:`audio_dann.nn.calibration.combined_estimate`, from the
-    model's calibration and, with a reference, the two models' agreement ``agreed``; no label read), next
+    """The label-free estimate of window accuracy (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
+    from the model's calibration and, with references, their agreement with the model; no label read), next
     to the window accuracy the labels give, so the two can be compared."""
-    figures = estimate(probs, model.calibration)
-    if agreed is not None:
-        figures["agreement"] = agreed
-    combined = combined_estimate(figures, agreed, label_shift)
-    if not combined:
+    est = label_free_estimate(probs, model.calibration, reference_probs, label_shift)
+    if not est:
         return None
-    return {**combined, "all": figures, "window_accuracy": float((probs.argmax(1) == truth).mean()),
+    return {**est, "window_accuracy": float((probs.argmax(1) == truth).mean()),
             "windows": int(len(truth)),
             "note": "estimates read no label; window_accuracy is the labelled figure to compare with"}

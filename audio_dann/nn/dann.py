@@ -19,8 +19,9 @@ __all__ = ["DANN", "build_dann"]
 class DANN(nn.Module):
     """Input normalisation, augmentation (training only), extractor, label head and an optional domain head.
 
-    ``forward(x, coeff)`` returns ``(class_logits, domain_logits, embedding)``;
-    ``domain_logits`` is ``None`` when the model has no domain head or ``with_domain`` is false.
+    ``forward(x)``: ``(B, n_mels, frames) -> (class logits (B, C), embedding (B, E))``. The domain head is
+    held here (it is saved with the weights) but called by the training loss that owns the gradient
+    reversal (:class:`audio_dann.training.adversarial.DomainAdversarialLoss`).
     """
 
     def __init__(self, extractor: nn.Module, n_classes: int, domain_head: DomainHead | None = None,
@@ -35,14 +36,9 @@ class DANN(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(self.augment(self.input_norm(x)))
 
-    def forward(self, x: torch.Tensor, coeff: float = 0.0, with_domain: bool = True):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.embed(x)
-        logits = self.label_head(z)
-        dom = None
-        if with_domain and self.domain_head is not None:
-            dom = self.domain_head(z, coeff, torch.softmax(logits.float(), 1) if self.domain_head.condition_classes
-                                   else None)
-        return logits, dom, z
+        return self.label_head(z), z
 
 
 def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int | None = None,

@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .grl import grad_reverse
-
 __all__ = ["LabelHead", "DomainHead"]
 
 
@@ -21,10 +19,10 @@ class LabelHead(nn.Module):
 
 
 class DomainHead(nn.Module):
-    """GRL -> MLP -> one logit (two domains) or K logits (K > 2 domains).
+    """MLP -> one logit (two domains) or K logits (K > 2 domains).
 
-    ``forward(z, coeff, probs)``: ``(B, E) -> (B, 1 or K)``; the gradient into ``z`` is
-    multiplied by ``-coeff``, the head itself learns at full rate.
+    ``forward(z, probs)``: ``(B, E) -> (B, 1 or K)``. The gradient reversal in front of it belongs to the
+    training loss (:class:`audio_dann.training.adversarial.DomainAdversarialLoss`).
 
     With ``condition_classes`` = C > 0 the head sees the multilinear map of the embedding and the
     (detached) class probabilities, ``z ⊗ p`` (CDAN, Long et al., NeurIPS 2018), so it aligns the
@@ -68,5 +66,5 @@ class DomainHead(nn.Module):
             return (z @ self.r_z) * (p @ self.r_p) / self.MULTILINEAR_MAX ** 0.5
         return torch.bmm(p.unsqueeze(2), z.unsqueeze(1)).flatten(1)
 
-    def forward(self, z: torch.Tensor, coeff: float = 1.0, probs: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self.condition(grad_reverse(z, coeff), probs))
+    def forward(self, z: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.condition(z, probs))

@@ -19,7 +19,7 @@ from ..infer.metrics import classification_report
 from ..nn.classifier import load_model
 from ..runtime import derive_seed
 from ..training.criteria import CRITERIA, proxy_a_distance
-from ..training.outputs import model_outputs
+from ..nn.outputs import model_outputs
 from ..training.run_folder import REPORT_ONLY_NOTE, read_run
 from .plots import plot_confusion, plot_curves, plot_embeddings
 
@@ -153,8 +153,8 @@ def _estimate_lines(summary: dict) -> list[str]:
                          if "before" in guard else "."), ""]
         ens = stage.get("ensemble")
         if ens:
-            lines += [f"Its pseudo-labels were the mean predictions of {len(ens['runs'])} networks trained with "
-                      f"K = {', '.join(map(str, ens['latent_domains']))} latent target domains (`train.latent_ensemble`; "
+            lines += [f"Its pseudo-labels were the mean predictions of {len(ens['members'])} networks: this one and "
+                      f"{', '.join(ens['members'][1:])} (`train.latent_ensemble`; "
                       f"the others under `members/`), each after AdaBN; agreement of each with that mean: "
                       f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}."
                       + (f" Report only (target labels, never used to choose): the mean's test accuracy "

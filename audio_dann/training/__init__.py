@@ -1,5 +1,7 @@
-"""Training layer: batches, schedules, the loop, label-free selection criteria, and ``train()``.
+"""Training layer: the plan, batches, schedules, the loop, the domain-adversarial loss, label-free
+selection criteria, checkpoints and ``train()``.
 
-Imports ``nn`` and ``data`` below it, never ``infer`` or ``report``. (Named ``training``, not
-``train``, so that the public function ``audio_dann.train`` is never shadowed by a subpackage.)
+Imports ``adaptation``, ``nn`` and ``data`` below it, never ``infer`` or ``report``; knows no
+self-training method by name (the plan names the stage, :mod:`audio_dann.adaptation.stage` runs it).
+(Named ``training``, not ``train``, so that the public function ``audio_dann.train`` is never shadowed.)
 """

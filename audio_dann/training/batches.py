@@ -10,11 +10,9 @@ batches one process would.
 from __future__ import annotations
 
 import numpy as np
-import torch
-
 from ..runtime import derive_seed
 
-__all__ = ["epoch_permutation", "batch_indices", "take"]
+__all__ = ["epoch_permutation", "batch_indices"]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int, stream: str = "source") -> np.ndarray:
@@ -40,17 +38,3 @@ def batch_indices(n: int, global_batch: int, step: int, seed: int, rank: int = 0
         out[filled:filled + take_n] = perm[offset:offset + take_n]
         filled += take_n
     return out
-
-
-def take(array, idx: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Rows ``idx`` of an array, memmap or tensor as a float32 tensor on ``device``.
-
-    Memmaps are read in sorted order (sequential disk access), then put back in order.
-    """
-    if isinstance(array, torch.Tensor):
-        return array[torch.as_tensor(idx)].to(device=device, dtype=torch.float32, non_blocking=True)
-    order = np.argsort(idx, kind="stable")
-    rows = np.asarray(array[idx[order]])
-    back = np.empty_like(order)
-    back[order] = np.arange(len(order))
-    return torch.from_numpy(rows[back]).to(device=device, dtype=torch.float32)

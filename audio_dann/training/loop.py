@@ -25,10 +25,13 @@ from torch import nn
 from ..config import TrainConfig
 from ..nn.dann import DANN
 from ..runtime import autocast_for, derive_seed, rank_world
-from .batches import batch_indices, take
+from ..nn.outputs import take
+from ..adaptation.objectives import entropy
+from .adversarial import DomainAdversarialLoss
+from .batches import batch_indices
 from .schedules import grl_coeff, lr_factor, progress
 
-__all__ = ["TrainData", "TrainState", "fit", "domain_loss", "domain_correct", "entropy", "make_optimizer"]
+__all__ = ["TrainData", "TrainState", "fit", "make_optimizer"]
 
 
 @dataclass
@@ -69,27 +72,6 @@ def make_optimizer(model: DANN, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def domain_loss(logits: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits for one logit (source vs any target), cross-entropy for K logits (domain ids)."""
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits.squeeze(1).float(), (domains > 0).float())
-    return F.cross_entropy(logits.float(), domains)
-
-
-def domain_correct(logits: torch.Tensor, domains: torch.Tensor) -> int:
-    """How many clips the domain head places in their domain (source vs target for one logit)."""
-    if logits.shape[1] == 1:
-        pred = (logits.squeeze(1) > 0).long()
-        return int((pred == (domains > 0).long()).sum())
-    return int((logits.argmax(1) == domains).sum())
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean Shannon entropy (nats) of the softmax of ``logits`` ``(B, C)``."""
-    logp = F.log_softmax(logits.float(), dim=1)
-    return -(logp.exp() * logp).sum(1).mean()
-
-
 def _wrap(model: DANN, cfg: TrainConfig, device: torch.device, world: int) -> nn.Module:
     """The module to call in training: the model itself, or its DDP wrapper under torchrun."""
     if world == 1:
@@ -115,6 +97,8 @@ class _Step:
         self.adapt = cfg.method == "dann"
         self.source_y = data.source_y.to(device)
         self.target_d = data.target_domain.to(device) if self.adapt else None
+        head = getattr(net, "module", net).domain_head
+        self.adversarial = DomainAdversarialLoss(head) if self.adapt and cfg.domain_weight > 0 else None
 
     def _batch(self, x, n_rows: int, step: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = batch_indices(n_rows, self.cfg.batch_size, step, self.cfg.seed, self.rank, self.world, stream)
@@ -127,20 +111,20 @@ class _Step:
         ys = self.source_y[si]
         with autocast_for(self.device, cfg.amp):
             if not self.adapt:
-                logits_s = self.net(xs, 0.0, with_domain=False)[0]
+                logits_s = self.net(xs)[0]
                 class_loss = F.cross_entropy(logits_s.float(), ys)
                 return class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
             xt, ti = self._batch(data.target_x, len(data.target_x), step, "target")
             dom = torch.cat([torch.zeros_like(ys), self.target_d[ti]])
-            logits, dom_logits, _ = self.net(torch.cat([xs, xt]), coeff, with_domain=cfg.domain_weight > 0)
+            logits, z = self.net(torch.cat([xs, xt]))
             logits_s, logits_t = logits[: len(xs)], logits[len(xs):]
             class_loss = F.cross_entropy(logits_s.float(), ys)
             loss, terms = class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
-            if dom_logits is not None:
-                d_loss = domain_loss(dom_logits, dom)
+            if self.adversarial is not None:
+                d_loss = self.adversarial(z, dom, coeff, logits)
                 loss = loss + cfg.domain_weight * d_loss
                 terms["domain_loss"] = d_loss.detach()
-                self.running.add_count("domain_acc", domain_correct(dom_logits.detach(), dom), len(dom))
+                self.running.add_count("domain_acc", self.adversarial.correct, len(dom))
             if cfg.entropy_weight > 0:
                 ent = entropy(logits_t)
                 loss = loss + cfg.entropy_weight * ent

@@ -14,7 +14,7 @@ import torch
 
 from ..config import TrainConfig
 from .loop import TrainData, fit
-from .outputs import predict_logits
+from ..nn.outputs import predict_logits
 from .schedules import lr_factor
 
 __all__ = ["reverse_validation_risk"]

@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from audio_dann.nn.augment import SpecAugment, SpecWarp
-from audio_dann.nn.calibration import estimate, probabilities
+from audio_dann.adaptation.estimators import estimate
+from audio_dann.nn.outputs import probabilities
 from audio_dann.nn.classifier import load_model
-from audio_dann.training.self_training import AdaptConfig, TargetClips, adabn, adapt_network
+from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adabn, adapt_network
 from adapt_table import _scores, _views  # noqa: E402 (same folder)
 from hard_shifts import ADAPTS  # noqa: E402
 
@@ -55,7 +56,7 @@ def consistency(net, x: torch.Tensor, draws: int = 3) -> float:
 @torch.no_grad()
 def embeddings(net, x: torch.Tensor) -> torch.Tensor:
     net.eval()
-    return torch.cat([net(x[s:s + 512].float(), 0.0, with_domain=False)[2] for s in range(0, len(x), 512)])
+    return torch.cat([net(x[s:s + 512].float())[1] for s in range(0, len(x), 512)])
 
 
 def neighbour_agreement(z: torch.Tensor, labels: np.ndarray, k: int = 10) -> float:

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audio_dann.training.self_training import METHODS, AdaptConfig, TargetClips, adapt_network
+from audio_dann.adaptation.methods import METHODS, AdaptConfig, TargetClips, adapt_network
 from audio_dann.api import prepare, train
 from audio_dann.config import apply_overrides, load_config
 from audio_dann.data.store import open_prepared
-from audio_dann.nn.calibration import agreement, calibrate, estimate, probabilities
+from audio_dann.adaptation.estimators import agreement, calibrate, estimate
+from audio_dann.nn.outputs import probabilities
 from audio_dann.nn.classifier import load_model
 from channel_shift import channel_manifests  # noqa: E402 (same folder)
 from run_recipe import manifests  # noqa: E402 (same folder)

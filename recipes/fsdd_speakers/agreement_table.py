@@ -38,7 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
 from audio_dann.data.store import open_prepared  # noqa: E402
-from audio_dann.nn.calibration import GUARD_MARGIN, estimate, combined_estimate  # noqa: E402
+from audio_dann.adaptation.estimators import estimate, combined_estimate  # noqa: E402
+from audio_dann.adaptation.guard import GUARD_MARGIN  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
 
 ESTIMATES = {"agreement": lambda f: f["agreement"],
@@ -57,8 +58,8 @@ def _groups(work: Path, tasks: list[str]) -> list[tuple[str, list[Path]]]:
 
 def _probs(work: Path, tasks: list[str]) -> None:
     """Pool probabilities (none, adabn) of every run that lacks them."""
-    from audio_dann.nn.calibration import probabilities
-    from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
+    from audio_dann.nn.outputs import probabilities
+    from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adapt_network
     for group, runs in _groups(work, tasks):
         pool = _views(work / f"{group[0]}_prep_flat", ("pool",))["pool"]
         clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])

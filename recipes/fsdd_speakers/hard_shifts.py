@@ -28,9 +28,9 @@ from adapt_table import _scores, _views, prepare_layouts  # noqa: E402 (same fol
 from audio_dann.api import train
 from audio_dann.config import apply_overrides, load_config
 from audio_dann.data.manifest import build_manifest, write_manifest
-from audio_dann.nn.calibration import probabilities
+from audio_dann.nn.outputs import probabilities
 from audio_dann.nn.classifier import load_model
-from audio_dann.training.self_training import AdaptConfig, TargetClips, adapt_network
+from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adapt_network
 from channel_shift import channel_manifests  # noqa: E402
 from run_recipe import manifests  # noqa: E402
 from synth_to_real import synthesise  # noqa: E402

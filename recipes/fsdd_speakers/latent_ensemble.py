@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _scores, _views  # noqa: E402
-from audio_dann.nn.calibration import probabilities  # noqa: E402
+from audio_dann.nn.outputs import probabilities  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
-from audio_dann.training.self_training import (AdaptConfig, TargetClips, adapt_network,  # noqa: E402
+from audio_dann.adaptation.methods import (AdaptConfig, TargetClips, adapt_network,  # noqa: E402
                                                ensemble_probabilities)
 
 

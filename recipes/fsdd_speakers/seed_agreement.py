@@ -20,9 +20,9 @@ import numpy as np
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
-from audio_dann.nn.calibration import probabilities  # noqa: E402
+from audio_dann.nn.outputs import probabilities  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
-from audio_dann.training.self_training import adabn  # noqa: E402
+from audio_dann.adaptation.methods import adabn  # noqa: E402
 VARIANTS = ["base", "latent2", "latent3", "latent4", "latent6", "latent-auto", "cdan", "wide"]
 K_CHOICES = ("base", "latent2", "latent3", "latent4", "latent6")  # the number of latent domains only
 

@@ -1,4 +1,4 @@
-"""Latent domains: recording conditions discovered from the audio when the target names none.
+"""Latent recording conditions: discovered from the unlabelled target audio when the target names none.
 
 A flat target folder gives one target domain, so the domain head can only tell "source" from
 "target". Named target conditions (a K-way head) gained 10-12 points on FSDD, so for a flat target

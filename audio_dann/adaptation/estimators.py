@@ -36,16 +36,11 @@ so training, inference and adaptation share them.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-__all__ = ["ESTIMATORS", "COMBINED", "GUARD_MARGIN", "agreement", "bound_warning", "calibrate", "combined_estimate",
-           "estimate", "mean_agreement", "prior_bound", "probabilities", "scores"]
+__all__ = ["ESTIMATORS", "COMBINED", "agreement", "bound_warning", "calibrate", "combined_estimate",
+           "estimate", "label_free_estimate", "mean_agreement", "prior_bound", "scores"]
 
 COMBINED = "combined"  # the name of the toolkit's estimate (combined_estimate) in summaries and reports
-# the guards (adapt's, and train's on its self-training stage) keep the original only when the estimate
-# drops by more than this: about one binomial standard error of an estimate over a few thousand target
-# windows (sqrt(0.9 * 0.1 / 3000) = 0.0055), so a drop within the noise does not undo an adaptation
-GUARD_MARGIN = 0.005
 
 ESTIMATORS = ("atc-ne", "atc-mc", "doc")
 
@@ -143,10 +138,16 @@ def mean_agreement(probs: np.ndarray, others: list[np.ndarray]) -> float | None:
     return float(np.mean([agreement(probs, o) for o in others])) if others else None
 
 
-@torch.no_grad()
-def probabilities(dann, x: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 512) -> np.ndarray:
-    """Softmax outputs of a DANN network (eval mode) for clips ``x``."""
-    dann.eval()
-    out = [torch.softmax(dann(x[s:s + batch_size].to(device, torch.float32), 0.0, with_domain=False)[0].float(), 1)
-           .cpu() for s in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+def label_free_estimate(probs: np.ndarray, calibration: dict | None, reference_probs: list[np.ndarray] = (),
+                        label_shift: bool = False) -> dict:
+    """The toolkit's estimate of a model's accuracy from its target probabilities ``(N, C)``: every
+    figure (:func:`estimate`, plus the mean agreement with each of ``reference_probs``, other models'
+    probabilities on the same clips) and their combination (:func:`combined_estimate`), with ``all``
+    holding every figure; ``{}`` when there is nothing to estimate from. The one place train, adapt,
+    estimate and evaluate assemble it."""
+    figures = estimate(probs, calibration)
+    agreed = mean_agreement(probs, list(reference_probs))
+    if agreed is not None:
+        figures["agreement"] = agreed
+    combined = combined_estimate(figures, agreed, label_shift)
+    return {**combined, "all": figures} if combined else {}

@@ -1,0 +1,74 @@
+"""What a run does, decided once: the training method, the self-training stage and the ensemble.
+
+``train.method: auto`` (the default), ``dann`` and ``source-only`` are resolved here and nowhere else,
+from the settings and the prepared folder, into a :class:`Plan` that is saved in ``last.pt``,
+``model.pt`` and ``summary.json``; resume, reload, the console and the report read it back.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..adaptation.methods import DEFAULT_METHOD
+from ..config import TrainConfig
+
+__all__ = ["Plan", "make_plan"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run's resolved method.
+
+    Attributes:
+        asked: the method asked for (``auto``, ``dann`` or ``source-only``).
+        training: what the training loop runs: ``dann`` or ``source-only``.
+        stage: the self-training method applied to the selected model on the target pool, or ``none``.
+        ensemble: the latent-domain K of the extra DANN networks whose mean target predictions teach the
+            stage (empty: no ensemble).
+    """
+
+    asked: str
+    training: str
+    stage: str
+    ensemble: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the console, the summary and the report."""
+        train = {"dann": "domain-adversarial (DANN) training", "source-only": "source-only training"}[self.training]
+        if self.stage == "none":
+            return f"method {self.asked}: {train}, no self-training stage"
+        teacher = (f", taught by the mean predictions of {len(self.ensemble) + 1} networks" if self.ensemble else "")
+        return f"method {self.asked}: {train}, then the {self.stage} self-training stage on the target audio{teacher}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ensemble": list(self.ensemble)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        return cls(d["asked"], d["training"], d["stage"], tuple(d.get("ensemble", ())))
+
+
+def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Plan:
+    """The plan for the settings ``cfg`` on a prepared folder with (``has_target``) or without unlabelled
+    target training clips in ``target_domains`` named domains.
+
+    - ``auto``: source-only training, then the ``latent-bn`` stage (``train.self_training`` may name another);
+    - ``dann``: domain-adversarial training, then ``shot-file`` taught by an ensemble of DANN networks with
+      other numbers of latent target domains (``train.latent_ensemble``) where the target is one domain,
+      else AdaBN;
+    - ``source-only``: no stage unless ``train.self_training`` names one.
+    Without target clips there is no stage.
+    """
+    training = "source-only" if cfg.method == "auto" else cfg.method
+    if not has_target:
+        return Plan(cfg.method, training, "none")
+    members = tuple(k for k in cfg.latent_ensemble if k != cfg.latent_domains)
+    if cfg.self_training != "auto":
+        stage = cfg.self_training
+    elif cfg.method == "auto":
+        stage = DEFAULT_METHOD
+    elif training == "dann":
+        stage = "shot-file" if members and target_domains == 1 else "adabn"
+    else:
+        stage = "none"
+    ensemble = members if training == "dann" and stage == "shot-file" and target_domains == 1 else ()
+    return Plan(cfg.method, training, stage, ensemble)
