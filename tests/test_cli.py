@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import csv
 import json
 
@@ -254,3 +256,9 @@ def test_the_entry_point_exits_0_on_help(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 0 and "evaluate" in capsys.readouterr().out
+
+
+def test_the_cli_imports_nothing_heavy_until_a_command_runs():
+    code = "import sys, audio_dann, audio_dann.cli; print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

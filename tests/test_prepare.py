@@ -178,3 +178,15 @@ def test_file_chunks_cover_every_file_once_within_limits():
     assert [i for lo, hi in chunks for i in range(lo, hi)] == list(range(1, 10))
     assert file_chunks(sizes, start=10) == [] and file_chunks([], 0) == []
     assert file_chunks([7] * 40) == [(0, 16), (16, 32), (32, 40)]
+
+
+def test_a_changed_input_file_changes_the_fingerprint_and_is_prepared_again(tmp_path):
+    cfg = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0"])
+    src = class_folders(tmp_path / "src", per_class=3)
+    tgt = class_folders(tmp_path / "tgt", per_class=2, shift=1.2)
+    first = prepare(src, tgt, tmp_path / "p", config=cfg)  # one target given as a plain path, not a list
+    assert first.clips_written > 0 and open_prepared(tmp_path / "p").domains == ["source", "tgt"]
+    assert prepare(src, [tgt], tmp_path / "p", config=cfg).already_complete
+    write(tgt / "low" / "low_0.wav", tone(300, 2.0, 16000), 16000)  # longer: more clips
+    again = prepare(src, [tgt], tmp_path / "p", config=cfg)
+    assert not again.already_complete and again.clips_written > first.clips_written

@@ -6,12 +6,14 @@ the files are clustered by their long-term spectra (each file's mean log-mel and
 percentile over time: the channel's colouring and its noise floor, cf. Mancini et al., CVPR 2018)
 and each cluster becomes a domain. The number of clusters is given, or chosen by the silhouette
 score among 2..``max_k`` (no label is read; on FSDD it picked 2 and 6 where 3 speakers were mixed,
-and both did worse than no latent domains: recipes/fsdd_speakers/README.md). Pure numpy, seeded, so
-a resumed run finds the same clusters.
+and both did worse than no latent domains). scikit-learn's k-means and silhouette, seeded, so a
+resumed run finds the same clusters.
 """
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
 
 from ..runtime import derive_seed
 
@@ -44,41 +46,17 @@ def clip_descriptors(x: np.ndarray, file_index: np.ndarray) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, restarts: int = 5) -> np.ndarray:
-    """Cluster labels of the rows of ``x`` (k-means++, best of ``restarts`` by inertia)."""
-    best, best_inertia = None, np.inf
-    for r in range(restarts):
-        rng = np.random.default_rng(derive_seed(seed, "latent/kmeans", k, r))
-        centres = [x[rng.integers(len(x))]]
-        for _ in range(1, k):
-            d = np.min(((x[:, None] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-            centres.append(x[rng.choice(len(x), p=d / d.sum() if d.sum() > 0 else None)])
-        centres = np.asarray(centres)
-        for _ in range(iters):
-            labels = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
-            new = np.array([x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
-            if np.allclose(new, centres):
-                break
-            centres = new
-        inertia = ((x - centres[labels]) ** 2).sum()
-        if inertia < best_inertia:
-            best, best_inertia = labels, inertia
-    return best
+    """Cluster labels of the rows of ``x``: scikit-learn's k-means (k-means++ seeding, best of ``restarts``
+    by inertia), seeded from ``seed`` and ``k``."""
+    state = derive_seed(seed, "latent/kmeans", k) % 2 ** 32
+    return KMeans(n_clusters=k, n_init=restarts, max_iter=iters, random_state=state).fit_predict(x)
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette coefficient (Euclidean)."""
-    sq = (x ** 2).sum(1)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0.0))
-    ks = np.unique(labels)
-    if len(ks) < 2:
+    """Mean silhouette coefficient (Euclidean); -1 when there is a single cluster or one per row."""
+    if not 2 <= len(np.unique(labels)) <= len(x) - 1:
         return -1.0
-    s = np.zeros(len(x))
-    for i in range(len(x)):
-        own = labels == labels[i]
-        a = d[i, own].sum() / max(own.sum() - 1, 1)
-        b = min(d[i, labels == k].mean() for k in ks if k != labels[i])
-        s[i] = (b - a) / max(a, b, 1e-12)
-    return float(s.mean())
+    return float(silhouette_score(x, labels))
 
 
 def discover_domains(descriptors: np.ndarray, seed: int, k: int = 0, max_k: int = 6,

@@ -4,15 +4,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from sklearn.metrics import confusion_matrix as _sk_confusion
+from sklearn.metrics import f1_score
 
-__all__ = ["confusion_matrix", "per_class_recall", "macro_f1", "wilson_interval", "classification_report"]
+__all__ = ["confusion_matrix", "per_class_recall", "macro_f1", "balanced_accuracy", "wilson_interval",
+           "classification_report"]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """``C[i, j]`` = clips of true class i predicted as j."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    return cm
+    """``C[i, j]`` = clips of true class i predicted as j (scikit-learn's, every class a row)."""
+    return _sk_confusion(np.asarray(y_true), np.asarray(y_pred), labels=np.arange(n_classes)).astype(np.int64)
 
 
 def per_class_recall(cm: np.ndarray) -> np.ndarray:
@@ -20,14 +21,17 @@ def per_class_recall(cm: np.ndarray) -> np.ndarray:
     return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
 
 
-def macro_f1(cm: np.ndarray) -> float:
-    """Mean F1 over classes present in the truth or the predictions."""
-    tp = np.diag(cm).astype(float)
-    precision = tp / np.maximum(cm.sum(0), 1)
-    recall = tp / np.maximum(cm.sum(1), 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    present = (cm.sum(0) + cm.sum(1)) > 0
-    return float(f1[present].mean()) if present.any() else float("nan")
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean F1 over the classes present in the truth or the predictions (scikit-learn's macro average)."""
+    if len(y_true) == 0:
+        return float("nan")
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def balanced_accuracy(cm: np.ndarray) -> float:
+    """Mean recall over the classes present in the truth: a rare class counts as much as a common one."""
+    recall = per_class_recall(cm)
+    return float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan")
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -51,7 +55,8 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     return {
         "accuracy": correct / n if n else float("nan"),
         "accuracy_ci95": [lo, hi],
-        "macro_f1": macro_f1(cm),
+        "macro_f1": macro_f1(np.asarray(y_true), np.asarray(y_pred)),
+        "balanced_accuracy": balanced_accuracy(cm),
         "n": n,
         "per_class": {c: {"recall": (None if math.isnan(r) else float(r)), "support": int(cm[i].sum())}
                       for i, (c, r) in enumerate(zip(classes, recall))},

@@ -70,9 +70,8 @@ def _project_2d(z: np.ndarray, method: str) -> np.ndarray:
         from sklearn.manifold import TSNE
         return TSNE(n_components=2, init="pca", perplexity=min(30, max(5, len(z) // 10)),
                     random_state=0).fit_transform(z)
-    z = z - z.mean(0)
-    _, _, vt = np.linalg.svd(z, full_matrices=False)
-    return z @ vt[:2].T
+    from sklearn.decomposition import PCA
+    return PCA(n_components=2).fit_transform(z)
 
 
 def plot_embeddings(maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: list[str],

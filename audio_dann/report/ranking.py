@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from ..training.criteria import CRITERIA, score
 from ..training.run_folder import read_run
@@ -39,16 +40,8 @@ def rank_runs(runs, criterion: str) -> dict:
 
 
 def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(v):
-        v = np.asarray(v, dtype=float)
-        order = v.argsort()
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for val in np.unique(v):
-            r[v == val] = r[v == val].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman rank correlation (scipy; average ranks for ties); NaN where either side is constant."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.std() == 0 or b.std() == 0:
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)

@@ -69,13 +69,7 @@ def make_report(run: str | Path, prepared=None, max_clips: int = 600, tsne: bool
         maps[name] = (z.numpy(), is_target, labels)
         if len(tgt):
             pad[name] = proxy_a_distance(z[~torch.from_numpy(is_target)], z[torch.from_numpy(is_target)])
-    methods = ["pca"]
-    if tsne:
-        try:
-            import sklearn  # noqa: F401
-            methods.append("tsne")
-        except ImportError:
-            pass
+    methods = ["pca", "tsne"] if tsne else ["pca"]
     for method in methods:
         plot_embeddings(maps, prep.classes, run / f"embeddings_{method}.png", method)
 

@@ -24,6 +24,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..runtime import derive_seed
 
@@ -43,23 +46,13 @@ def score(criterion: str, metrics: dict) -> float | None:
 
 
 def logistic_regression(x: torch.Tensor, y: torch.Tensor, steps: int = 200, weight_decay: float = 1e-3):
-    """A linear classifier (standardised inputs, L-BFGS); returns ``predict_proba(x_new) -> (N, K)``."""
-    x = x.double()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    xs = (x - mean) / std
-    k = int(y.max()) + 1
-    w = torch.zeros(xs.shape[1], k, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(xs @ w + b, y) + weight_decay * (w ** 2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    w, b = w.detach(), b.detach()
-    return lambda x_new: torch.softmax(((x_new.double() - mean) / std) @ w + b, 1)
+    """A linear classifier on standardised inputs (scikit-learn's L-BFGS logistic regression; its ``C``
+    set so that the penalty is ``weight_decay * ||w||^2`` on the mean loss); returns
+    ``predict_proba(x_new) -> (N, K)`` as a float64 tensor."""
+    x = x.double().numpy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / (2 * weight_decay * len(x)), max_iter=steps))
+    model.fit(x, y.numpy())
+    return lambda x_new: torch.from_numpy(model.predict_proba(x_new.double().numpy()))
 
 
 def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 from pathlib import Path
 from audio_dann.data.store import open_prepared
-from audio_dann.training.latent import kmeans, silhouette
+from audio_dann.adaptation.conditions import kmeans, silhouette
 from math import comb
 
 def ari(a, b) -> float:
