@@ -4,6 +4,7 @@ The public API mirrors the command line: ``prepare``, ``train``, ``adapt``, ``es
 ``predict``, ``export`` and ``load_model`` (see :mod:`audio_dann.api`). They are imported on first use, so that
 ``import audio_dann`` (and ``audio-dann --help``) does not wait for torch.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -14,6 +15,7 @@ __all__ = ["prepare", "train", "adapt", "estimate", "evaluate", "predict", "expo
 def __getattr__(name: str):
     if name in __all__:
         import importlib
+
         return getattr(importlib.import_module(".api", __name__), name)
     raise AttributeError(f"module 'audio_dann' has no attribute {name!r}")
 

@@ -3,22 +3,33 @@
 Every value is plain YAML (numbers, strings, booleans, lists). Unknown keys and
 wrong types are errors that name the key, e.g. ``train.stepz: unknown key``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
 from .errors import ConfigError
 
 __all__ = [
-    "ConfigError", "FeatureConfig", "ModelConfig", "TrainConfig", "DataConfig", "Config",
-    "load_config", "dump_config", "config_from_dict", "config_to_dict", "apply_overrides",
+    "ConfigError",
+    "FeatureConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "DataConfig",
+    "Config",
+    "load_config",
+    "dump_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
 ]
 
 
@@ -27,30 +38,43 @@ class FeatureConfig:
     """How audio becomes log-mel "images" (fixed at ``prepare`` time)."""
 
     sample_rate: int = 16000
-    clip_seconds: float = 1.0        # every clip is this long
-    hop_seconds: float = 0.5         # hop between clips cut from one long file
-    pad_mode: str = "tile"           # short files: "tile" (repeat) or "zero" (pad with silence)
+    clip_seconds: float = 1.0  # every clip is this long
+    hop_seconds: float = 0.5  # hop between clips cut from one long file
+    pad_mode: str = "tile"  # short files: "tile" (repeat) or "zero" (pad with silence)
     n_fft: int = 512
     win_seconds: float = 0.025
     frame_hop_seconds: float = 0.010
     n_mels: int = 64
     f_min: float = 20.0
-    f_max: float | None = None       # None: sample_rate / 2
-    log_floor: float = 1e-3          # log(mel + floor); a floor well above 0 ignores the noise floor
+    f_max: float | None = None  # None: sample_rate / 2
+    log_floor: float = 1e-3  # log(mel + floor); a floor well above 0 ignores the noise floor
 
     def validate(self) -> None:
-        _positive(self, "sample_rate", "clip_seconds", "hop_seconds", "n_fft", "win_seconds",
-                  "frame_hop_seconds", "n_mels", "log_floor")
+        _positive(
+            self,
+            "sample_rate",
+            "clip_seconds",
+            "hop_seconds",
+            "n_fft",
+            "win_seconds",
+            "frame_hop_seconds",
+            "n_mels",
+            "log_floor",
+        )
         _choice(self, "pad_mode", ("tile", "zero"))
         if self.win_length > self.n_fft:
             raise ConfigError(f"features.win_seconds: window of {self.win_length} samples exceeds n_fft={self.n_fft}")
         top = self.sample_rate / 2 if self.f_max is None else self.f_max
         if not (0 <= self.f_min < top <= self.sample_rate / 2):
-            raise ConfigError(f"features.f_max: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={top}")
+            raise ConfigError(
+                f"features.f_max: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min} f_max={top}"
+            )
         empty = empty_mel_bands(self.sample_rate, self.n_fft, self.n_mels, self.f_min, top)
         if empty:
-            raise ConfigError(f"features.n_mels: {empty} of {self.n_mels} mel bands between {self.f_min:g} and "
-                              f"{top:g} Hz hold no FFT bin (n_fft={self.n_fft}); use fewer bands or a larger n_fft")
+            raise ConfigError(
+                f"features.n_mels: {empty} of {self.n_mels} mel bands between {self.f_min:g} and "
+                f"{top:g} Hz hold no FFT bin (n_fft={self.n_fft}); use fewer bands or a larger n_fft"
+            )
 
     @property
     def win_length(self) -> int:
@@ -96,18 +120,20 @@ class ModelConfig:
     embedding_dim: int = 128
     dropout: float = 0.2
     domain_hidden: int = 128
-    domain_layers: int = 2           # hidden layers of the domain head (0: logistic regression)
+    domain_layers: int = 2  # hidden layers of the domain head (0: logistic regression)
     domain_dropout: float = 0.5
-    domain_condition: str = "none"   # "cdan": the domain head sees embedding x class probabilities (CDAN)
-    input_norm: str = "clip_mean"    # "global": per-mel standardisation; "clip_mean": then remove each clip's per-mel mean
-    freq_masks: int = 0              # SpecAugment in training (source and target alike): masks over mel bands
-    freq_mask_width: int = 7         #   up to this many bands each
-    time_masks: int = 0              #   and masks over frames
-    time_mask_width: int = 10        #   up to this many frames each
-    freq_warp: float = 0.0           # training: stretch the mel axis by up to +-this (0.1: factors 0.9-1.1)
-    time_warp: float = 0.0           #   and the time axis by up to +-this (speed perturbation)
-    mixstyle_p: float = 0.0          # training: Freq-MixStyle on a batch with this probability
-    mixstyle_alpha: float = 0.3      #   Beta(alpha, alpha) mixing weights
+    domain_condition: str = "none"  # "cdan": the domain head sees embedding x class probabilities (CDAN)
+    input_norm: str = (
+        "clip_mean"  # "global": per-mel standardisation; "clip_mean": then remove each clip's per-mel mean
+    )
+    freq_masks: int = 0  # SpecAugment in training (source and target alike): masks over mel bands
+    freq_mask_width: int = 7  #   up to this many bands each
+    time_masks: int = 0  #   and masks over frames
+    time_mask_width: int = 10  #   up to this many frames each
+    freq_warp: float = 0.0  # training: stretch the mel axis by up to +-this (0.1: factors 0.9-1.1)
+    time_warp: float = 0.0  #   and the time axis by up to +-this (speed perturbation)
+    mixstyle_p: float = 0.0  # training: Freq-MixStyle on a batch with this probability
+    mixstyle_alpha: float = 0.3  #   Beta(alpha, alpha) mixing weights
 
     def validate(self) -> None:
         _positive(self, "embedding_dim", "domain_hidden", "freq_mask_width", "time_mask_width")
@@ -133,44 +159,44 @@ class ModelConfig:
 class TrainConfig:
     """The training loop. Defaults follow the paper where it speaks."""
 
-    method: str = "auto"             # auto | dann | source-only, resolved into a plan by training/plan.py:
-                                     #   auto: source-only training, then (with target audio) the latent-bn stage;
-                                     #   dann: domain-adversarial; source-only: the pure baseline (no stage)
+    method: str = "auto"  # auto | dann | source-only, resolved into a plan by training/plan.py:
+    #   auto: source-only training, then (with target audio) the latent-bn stage;
+    #   dann: domain-adversarial; source-only: the pure baseline (no stage)
     steps: int = 1500
-    batch_size: int = 32             # per domain and per step: 32 source + 32 target
-    optimizer: str = "sgd"           # "sgd" (momentum 0.9, paper) or "adamw"
+    batch_size: int = 32  # per domain and per step: 32 source + 32 target
+    optimizer: str = "sgd"  # "sgd" (momentum 0.9, paper) or "adamw"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_alpha: float = 10.0           # lr_p = lr / (1 + alpha p) ** beta
+    lr_alpha: float = 10.0  # lr_p = lr / (1 + alpha p) ** beta
     lr_beta: float = 0.75
-    domain_weight: float = 1.0       # weight of the domain loss; 0 keeps only target batch-norm statistics
-    lambda_max: float = 1.0          # lambda_p = lambda_max * (2 / (1 + exp(-gamma p)) - 1)
+    domain_weight: float = 1.0  # weight of the domain loss; 0 keeps only target batch-norm statistics
+    lambda_max: float = 1.0  # lambda_p = lambda_max * (2 / (1 + exp(-gamma p)) - 1)
     lambda_gamma: float = 10.0
-    domain_lr_mult: float = 1.0      # the domain head's learning rate relative to lr
-    entropy_weight: float = 0.1      # target entropy minimisation (0: the paper's DANN)
+    domain_lr_mult: float = 1.0  # the domain head's learning rate relative to lr
+    entropy_weight: float = 0.1  # target entropy minimisation (0: the paper's DANN)
     eval_every: int = 100
-    amp: str = "auto"                # "auto" (bf16 on CUDA), "off", "bf16", "fp16"
-    select: str = "source-val"       # picks model.pt: source-val | dev | snd | rv (never target labels)
-    rv_steps: int = 25               # reverse-validation training steps per evaluation (0: skip rv)
-    selection_clips: int = 1000      # at most this many source / target clips per criterion
-    sync_bn: bool = False            # DDP only: SyncBatchNorm (statistics over the global batch)
-    latent_domains: int = 0          # a target with no domain names: 0 one domain, K>1 K clusters, -1 K by silhouette
-                                     #   (-1 measured worse than 0 on FSDD: recipes/fsdd_speakers/README.md)
+    amp: str = "auto"  # "auto" (bf16 on CUDA), "off", "bf16", "fp16"
+    select: str = "source-val"  # picks model.pt: source-val | dev | snd | rv (never target labels)
+    rv_steps: int = 25  # reverse-validation training steps per evaluation (0: skip rv)
+    selection_clips: int = 1000  # at most this many source / target clips per criterion
+    sync_bn: bool = False  # DDP only: SyncBatchNorm (statistics over the global batch)
+    latent_domains: int = 0  # a target with no domain names: 0 one domain, K>1 K clusters, -1 K by silhouette
+    #   (-1 measured worse than 0 on FSDD: recipes/fsdd_speakers/README.md)
     latent_ensemble: tuple[int, ...] = (2, 3, 4)  # DANN, one unnamed target domain: one more network per K
-                                     #   listed (0 = one domain; latent_domains' own K skipped), trained in
-                                     #   RUN/members/; their mean target predictions with this run's are the
-                                     #   pseudo-labels the shipped model is self-trained on (4 trainings by
-                                     #   default; [] = one network, the previous default)
+    #   listed (0 = one domain; latent_domains' own K skipped), trained in
+    #   RUN/members/; their mean target predictions with this run's are the
+    #   pseudo-labels the shipped model is self-trained on (4 trainings by
+    #   default; [] = one network, the previous default)
     ensemble_teacher: str = "latent-bn"  # each network's teacher probabilities: latent-bn (batch-norm statistics
-                                     #   per latent target condition, K = 1-4, averaged) or adabn (the pool's)
-    self_training: str = "auto"      # after training, on the target pool: none | adabn | tent | shot |
-                                     #   shot-file | latent-bn;
-                                     #   auto: decided by the method (training/plan.py)
+    #   per latent target condition, K = 1-4, averaged) or adabn (the pool's)
+    self_training: str = "auto"  # after training, on the target pool: none | adabn | tent | shot |
+    #   shot-file | latent-bn;
+    #   auto: decided by the method (training/plan.py)
     self_training_epochs: int = 10
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
-                                     #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
+    #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
     self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
     seed: int = 0
 
@@ -184,7 +210,8 @@ class TrainConfig:
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
         if any(k < 0 or k == 1 for k in self.latent_ensemble) or len(set(self.latent_ensemble)) != len(
-                self.latent_ensemble):
+            self.latent_ensemble
+        ):
             raise ConfigError(f"train.latent_ensemble: distinct K = 0 or >= 2, got {list(self.latent_ensemble)}")
         if not 0.0 <= self.self_training_threshold <= 1.0:
             raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
@@ -206,8 +233,8 @@ class DataConfig:
 
     val_fraction: float = 0.1
     seed: int = 0
-    workers: int | None = None       # decoding processes; None: one per core
-    batch_size: int = 64             # clips per frontend batch in prepare
+    workers: int | None = None  # decoding processes; None: one per core
+    batch_size: int = 64  # clips per frontend batch in prepare
 
     def validate(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -224,7 +251,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for f in fields(self):
             getattr(self, f.name).validate()
         self._check_clip_fits_the_network()
@@ -238,11 +265,15 @@ class Config:
         f = self.features
         if f.n_frames < need:
             least = (need - 1) * f.hop_length / f.sample_rate
-            raise ConfigError(f"features.clip_seconds: {f.clip_seconds} s gives {f.n_frames} frame(s); the model's "
-                              f"{need.bit_length() - 1} pooling steps need at least {need} (clip_seconds >= {least:.3f})")
+            raise ConfigError(
+                f"features.clip_seconds: {f.clip_seconds} s gives {f.n_frames} frame(s); the model's "
+                f"{need.bit_length() - 1} pooling steps need at least {need} (clip_seconds >= {least:.3f})"
+            )
         if f.n_mels < need:
-            raise ConfigError(f"features.n_mels: {f.n_mels} bands; the model's {need.bit_length() - 1} pooling steps "
-                              f"need at least {need}")
+            raise ConfigError(
+                f"features.n_mels: {f.n_mels} bands; the model's {need.bit_length() - 1} pooling steps "
+                f"need at least {need}"
+            )
 
 
 def _section_name(obj: Any) -> str:
@@ -258,7 +289,9 @@ def _positive(obj: Any, *names: str) -> None:
 def _choice(obj: Any, name: str, options: Iterable[str]) -> None:
     options = tuple(options)
     if getattr(obj, name) not in options:
-        raise ConfigError(f"{_section_name(obj)}.{name}: must be one of {', '.join(options)}; got {getattr(obj, name)!r}")
+        raise ConfigError(
+            f"{_section_name(obj)}.{name}: must be one of {', '.join(options)}; got {getattr(obj, name)!r}"
+        )
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -385,5 +418,6 @@ def dump_config(config: Config, path: str | Path | None = None) -> str:
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     if path is not None:
         from .files import atomic_write_text
+
         atomic_write_text(Path(path), text)
     return text

@@ -5,13 +5,14 @@ prepares it once, trains source-only, DANN and the default (``method: auto``: so
 then the latent-bn stage on the field pool) with the same features, model, budget and seed,
 evaluates each on held-out studio and field clips, and writes ``demo_results.json``.
 """
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from .api import evaluate, prepare, train
 from .config import Config, apply_overrides
@@ -27,10 +28,23 @@ METHODS = ("source-only", "dann", "auto")
 def demo_config(quick: bool = False) -> tuple[SynthSpec, Config]:
     """The demo's data size and settings; ``quick`` is a seconds-long smoke version."""
     if quick:
-        spec = SynthSpec(studio_train_per_class=8, field_train_per_class=8, field_test_per_class=4,
-                         studio_test_per_class=4, seconds=0.5)
-        overrides = ["features.n_mels=32", "features.clip_seconds=0.5", "train.steps=12", "train.eval_every=6",
-                     "train.batch_size=8", "model.channels=[8,16,16]", "model.embedding_dim=32", "data.workers=0"]
+        spec = SynthSpec(
+            studio_train_per_class=8,
+            field_train_per_class=8,
+            field_test_per_class=4,
+            studio_test_per_class=4,
+            seconds=0.5,
+        )
+        overrides = [
+            "features.n_mels=32",
+            "features.clip_seconds=0.5",
+            "train.steps=12",
+            "train.eval_every=6",
+            "train.batch_size=8",
+            "model.channels=[8,16,16]",
+            "model.embedding_dim=32",
+            "data.workers=0",
+        ]
     else:
         spec = SynthSpec()
         overrides = ["features.n_mels=40", "train.steps=600", "train.eval_every=100"]
@@ -39,9 +53,15 @@ def demo_config(quick: bool = False) -> tuple[SynthSpec, Config]:
     return spec, apply_overrides(Config(), [*overrides, "train.latent_ensemble=[]"])
 
 
-def run_demo(out: str | Path = "demo_out", *, quick: bool = False, seed: int = 0, device: str = "auto",
-             log: Callable[[str], None] | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> dict:
+def run_demo(
+    out: str | Path = "demo_out",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     """Run the demo into ``out`` and return the results written to ``demo_results.json``."""
     out = Path(out)
     log = log or (lambda _msg: None)
@@ -60,15 +80,17 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, seed: int = 0
         log(f"training {method} ({config.train.steps} steps)")
         run_dir = out / "runs" / method
         cb = (lambda s, total, _m, _name=method: progress(_name, s, total)) if progress else None
-        summary = train(out / "prepared", run_dir, config=config, method=method, seed=seed, device=device,
-                        progress=cb)
+        summary = train(out / "prepared", run_dir, config=config, method=method, seed=seed, device=device, progress=cb)
         field = evaluate(run_dir / "model.pt", parts["field_test"])
         studio = evaluate(run_dir / "model.pt", parts["studio_test"])
         results[method.replace("-", "_")] = {
-            "target_accuracy": field["accuracy"], "target_accuracy_ci95": field["accuracy_ci95"],
-            "source_accuracy": studio["accuracy"], "target_macro_f1": field["macro_f1"],
+            "target_accuracy": field["accuracy"],
+            "target_accuracy_ci95": field["accuracy_ci95"],
+            "source_accuracy": studio["accuracy"],
+            "target_macro_f1": field["macro_f1"],
             "selected_step": summary["selected"]["step"],  # training, and the self-training stage where one ran
-            "train_seconds": summary["train_seconds"] + summary.get("self_training", {}).get("seconds", 0.0)}
+            "train_seconds": summary["train_seconds"] + summary.get("self_training", {}).get("seconds", 0.0),
+        }
     results["gain"] = results["dann"]["target_accuracy"] - results["source_only"]["target_accuracy"]
     results["gain_auto"] = results["auto"]["target_accuracy"] - results["source_only"]["target_accuracy"]
     results["seconds"] = time.perf_counter() - t0

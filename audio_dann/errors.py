@@ -7,12 +7,25 @@ The ``ValueError`` base of most of them is kept for library callers who caught t
 
 This module imports nothing heavy: the CLI reads it before any command runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["UserError", "ConfigError", "AudioError", "ScanError", "ManifestError", "PrepareError", "StoreError",
-           "BundleError", "RunError", "OptionError", "ExportError", "OutputLockedError"]
+__all__ = [
+    "UserError",
+    "ConfigError",
+    "AudioError",
+    "ScanError",
+    "ManifestError",
+    "PrepareError",
+    "StoreError",
+    "BundleError",
+    "RunError",
+    "OptionError",
+    "ExportError",
+    "OutputLockedError",
+]
 
 
 class UserError(Exception):

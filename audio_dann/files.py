@@ -1,5 +1,6 @@
 """Writing outputs safely: atomic writes (temp file, then rename), checks of output paths before any
 work starts, and advisory locks so that two commands never write one output at once."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,13 +9,12 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import OptionError, OutputLockedError
 
-__all__ = ["atomic_path", "atomic_write_text", "write_json", "check_output_file", "check_output_dir",
-           "output_lock"]
+__all__ = ["atomic_path", "atomic_write_text", "write_json", "check_output_file", "check_output_dir", "output_lock"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -30,7 +30,7 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale_temps(path: Path) -> None:
     """Temp files of ``path`` left by a process that was killed (its pid is in the name and dead)."""
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        parts = tmp.name[len(path.name) + 2:].split(".")
+        parts = tmp.name[len(path.name) + 2 :].split(".")
         if parts and parts[0].isdigit() and int(parts[0]) != os.getpid() and not _pid_alive(int(parts[0])):
             tmp.unlink(missing_ok=True)
 
@@ -83,8 +83,13 @@ def _writable_ancestor(path: Path, option: str) -> None:
 
 def path_list(value) -> list:
     """``value`` (one path, several, or None) as a list: ``[]``, ``[value]`` or ``list(value)``."""
-    return [] if value is None else [value] if isinstance(value, (str, Path)) or not hasattr(value, "__iter__") \
+    return (
+        []
+        if value is None
+        else [value]
+        if isinstance(value, (str, Path)) or not hasattr(value, "__iter__")
         else list(value)
+    )
 
 
 def shown_paths(values: list) -> str | list[str]:
@@ -104,8 +109,10 @@ def check_distinct_paths(paths: list, option: str, own: str | Path | None = None
             raise OptionError(f"{option}: expected the path of a model.pt, got a {type(p).__name__}")
         key = Path(p).resolve()
         if own is not None and key == Path(own).resolve():
-            raise OptionError(f"{option} {p}: that is the model itself; give a second model of the task "
-                              "(e.g. another seed's model.pt)")
+            raise OptionError(
+                f"{option} {p}: that is the model itself; give a second model of the task "
+                "(e.g. another seed's model.pt)"
+            )
         if key in seen:
             raise OptionError(f"{option} {p}: given twice (also as {seen[key]})")
         seen[key] = str(p)
@@ -158,9 +165,11 @@ def output_lock(path: str | Path) -> Iterator[None]:
                 holder = {}
             stale = holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))
             if not stale and holder:
-                raise OutputLockedError(f"{path}: being written by pid {holder.get('pid')} on {holder.get('host')} "
-                                        f"since {holder.get('since')}; wait for it or choose another output "
-                                        f"(remove {lock} if that process is gone)") from None
+                raise OutputLockedError(
+                    f"{path}: being written by pid {holder.get('pid')} on {holder.get('host')} "
+                    f"since {holder.get('since')}; wait for it or choose another output "
+                    f"(remove {lock} if that process is gone)"
+                ) from None
             lock.unlink(missing_ok=True)  # stale (or unreadable): take it over
             continue
         with os.fdopen(fd, "w") as f:

@@ -5,13 +5,14 @@
 (NCCL on GPUs, gloo on CPUs). Outside ``torchrun`` everything is a no-op with
 rank 0 of 1.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,9 +20,23 @@ import torch.distributed as dist
 
 from .errors import OptionError
 
-__all__ = ["resolve_device", "autocast_for", "check_amp", "derive_seed", "seed_everything", "cpu_cores", "steady_heap",
-           "is_main_process", "launched_by_torchrun", "init_from_env", "shutdown", "rank_world", "shard_range", "barrier",
-           "all_reduce_sum"]
+__all__ = [
+    "resolve_device",
+    "autocast_for",
+    "check_amp",
+    "derive_seed",
+    "seed_everything",
+    "cpu_cores",
+    "steady_heap",
+    "is_main_process",
+    "launched_by_torchrun",
+    "init_from_env",
+    "shutdown",
+    "rank_world",
+    "shard_range",
+    "barrier",
+    "all_reduce_sum",
+]
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -83,6 +98,7 @@ def steady_heap() -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
+
     try:
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):

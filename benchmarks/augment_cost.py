@@ -6,6 +6,7 @@ The DANN loop (``fit``: 32 source + 32 target clips per step, no evaluation) on 
 tensors of the FSDD recipe's shape, once per variant, alternated ``--repeats`` times, the fastest of
 each kept; prints seconds per 100 steps and the ratio to the variant with nothing on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ VARIANTS = {
 def run(settings: dict, data: TrainData, steps: int, n_mels: int) -> float:
     torch.manual_seed(0)
     model = build_dann(ModelConfig(**settings), n_classes=10, n_domains=2, n_mels=n_mels)
-    cfg = TrainConfig(method="dann", steps=steps, eval_every=10 ** 9, amp="off")
+    cfg = TrainConfig(method="dann", steps=steps, eval_every=10**9, amp="off")
     t0 = time.perf_counter()
     fit(model, data, cfg, device="cpu")
     return time.perf_counter() - t0
@@ -43,8 +44,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=101)
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
-    data = TrainData(torch.randn(512, args.n_mels, args.frames, generator=g).half(), torch.randint(10, (512,), generator=g),
-                     torch.randn(512, args.n_mels, args.frames, generator=g).half(), torch.ones(512, dtype=torch.long))
+    data = TrainData(
+        torch.randn(512, args.n_mels, args.frames, generator=g).half(),
+        torch.randint(10, (512,), generator=g),
+        torch.randn(512, args.n_mels, args.frames, generator=g).half(),
+        torch.ones(512, dtype=torch.long),
+    )
     best = {name: float("inf") for name in VARIANTS}
     for _ in range(args.repeats):
         for name, settings in VARIANTS.items():

@@ -6,6 +6,7 @@ Each command runs as a fresh process, alternating with the reference so machine 
 alike; medians are printed with their ratio. The CLI imports nothing heavy until a command runs,
 so its help should take well under half of what ``import torch`` takes.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ inference copy (what ``predict`` runs), the float32 ONNX graph and its int8 dyna
 both with onnxruntime. Prints windows/s, ratios to PyTorch, top-1 agreement with PyTorch, and the
 largest probability difference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,15 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=2000)
     args = ap.parse_args()
     import onnxruntime as ort
+
     from audio_dann.api import export, load_model
     from audio_dann.deploy.onnx_export import check_windows
+
     torch.set_num_threads(1)
     model = load_model(args.model)
     windows = check_windows(model, args.audio, args.windows)
     fast = model.for_inference()
-    batches = [torch.from_numpy(windows[s:s + 64]) for s in range(0, len(windows), 64)]
+    batches = [torch.from_numpy(windows[s : s + 64]) for s in range(0, len(windows), 64)]
 
     def run_torch():
         with torch.inference_mode():
@@ -60,14 +63,17 @@ def main() -> None:
 
             def run_onnx(sess=sess):
                 return np.concatenate([sess.run(None, {"waveform": b.numpy()})[0] for b in batches])
+
             rows.append((name, _best_of(run_onnx), run_onnx()))
     base = rows[0][1]
     print(f"{len(windows)} windows of {windows.shape[1]} samples from {args.audio}; batch 64, one thread each")
     print(f"{'path':34} {'windows/s':>10} {'vs PyTorch':>10} {'top-1 agree':>12} {'max |dp|':>10}")
     for name, seconds, probs in rows:
         agree = float((probs.argmax(1) == ref.argmax(1)).mean())
-        print(f"{name:34} {len(windows) / seconds:10.0f} {base / seconds:9.2f}x {agree:12.4f} "
-              f"{float(np.abs(probs - ref).max()):10.2e}")
+        print(
+            f"{name:34} {len(windows) / seconds:10.0f} {base / seconds:9.2f}x {agree:12.4f} "
+            f"{float(np.abs(probs - ref).max()):10.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Same model (default LogMelCNN + heads), same batch (32 source + 32 target), same
 tensors, same optimizer and schedules; the bare loop has no logging, no evaluation hooks, no
 checkpoints. The two are timed alternately, twice each, and the faster of each pair kept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from audio_dann.config import Config, TrainConfig
-from audio_dann.training.loop import TrainData, fit
 from audio_dann.nn.dann import build_dann
 from audio_dann.nn.grl import grad_reverse
+from audio_dann.training.loop import TrainData, fit
 
 
 def bare_loop(model, xs, ys, xt, steps: int, batch: int, lr: float = 0.01) -> None:
@@ -69,9 +70,13 @@ def main() -> None:
         times["bare"].append(time.perf_counter() - t0)
     samples = args.steps * 2 * args.batch
     ours, bare = min(times["ours"]), min(times["bare"])
-    print(f"{args.steps} steps of {args.batch}+{args.batch} clips, {args.mels}x101 log-mels, threads={torch.get_num_threads()}")
+    print(
+        f"{args.steps} steps of {args.batch}+{args.batch} clips, {args.mels}x101 log-mels, threads={torch.get_num_threads()}"
+    )
     print(f"bare hand-written loop : {samples / bare:8.1f} samples/s")
-    print(f"audio-dann loop (fit)  : {samples / ours:8.1f} samples/s (logging, eval hook every 50 steps, progress callback)")
+    print(
+        f"audio-dann loop (fit)  : {samples / ours:8.1f} samples/s (logging, eval hook every 50 steps, progress callback)"
+    )
     print(f"ratio (ours/bare)      : {bare / ours:8.3f}")
 
 

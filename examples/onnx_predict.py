@@ -10,6 +10,7 @@ the normalisation. Each file is read, mixed to mono, resampled when needed, cut 
 file's end), and its prediction is the mean of its windows' probabilities: the same labels as
 ``audio-dann predict`` (checked by the test suite and on the FSDD recordings).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ def load(path: Path, sample_rate: int) -> np.ndarray:
     if sr != sample_rate:
         try:
             import soxr  # what audio-dann uses: same samples
+
             x = soxr.resample(x, sr, sample_rate, quality="HQ")
         except ImportError:  # band-limited FFT resampling: close, not identical
             n = int(round(len(x) * sample_rate / sr))
@@ -49,12 +51,12 @@ def windows(x: np.ndarray, window: int, hop: int, pad_mode: str) -> np.ndarray:
         if pad_mode == "tile":
             return np.tile(x, -(-window // len(x)))[None, :window]
         out = np.zeros((1, window), dtype=np.float32)
-        out[0, :len(x)] = x
+        out[0, : len(x)] = x
         return out
     starts = list(range(0, len(x) - window + 1, hop))
     if starts[-1] + window < len(x):
         starts.append(len(x) - window)
-    return np.stack([x[s:s + window] for s in starts])
+    return np.stack([x[s : s + window] for s in starts])
 
 
 def main() -> None:
@@ -71,8 +73,11 @@ def main() -> None:
     window = int(round(float(meta["window_seconds"]) * sr))
     hop = int(round(float(meta["hop_seconds"]) * sr))
     name = session.get_inputs()[0].name
-    files = ([args.inputs] if args.inputs.is_file() else
-             sorted(p for p in args.inputs.rglob("*") if p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")))
+    files = (
+        [args.inputs]
+        if args.inputs.is_file()
+        else sorted(p for p in args.inputs.rglob("*") if p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+    )
     with open(args.out, "w", newline="") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(["path", "label", "confidence", *[f"p_{c}" for c in classes], "status"])
@@ -82,8 +87,9 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
                 out.writerow([str(path), "", "", *[""] * len(classes), f"error: {type(exc).__name__}: {exc}"])
                 continue
-            probs = np.concatenate([session.run(None, {name: w[s:s + args.batch_size]})[0]
-                                    for s in range(0, len(w), args.batch_size)]).mean(0)
+            probs = np.concatenate(
+                [session.run(None, {name: w[s : s + args.batch_size]})[0] for s in range(0, len(w), args.batch_size)]
+            ).mean(0)
             k = int(probs.argmax())
             out.writerow([str(path), classes[k], f"{probs[k]:.6f}", *[f"{p:.6f}" for p in probs], "ok"])
     print(f"{len(files)} files -> {args.out}", file=sys.stderr)

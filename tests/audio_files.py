@@ -1,4 +1,5 @@
 """Writers of small synthetic recordings for the tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def write(path: Path, data: np.ndarray, sr: int, subtype: str | None = None, fmt
     return path
 
 
-def class_folders(root: Path, classes=("low", "high"), per_class: int = 6, sr: int = 16000, seconds: float = 0.5,
-                  shift: float = 1.0) -> Path:
+def class_folders(
+    root: Path, classes=("low", "high"), per_class: int = 6, sr: int = 16000, seconds: float = 0.5, shift: float = 1.0
+) -> Path:
     """``root/<class>/*.wav`` tones; ``shift`` scales frequencies (a crude "other microphone")."""
     freqs = {"low": 300.0, "high": 2000.0, "mid": 900.0}
     for c in classes:

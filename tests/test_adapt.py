@@ -1,29 +1,47 @@
 """Source-free adaptation, the label-free estimates, the guard, latent domains and self-training in train."""
+
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from audio_dann.api import adapt, prepare, train
-from audio_dann.config import Config, apply_overrides
-from audio_dann.adaptation.estimators import agreement, bound_warning, calibrate, estimate, combined_estimate, prior_bound
-from audio_dann.errors import ConfigError, RunError
-from audio_dann.nn.classifier import load_checkpoint, load_model
-from audio_dann.adaptation import methods
-from audio_dann.adaptation.conditions import discover_domains
-from audio_dann.adaptation.methods import adabn
-
 from audio_files import class_folders
 
-CFG = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]",
-                                 "model.embedding_dim=16", "model.domain_hidden=16", "train.steps=12",
-                                 "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0",
-                                 "train.latent_ensemble=[]"])  # one network per run here; the ensemble's own tests set it
+from audio_dann.adaptation import methods
+from audio_dann.adaptation.conditions import discover_domains
+from audio_dann.adaptation.estimators import (
+    agreement,
+    bound_warning,
+    calibrate,
+    combined_estimate,
+    estimate,
+    prior_bound,
+)
+from audio_dann.adaptation.methods import adabn
+from audio_dann.api import adapt, prepare, train
+from audio_dann.config import Config, apply_overrides
+from audio_dann.errors import ConfigError, RunError
+from audio_dann.nn.classifier import load_checkpoint, load_model
+
+CFG = apply_overrides(
+    Config(),
+    [
+        "features.n_mels=16",
+        "data.workers=0",
+        "model.channels=[4,8]",
+        "model.embedding_dim=16",
+        "model.domain_hidden=16",
+        "train.steps=12",
+        "train.eval_every=6",
+        "train.batch_size=8",
+        "train.rv_steps=0",
+        "train.latent_ensemble=[]",
+    ],
+)  # one network per run here; the ensemble's own tests set it
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +61,7 @@ def test_adabn_sets_running_statistics_to_the_target_average():
     torch.manual_seed(0)
     from audio_dann.config import ModelConfig
     from audio_dann.nn.dann import build_dann
+
     net = build_dann(ModelConfig(channels=(4, 8), embedding_dim=8), 3, 0, n_mels=8)
     x = torch.randn(40, 8, 12) * 2 + 1
     adabn(net, x, torch.device("cpu"), batch_size=8)  # five equal batches
@@ -60,6 +79,7 @@ def test_adabn_takes_a_trailing_batch_of_one_clip():
     torch.manual_seed(0)
     from audio_dann.config import ModelConfig
     from audio_dann.nn.dann import build_dann
+
     net = build_dann(ModelConfig(channels=(4, 8), embedding_dim=8), 3, 0, n_mels=8)
     x = torch.randn(17, 8, 12)
     adabn(net, x, torch.device("cpu"), batch_size=8)  # 8 + 9, not 8 + 8 + 1 (BatchNorm1d cannot take one clip)
@@ -78,10 +98,11 @@ def _two_conditions(n_files=12, per_file=3, gap=4.0):
 
 
 def test_latent_conditions_and_adabn_per_condition():
-    from audio_dann.config import ModelConfig
-    from audio_dann.nn.outputs import probabilities
-    from audio_dann.nn.dann import build_dann
     from audio_dann.adaptation.methods import TargetClips, latent_bn_probabilities, latent_conditions
+    from audio_dann.config import ModelConfig
+    from audio_dann.nn.dann import build_dann
+    from audio_dann.nn.outputs import probabilities
+
     x, files, loud = _two_conditions()
     clips = TargetClips(x.half(), files, [], [])
     conditions = latent_conditions(clips, ks=(2,), seed=0)
@@ -95,12 +116,20 @@ def test_latent_conditions_and_adabn_per_condition():
     for part in (loud, ~loud):  # each condition normalised with its own statistics, as if it were alone
         own = copy.deepcopy(net)
         adabn(own, x[torch.from_numpy(part)], torch.device("cpu"))
-        torch.testing.assert_close(alone[torch.from_numpy(part)], torch.from_numpy(probabilities(own, x[torch.from_numpy(part)])),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            alone[torch.from_numpy(part)],
+            torch.from_numpy(probabilities(own, x[torch.from_numpy(part)])),
+            rtol=1e-4,
+            atol=1e-5,
+        )
     pooled = copy.deepcopy(net)
     adabn(pooled, x, torch.device("cpu"))
-    torch.testing.assert_close(latent_bn_probabilities(net, x, conditions),
-                               (torch.from_numpy(probabilities(pooled, x)) + alone) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        latent_bn_probabilities(net, x, conditions),
+        (torch.from_numpy(probabilities(pooled, x)) + alone) / 2,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the network is untouched
 
 
@@ -139,17 +168,26 @@ def test_the_prior_bound_catches_a_collapsed_model_and_never_undercuts_a_matchin
 def test_the_estimate_is_the_lowest_figure_and_says_which_set_it():
     figures = {"atc-ne": 0.9, "atc-mc": 0.95, "doc": 0.9, "prior-bound": 0.2}
     collapsed = combined_estimate(figures, agreement_value=1.0)  # confident, and its sibling seed agrees everywhere
-    assert collapsed["value"] == 0.2 and collapsed["limited_by"] == "prior-bound" and "--label-shift" in collapsed["warning"]
+    assert (
+        collapsed["value"] == 0.2
+        and collapsed["limited_by"] == "prior-bound"
+        and "--label-shift" in collapsed["warning"]
+    )
     assert collapsed["combines"] == ["agreement", "atc-ne", "prior-bound"] and collapsed["prior_bound"] == 0.2
     skewed = combined_estimate(figures, agreement_value=1.0, label_shift=True)  # the user says the target is skewed
     assert skewed["value"] == 0.9 and skewed["limited_by"] == "atc-ne" and "warning" not in skewed
     shared = combined_estimate({"atc-ne": 0.99, "prior-bound": 0.95}, agreement_value=0.7)  # a self-trained model
     assert shared["value"] == 0.7 and shared["limited_by"] == "agreement" and "warning" not in shared
-    assert combined_estimate({}, None) == {} and combined_estimate({}, 0.6)["value"] == 0.6  # no calibration: agreement alone
+    assert (
+        combined_estimate({}, None) == {} and combined_estimate({}, 0.6)["value"] == 0.6
+    )  # no calibration: agreement alone
     balanced = combined_estimate({"atc-ne": 0.95, "prior-bound": 0.93}, agreement_value=0.7)
     from audio_dann.adaptation.adapt import _estimate_record  # adapt warns on the estimate of the model it keeps
+
     est = {"before": collapsed, "after": balanced}
-    assert "warning" in _estimate_record(est, "original", None) and "warning" not in _estimate_record(est, "adapted", None)
+    assert "warning" in _estimate_record(est, "original", None) and "warning" not in _estimate_record(
+        est, "adapted", None
+    )
     assert _estimate_record(est, "adapted", None)["limited_by"] == {"before": "prior-bound", "after": "agreement"}
 
 
@@ -166,9 +204,17 @@ def test_trained_bundles_carry_a_calibration_and_train_reports_an_estimate(train
 def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, method):
     root, tgt, runs = trained
     epochs = []
-    s = adapt(runs[0] / "model.pt", tgt, tmp_path / "a", method=method,
-              config=methods.AdaptConfig(epochs=2, batch_size=8), guard=False, workers=0, device="cpu",
-              on_epoch=lambda done, total: epochs.append((done, total)))
+    s = adapt(
+        runs[0] / "model.pt",
+        tgt,
+        tmp_path / "a",
+        method=method,
+        config=methods.AdaptConfig(epochs=2, batch_size=8),
+        guard=False,
+        workers=0,
+        device="cpu",
+        on_epoch=lambda done, total: epochs.append((done, total)),
+    )
     assert epochs == ([] if method == "adabn" else [(1, 2), (2, 2)])  # the progress of the trained methods
     model = load_model(tmp_path / "a" / "model.pt")
     assert model.adaptation[-1]["method"] == method and s["clips"] == 10 and s["kept"] == "adapted"
@@ -184,6 +230,7 @@ def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, me
 def _wiping(real):
     """An adaptation that runs ``real``'s AdaBN, then wipes the label head: every clip goes to class 0,
     with near-uniform probabilities."""
+
     def wiping(dann, clips, method, cfg, device, **_):
         net, info = real(dann, clips, "adabn", cfg, device)
         with torch.no_grad():
@@ -191,15 +238,24 @@ def _wiping(real):
             net.label_head.fc.bias.zero_()
             net.label_head.fc.bias[0] = 0.01
         return net, info
+
     return wiping
 
 
 def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(trained, tmp_path, monkeypatch):
     root, tgt, runs = trained
     import audio_dann.adaptation.adapt as adapt_module
+
     monkeypatch.setattr(adapt_module, "adapt_network", _wiping(methods.adapt_network))
-    s = adapt(runs[0] / "model.pt", tgt, tmp_path / "g", method="adabn", reference=runs[1] / "model.pt",
-              workers=0, device="cpu")
+    s = adapt(
+        runs[0] / "model.pt",
+        tgt,
+        tmp_path / "g",
+        method="adabn",
+        reference=runs[1] / "model.pt",
+        workers=0,
+        device="cpu",
+    )
     e, figures = s["estimated_accuracy"], s["all_estimates"]
     assert figures["after"]["agreement"] == 1.0  # the reference, wiped alike, agrees everywhere: agreement alone
     assert figures["after"]["prior-bound"] <= 0.5 + 1e-9  # one class of two for every clip
@@ -213,25 +269,52 @@ def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(traine
 
 def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_path, monkeypatch):
     from typer.testing import CliRunner
-    from audio_dann.cli import app
+
     import audio_dann.adaptation.stage as run_module
+    from audio_dann.cli import app
+
     root, _, _ = trained
     monkeypatch.setattr(run_module, "adapt_network", _wiping(run_module.adapt_network))
-    res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "g"), "--device", "cpu",
-                                   "--seed", "3", *sum((["--set", o] for o in _cli_overrides()), [])])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(root / "prep"),
+            "--out",
+            str(tmp_path / "g"),
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+            *sum((["--set", o] for o in _cli_overrides()), []),
+        ],
+    )
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "g" / "summary.json").read_text())
     guard = s["self_training"]["guard"]
     assert s["self_training"]["kept"] == "original" and guard["after"] < guard["before"] - guard["margin"]
     assert "stage was undone" in " ".join(res.output.split())
     assert "was **undone** by its guard" in (tmp_path / "g" / "report.md").read_text()
-    plain = train(root / "prep", tmp_path / "p", config=apply_overrides(CFG, ["train.self_training=none"]),
-                  method="source-only", seed=3, device="cpu", report=False)  # the same network, no stage
+    plain = train(
+        root / "prep",
+        tmp_path / "p",
+        config=apply_overrides(CFG, ["train.self_training=none"]),
+        method="source-only",
+        seed=3,
+        device="cpu",
+        report=False,
+    )  # the same network, no stage
     assert "self_training" not in plain
     guarded, pure = load_model(tmp_path / "g" / "model.pt"), load_model(tmp_path / "p" / "model.pt")
     assert all(torch.equal(v, pure.dann.state_dict()[k]) for k, v in guarded.dann.state_dict().items())
-    off = train(root / "prep", tmp_path / "o", config=apply_overrides(CFG, ["train.self_training_guard=false"]),
-                seed=3, device="cpu", report=False)
+    off = train(
+        root / "prep",
+        tmp_path / "o",
+        config=apply_overrides(CFG, ["train.self_training_guard=false"]),
+        seed=3,
+        device="cpu",
+        report=False,
+    )
     assert off["self_training"]["kept"] == "adapted" and "guard" not in off["self_training"]
 
 
@@ -246,9 +329,18 @@ def _twin(model: Path, out: Path) -> Path:
 
 def _cli_overrides() -> list[str]:
     """CFG's settings as --set values, for the CLI."""
-    return ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]", "model.embedding_dim=16",
-            "model.domain_hidden=16", "train.steps=12", "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0",
-            "train.latent_ensemble=[]"]
+    return [
+        "features.n_mels=16",
+        "data.workers=0",
+        "model.channels=[4,8]",
+        "model.embedding_dim=16",
+        "model.domain_hidden=16",
+        "train.steps=12",
+        "train.eval_every=6",
+        "train.batch_size=8",
+        "train.rv_steps=0",
+        "train.latent_ensemble=[]",
+    ]
 
 
 def test_latent_domains_are_found_in_clear_clusters():
@@ -273,6 +365,7 @@ def test_train_with_latent_domains_and_a_self_training_stage(trained, tmp_path):
 
 def test_pseudo_labels_under_the_threshold_are_left_out():
     from audio_dann.adaptation.methods.shot import _file_neighbour_labels
+
     p = torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9]])
     z = torch.eye(4)  # every window its own neighbour only (k=0)
     files = np.arange(4)  # one window per file
@@ -284,6 +377,7 @@ def test_pseudo_labels_under_the_threshold_are_left_out():
 def test_teacher_pseudo_labels_are_per_file_and_thresholded():
     from audio_dann.adaptation.methods import AdaptConfig, TargetClips
     from audio_dann.adaptation.methods.shot import ShotFile
+
     teacher = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.45, 0.55], [0.5, 0.5]])
     clips = TargetClips(torch.zeros(5, 4, 4), np.array([0, 0, 1, 1, 2]), [], [])  # file 0 averages to [0.6, 0.4]
 
@@ -291,6 +385,7 @@ def test_teacher_pseudo_labels_are_per_file_and_thresholded():
         method = ShotFile(AdaptConfig(threshold=threshold), torch.device("cpu"), teacher)
         method.begin(None, clips)
         return method.pseudo_labels(None, clips).tolist()
+
     assert labels(0.0) == [0, 0, 1, 1, 0]
     assert labels(0.65) == [-1, -1, 1, 1, -1]
 
@@ -298,6 +393,7 @@ def test_teacher_pseudo_labels_are_per_file_and_thresholded():
 def test_distilling_towards_a_teacher_follows_the_teacher_not_the_model(trained):
     from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adapt_network
     from audio_dann.nn.outputs import probabilities
+
     model = load_model(trained[2][0] / "model.pt")
     x = torch.randn(48, 16, 101, generator=torch.Generator().manual_seed(0)).half()
     clips = TargetClips(x, np.repeat(np.arange(12), 4), [], [])
@@ -317,12 +413,34 @@ def test_distilling_towards_a_teacher_follows_the_teacher_not_the_model(trained)
 def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trained, tmp_path):
     root, _, _ = trained
     from typer.testing import CliRunner
+
     from audio_dann.cli import app
-    sets = ["model.channels=[4,8]", "model.embedding_dim=16", "model.domain_hidden=16", "train.steps=12",
-            "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0", "train.latent_ensemble=[2]",
-            "train.self_training_epochs=1"]
-    res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "e"), "--device", "cpu",
-                                   "--method", "dann", *[a for kv in sets for a in ("--set", kv)]])
+
+    sets = [
+        "model.channels=[4,8]",
+        "model.embedding_dim=16",
+        "model.domain_hidden=16",
+        "train.steps=12",
+        "train.eval_every=6",
+        "train.batch_size=8",
+        "train.rv_steps=0",
+        "train.latent_ensemble=[2]",
+        "train.self_training_epochs=1",
+    ]
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(root / "prep"),
+            "--out",
+            str(tmp_path / "e"),
+            "--device",
+            "cpu",
+            "--method",
+            "dann",
+            *[a for kv in sets for a in ("--set", kv)],
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "self-trained on the mean predictions of 2 networks" in res.output
     assert "latent_ensemble" in (tmp_path / "e" / "report.md").read_text()
@@ -343,18 +461,21 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
     def kill(step, total, m):  # killed while the member trains, after its first checkpoint
         if m.get("member") == "latent2" and step > 6:
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         train(root / "prep", tmp_path / "k", config=cfg, method="dann", device="cpu", report=False, progress=kill)
     assert (tmp_path / "k" / "members" / "latent2" / "last.pt").is_file()
     assert not (tmp_path / "k" / "summary.json").exists()
     resumed = train(root / "prep", tmp_path / "k", config=cfg, method="dann", device="cpu", report=False, resume=True)
     assert resumed["self_training"]["ensemble"]["agreement_with_teacher"] == st["ensemble"]["agreement_with_teacher"]
-    torch.testing.assert_close(load_model(tmp_path / "k" / "model.pt").state_dict(),
-                               load_model(tmp_path / "e" / "model.pt").state_dict())  # as if never killed
+    torch.testing.assert_close(
+        load_model(tmp_path / "k" / "model.pt").state_dict(), load_model(tmp_path / "e" / "model.pt").state_dict()
+    )  # as if never killed
 
 
 def test_the_default_is_auto_and_dann_keeps_its_ensemble_of_k_none_2_3_4_and_source_only_stays_pure():
     from audio_dann.training.plan import Plan, make_plan
+
     plan = lambda *sets, target=True, domains=1: make_plan(apply_overrides(Config(), list(sets)).train, target, domains)  # noqa: E731
     assert Config().train.method == "auto" and plan() == Plan("auto", "source-only", "latent-bn")
     assert plan("train.method=dann") == Plan("dann", "dann", "shot-file", (2, 3, 4))
@@ -379,12 +500,14 @@ def test_a_latent_ensemble_is_skipped_where_the_target_domains_are_named(trained
 
 def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(trained):
     from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adapt_network
+
     model = load_model(trained[2][0] / "model.pt")
     x = torch.randn(40, 16, 101)
     clips = TargetClips(x.half(), np.repeat(np.arange(10), 4), [], [])
     before = {k: v.clone() for k, v in model.dann.state_dict().items()}
-    net, info = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, threshold=0.5,
-                                                                            warp=0.1), "cpu")
+    net, info = adapt_network(
+        model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, threshold=0.5, warp=0.1), "cpu"
+    )
     assert info["steps"] == 10 and np.isfinite(info["last_loss"])
     plain, _ = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8), "cpu")
     warped, _ = adapt_network(model.dann, clips, "shot-file", AdaptConfig(epochs=2, batch_size=8, warp=0.1), "cpu")
@@ -412,21 +535,52 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     assert any(not torch.equal(v, pure[k]) for k, v in shipped.items() if "running_" not in k)  # the stage trained
     again = train(root / "prep", tmp_path / "auto", config=cfg, method="auto", device="cpu", report=False, resume=True)
     assert again["self_training"] == json.loads(json.dumps(s["self_training"]))  # finished: read back, not rerun
-    capped = train(root / "prep", tmp_path / "cap", config=apply_overrides(cfg, ["train.self_training_max_clips=6"]),
-                   seed=0, device="cpu", report=False)["self_training"]
+    capped = train(
+        root / "prep",
+        tmp_path / "cap",
+        config=apply_overrides(cfg, ["train.self_training_max_clips=6"]),
+        seed=0,
+        device="cpu",
+        report=False,
+    )["self_training"]
     assert capped["clips"] == 6 and capped["pool_clips"] == 10  # the trained stage holds at most max_clips
     with pytest.raises(ConfigError, match="self_training_max_clips"):
         apply_overrides(cfg, ["train.self_training_max_clips=0"])
-    alone = train(root / "prep", tmp_path / "alone", config=apply_overrides(cfg, ["train.self_training=none"]),
-                  device="cpu", report=False)  # auto with the stage turned off: pure source-only
+    alone = train(
+        root / "prep",
+        tmp_path / "alone",
+        config=apply_overrides(cfg, ["train.self_training=none"]),
+        device="cpu",
+        report=False,
+    )  # auto with the stage turned off: pure source-only
     assert alone["method"] == "source-only" and "self_training" not in alone
     assert "no self-training stage" in alone["method_choice"]
     from typer.testing import CliRunner
+
     from audio_dann.cli import app
-    sets = ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=16", "train.steps=6",
-            "train.eval_every=6", "train.batch_size=8", "train.rv_steps=0", "train.self_training_epochs=1"]
-    res = CliRunner().invoke(app, ["train", str(root / "prep"), "--out", str(tmp_path / "cli"), "--device", "cpu",
-                                   *[a for kv in sets for a in ("--set", kv)]])
+
+    sets = [
+        "features.n_mels=16",
+        "model.channels=[4,8]",
+        "model.embedding_dim=16",
+        "train.steps=6",
+        "train.eval_every=6",
+        "train.batch_size=8",
+        "train.rv_steps=0",
+        "train.self_training_epochs=1",
+    ]
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(root / "prep"),
+            "--out",
+            str(tmp_path / "cli"),
+            "--device",
+            "cpu",
+            *[a for kv in sets for a in ("--set", kv)],
+        ],
+    )
     said = " ".join(res.output.split())
     assert res.exit_code == 0 and "method auto: source-only training, then the latent-bn" in said
 
@@ -439,11 +593,18 @@ def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tm
     model = load_model(tmp_path / "d" / "model.pt")
     assert model.adaptation[-1]["stage"] == "train.self_training"
     bn = next(m for m in model.dann.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    fresh = train(root / "prep", tmp_path / "n", config=apply_overrides(CFG, ["train.self_training=none"]),
-                  method="dann", device="cpu", report=False)
+    fresh = train(
+        root / "prep",
+        tmp_path / "n",
+        config=apply_overrides(CFG, ["train.self_training=none"]),
+        method="dann",
+        device="cpu",
+        report=False,
+    )
     assert "self_training" not in fresh
-    plain = next(m for m in load_model(tmp_path / "n" / "model.pt").dann.modules()
-                 if isinstance(m, torch.nn.BatchNorm2d))
+    plain = next(
+        m for m in load_model(tmp_path / "n" / "model.pt").dann.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
     assert not torch.allclose(bn.running_mean, plain.running_mean)  # the shipped statistics are the target's
     with pytest.raises(RunError, match="train.method"):  # auto on resume means the saved auto run, not any run
         train(root / "prep", tmp_path / "d", config=CFG, method="auto", device="cpu", report=False, resume=True)
@@ -451,12 +612,19 @@ def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tm
 
 def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_path):
     from audio_dann.api import evaluate
-    from audio_dann.infer.engine import iter_predictions
     from audio_dann.data.scan import scan_input
+    from audio_dann.infer.engine import iter_predictions
+
     root, tgt, runs = trained
-    same = evaluate(load_model(runs[0] / "model.pt"), tgt, workers=0,
-                    reference=load_model(_twin(runs[0] / "model.pt", tmp_path / "same.pt")))  # objects, not paths
-    assert same["estimated_accuracy"]["estimator"] == "combined" and same["estimated_accuracy"]["all"]["agreement"] == 1.0
+    same = evaluate(
+        load_model(runs[0] / "model.pt"),
+        tgt,
+        workers=0,
+        reference=load_model(_twin(runs[0] / "model.pt", tmp_path / "same.pt")),
+    )  # objects, not paths
+    assert (
+        same["estimated_accuracy"]["estimator"] == "combined" and same["estimated_accuracy"]["all"]["agreement"] == 1.0
+    )
     other = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt")
     paths = [it.path for it in scan_input(tgt, "eval", labelled=True)]
     a, b = ([r.probs for r in iter_predictions(load_model(runs[s] / "model.pt"), paths, workers=0)] for s in (0, 1))
@@ -465,7 +633,9 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_p
     assert est["all"]["agreement"] == pytest.approx(expected)
     bound = est["prior_bound"]  # the bound of the model's own predictions
     assert 0.0 <= bound <= 1.0 and est["value"] == pytest.approx(min(expected, est["all"]["atc-ne"], bound))
-    assert ("warning" in est) == (est["limited_by"] == "prior-bound" and min(expected, est["all"]["atc-ne"]) > bound + 0.1)
+    assert ("warning" in est) == (
+        est["limited_by"] == "prior-bound" and min(expected, est["all"]["atc-ne"]) > bound + 0.1
+    )
     free = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=runs[1] / "model.pt", label_shift=True)
     assert free["estimated_accuracy"]["value"] == pytest.approx(min(expected, est["all"]["atc-ne"]))
     assert free["estimated_accuracy"]["label_shift"] and "warning" not in free["estimated_accuracy"]
@@ -477,8 +647,15 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_p
 
 def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):
     root, _, runs = trained
-    s = train(root / "prep", tmp_path / "r", config=CFG, method="source-only", seed=2, device="cpu",
-              reference=runs[0] / "model.pt")
+    s = train(
+        root / "prep",
+        tmp_path / "r",
+        config=CFG,
+        method="source-only",
+        seed=2,
+        device="cpu",
+        reference=runs[0] / "model.pt",
+    )
     est = s["estimated_target_accuracy"]
     assert est["estimator"] == "combined" and "atc-ne" in est["all"] and "agreement" in est["all"]
     assert est["value"] == min(est["all"][k] for k in ("agreement", "atc-ne", "prior-bound"))
@@ -487,37 +664,62 @@ def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, t
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Estimated target accuracy" in report and f"{est['value']:.3f}" in report
     assert f"set by {est['limited_by']}" in report and f"Agreement measured against `{runs[0] / 'model.pt'}`" in report
-    shifted = train(root / "prep", tmp_path / "ls", config=CFG, method="source-only", seed=2, device="cpu",
-                    reference=[runs[0] / "model.pt", runs[1] / "model.pt"], label_shift=True, report=False)
+    shifted = train(
+        root / "prep",
+        tmp_path / "ls",
+        config=CFG,
+        method="source-only",
+        seed=2,
+        device="cpu",
+        reference=[runs[0] / "model.pt", runs[1] / "model.pt"],
+        label_shift=True,
+        report=False,
+    )
     e = shifted["estimated_target_accuracy"]
     assert e["label_shift"] and "prior-bound" not in e["combines"] and e["prior_bound"] is not None
     assert e["value"] == min(e["all"]["agreement"], e["all"]["atc-ne"]) and len(e["reference"]) == 2
     from audio_dann.errors import OptionError, RunError
+
     with pytest.raises(OptionError, match="expected the path of a model.pt"):  # an object, through the API
-        train(root / "prep", tmp_path / "r3", config=CFG, method="source-only", device="cpu",
-              reference=load_model(runs[0] / "model.pt"))
+        train(
+            root / "prep",
+            tmp_path / "r3",
+            config=CFG,
+            method="source-only",
+            device="cpu",
+            reference=load_model(runs[0] / "model.pt"),
+        )
     other = load_model(runs[0] / "model.pt")
     other.classes = ["x", "y"]
     other.save(tmp_path / "other.pt")
     with pytest.raises(RunError, match="classes"):  # a reference of another task is refused before training
-        train(root / "prep", tmp_path / "r2", config=CFG, method="source-only", device="cpu",
-              reference=tmp_path / "other.pt")
+        train(
+            root / "prep",
+            tmp_path / "r2",
+            config=CFG,
+            method="source-only",
+            device="cpu",
+            reference=tmp_path / "other.pt",
+        )
     assert not (tmp_path / "r2" / "last.pt").exists()
 
 
 def test_bad_references_are_refused_before_any_work(trained, tmp_path, monkeypatch):
+    import audio_dann.adaptation.adapt as adapt_module
     from audio_dann.api import evaluate
     from audio_dann.errors import BundleError, OptionError, ScanError
-    import audio_dann.adaptation.adapt as adapt_module
+
     root, tgt, runs = trained
     other = load_model(runs[0] / "model.pt")
     other.classes = ["x", "y"]
     other.save(tmp_path / "other.pt")
     monkeypatch.setattr(adapt_module, "load_target_clips", lambda *a, **k: pytest.fail("decoded the target"))
-    for bad, error, match in [(tmp_path / "other.pt", BundleError, "classes"),
-                              ([runs[1] / "model.pt", runs[1] / "model.pt"], OptionError, "given twice"),
-                              (runs[0] / "model.pt", OptionError, "the model itself"),
-                              (runs[1], BundleError, "a folder, not a model file; did you mean")]:
+    for bad, error, match in [
+        (tmp_path / "other.pt", BundleError, "classes"),
+        ([runs[1] / "model.pt", runs[1] / "model.pt"], OptionError, "given twice"),
+        (runs[0] / "model.pt", OptionError, "the model itself"),
+        (runs[1], BundleError, "a folder, not a model file; did you mean"),
+    ]:
         with pytest.raises(error, match=match):
             adapt(runs[0] / "model.pt", tgt, tmp_path / "a", reference=bad, workers=0, device="cpu")
     assert not (tmp_path / "a" / "model.pt").exists()
@@ -528,8 +730,9 @@ def test_bad_references_are_refused_before_any_work(trained, tmp_path, monkeypat
 
 
 def test_adapt_settings_out_of_range_are_refused():
-    from audio_dann.errors import OptionError
     from audio_dann.adaptation.methods import AdaptConfig
+    from audio_dann.errors import OptionError
+
     for bad in ({"warp": 1.0}, {"threshold": 1.5}, {"epochs": 0}, {"lr": 0.0}):
         with pytest.raises(OptionError, match=next(iter(bad))):
             AdaptConfig(**bad)
@@ -537,6 +740,7 @@ def test_adapt_settings_out_of_range_are_refused():
 
 def test_the_shipped_test_accuracy_is_that_of_the_saved_model(tmp_path):
     from audio_dann.data.store import open_prepared
+
     src = class_folders(tmp_path / "src", per_class=6)
     tgt = class_folders(tmp_path / "tgt", per_class=5, shift=1.3)
     prepare(src, [tgt], tmp_path / "prep", target_eval=tgt, config=CFG)
@@ -553,28 +757,56 @@ def test_the_shipped_test_accuracy_is_that_of_the_saved_model(tmp_path):
 def test_evaluate_refuses_a_reference_of_other_features_before_reading(trained, tmp_path):
     from audio_dann.api import evaluate
     from audio_dann.errors import ScanError
+
     root, tgt, runs = trained
     other = load_model(runs[1] / "model.pt")
     other.config = apply_overrides(other.config, ["features.hop_seconds=0.25"])
     other.save(tmp_path / "other.pt")
     with pytest.raises(ScanError, match="other windows or features"):
-        evaluate(runs[0] / "model.pt", tgt, workers=0, reference=tmp_path / "other.pt",
-                 progress=lambda n, total: pytest.fail("audio was read before the reference was checked"))
+        evaluate(
+            runs[0] / "model.pt",
+            tgt,
+            workers=0,
+            reference=tmp_path / "other.pt",
+            progress=lambda n, total: pytest.fail("audio was read before the reference was checked"),
+        )
 
 
 def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, tmp_path):
     from typer.testing import CliRunner
+
     from audio_dann.cli import app
+
     root, tgt, runs = trained
-    cfg = apply_overrides(CFG, ["train.self_training=shot-file", "train.self_training_threshold=0.5",
-                                "train.self_training_epochs=1"])
+    cfg = apply_overrides(
+        CFG, ["train.self_training=shot-file", "train.self_training_threshold=0.5", "train.self_training_epochs=1"]
+    )
     s = train(root / "prep", tmp_path / "r", config=cfg, method="dann", device="cpu", report=False)
     assert s["self_training"]["settings"]["threshold"] == 0.5 and s["self_training"]["method"] == "shot-file"
     _twin(runs[0] / "model.pt", tmp_path / "twin.pt")  # agrees with the model on every window
-    res = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "a"),
-                                   "--threshold", "0.9", "--epochs", "1", "--workers", "0", "--device", "cpu",
-                                   "--label-shift", "--reference", str(tmp_path / "twin.pt"),
-                                   "--reference", str(runs[1] / "model.pt")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            str(runs[0] / "model.pt"),
+            str(tgt),
+            "--out",
+            str(tmp_path / "a"),
+            "--threshold",
+            "0.9",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--label-shift",
+            "--reference",
+            str(tmp_path / "twin.pt"),
+            "--reference",
+            str(runs[1] / "model.pt"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     adapted = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert adapted["settings"]["threshold"] == 0.9 and adapted["method"] == "latent-bn"  # the default method
@@ -583,20 +815,40 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     assert e["prior_bound"]["before"] is not None and len(e["reference"]) == 2
     assert 0.5 <= adapted["all_estimates"]["before"]["agreement"] <= 1.0  # the mean of 1.0 (its twin) and another
     assert f"(set by {e['limited_by']['before']})" in " ".join(res.output.split())
-    again = CliRunner().invoke(app, ["adapt", str(tmp_path / "r" / "model.pt"), str(tgt), "--out", str(tmp_path / "c"),
-                                     "--method", "shot-file", "--epochs", "1", "--workers", "0", "--device", "cpu"])
+    again = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            str(tmp_path / "r" / "model.pt"),
+            str(tgt),
+            "--out",
+            str(tmp_path / "c"),
+            "--method",
+            "shot-file",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert again.exit_code == 0 and "had already been through shot-file" in " ".join(again.output.split())
-    bad = CliRunner().invoke(app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "b"),
-                                   "--threshold", "2"])
+    bad = CliRunner().invoke(
+        app, ["adapt", str(runs[0] / "model.pt"), str(tgt), "--out", str(tmp_path / "b"), "--threshold", "2"]
+    )
     assert bad.exit_code == 2 and "--threshold 2" in bad.output
 
 
 def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figure(trained, tmp_path, monkeypatch):
     import shutil
+
     from typer.testing import CliRunner
+
     from audio_dann.api import estimate
     from audio_dann.cli import app
     from audio_dann.errors import BundleError
+
     root, tgt, runs = trained
     folder = tmp_path / "deployment"
     shutil.copytree(tgt, folder)
@@ -613,24 +865,57 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     assert sum(e["predicted_share"].values()) == pytest.approx(1.0) and e["reference"] == str(twin)
     alone = estimate(runs[0] / "model.pt", folder, workers=0, device="cpu")  # no reference: ATC-NE and the bound
     assert alone["value"] == e["value"] and alone["combines"] == ["atc-ne", "prior-bound"]
-    res = CliRunner().invoke(app, ["estimate", str(runs[0] / "model.pt"), str(folder), "--reference", str(twin),
-                                   "--reference", str(runs[1] / "model.pt"), "--json", str(tmp_path / "e.json"),
-                                   "--workers", "0", "--device", "cpu", "--quiet"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "estimate",
+            str(runs[0] / "model.pt"),
+            str(folder),
+            "--reference",
+            str(twin),
+            "--reference",
+            str(runs[1] / "model.pt"),
+            "--json",
+            str(tmp_path / "e.json"),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "e.json").read_text())
     assert f"{saved['value']:.3f}" in res.output and "[red]broken.wav:" in " ".join(res.output.split())
     assert saved["value"] <= saved["all"]["agreement"] and len(saved["reference"]) == 2
-    for bad, words in [(["--json", str(folder / "high" / "e.json")], "inside an input"),
-                       (["--json", str(twin)], "that is an input"), (["--workers", "-3"], "--workers must be >= 0"),
-                       ([str(folder)], "given twice"), (["--max-clips", "0"], "--max-clips 0")]:
-        refused = CliRunner().invoke(app, ["estimate", str(runs[0] / "model.pt"), str(folder), "--reference", str(twin),
-                                           "--device", "cpu", "--quiet", *bad])
+    for bad, words in [
+        (["--json", str(folder / "high" / "e.json")], "inside an input"),
+        (["--json", str(twin)], "that is an input"),
+        (["--workers", "-3"], "--workers must be >= 0"),
+        ([str(folder)], "given twice"),
+        (["--max-clips", "0"], "--max-clips 0"),
+    ]:
+        refused = CliRunner().invoke(
+            app,
+            [
+                "estimate",
+                str(runs[0] / "model.pt"),
+                str(folder),
+                "--reference",
+                str(twin),
+                "--device",
+                "cpu",
+                "--quiet",
+                *bad,
+            ],
+        )
         assert refused.exit_code == 2 and words in " ".join(refused.output.split()), (bad, refused.output)
     assert not (folder / "high" / "e.json").exists() and load_model(twin).classes  # the inputs are untouched
     bare = load_model(runs[0] / "model.pt")
     bare.calibration = None
     bare.save(tmp_path / "bare.pt")
     import audio_dann.adaptation.estimate as estimate_module
+
     monkeypatch.setattr(estimate_module, "load_target_clips", lambda *a, **k: pytest.fail("decoded the target"))
     with pytest.raises(BundleError, match="nothing to estimate from"):
         estimate(tmp_path / "bare.pt", folder, workers=0, device="cpu")
@@ -638,10 +923,11 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
 
 def test_target_windows_beyond_the_cap_are_a_uniform_choice_made_in_bounded_memory():
     from audio_dann.adaptation.target import _Held
+
     rng = np.random.default_rng(0)
     files = [rng.normal(size=(int(rng.integers(1, 9)), 2, 3)).astype(np.float32) for _ in range(300)]
     every = np.concatenate(files)
-    held = _Held(10 ** 6, seed=7)
+    held = _Held(10**6, seed=7)
     for f, clips in enumerate(files):
         held.add(clips, f)
     x, f = held.result()  # under the cap: every window, in decoding order
@@ -652,6 +938,7 @@ def test_target_windows_beyond_the_cap_are_a_uniform_choice_made_in_bounded_memo
         most = max(most, held.held)
     x, f = held.result()
     from audio_dann.adaptation.target import choose_windows
+
     file_of = np.repeat(np.arange(300), [len(c) for c in files])
     assert np.array_equal(x, every[choose_windows(file_of, 50, 7)])  # the one rule, as if all were held
     assert len(np.unique(choose_windows(file_of, 50, 7))) == 50 and len(choose_windows(file_of, 5000, 7)) == len(every)

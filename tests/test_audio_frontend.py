@@ -3,26 +3,43 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from audio_files import tone, write
 
 from audio_dann.data.audio import load_mono, read_audio, slice_windows
 from audio_dann.errors import AudioError
 from audio_dann.nn.frontend import LogMel
 
-from audio_files import tone, write
 
-
-@pytest.mark.parametrize("sr,n_fft,win,hop,n_mels,fmin,fmax", [
-    (16000, 512, 400, 160, 64, 20.0, None),
-    (8000, 256, 200, 80, 40, 0.0, 3800.0),
-    (22050, 1024, 1024, 256, 128, 50.0, 8000.0),
-])
+@pytest.mark.parametrize(
+    "sr,n_fft,win,hop,n_mels,fmin,fmax",
+    [
+        (16000, 512, 400, 160, 64, 20.0, None),
+        (8000, 256, 200, 80, 40, 0.0, 3800.0),
+        (22050, 1024, 1024, 256, 128, 50.0, 8000.0),
+    ],
+)
 def test_logmel_matches_librosa(sr, n_fft, win, hop, n_mels, fmin, fmax):
     """Tolerance: 1e-3 absolute on log(mel + 1e-3) in float32 (float32 STFT vs librosa's float64 path)."""
     x = tone(440, 1.0, sr) + 0.1 * np.random.default_rng(0).standard_normal(sr).astype(np.float32)
     ours = LogMel(sr, n_fft, win, hop, n_mels, fmin, fmax, 1e-3)(torch.from_numpy(x)[None])[0].numpy()
-    ref = np.log(librosa.feature.melspectrogram(
-        y=x, sr=sr, n_fft=n_fft, hop_length=hop, win_length=win, n_mels=n_mels, fmin=fmin, fmax=fmax, power=2.0,
-        center=True, pad_mode="constant", htk=False, norm="slaney") + 1e-3)
+    ref = np.log(
+        librosa.feature.melspectrogram(
+            y=x,
+            sr=sr,
+            n_fft=n_fft,
+            hop_length=hop,
+            win_length=win,
+            n_mels=n_mels,
+            fmin=fmin,
+            fmax=fmax,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            htk=False,
+            norm="slaney",
+        )
+        + 1e-3
+    )
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, atol=1e-3)
 
@@ -33,7 +50,7 @@ def test_logmel_batch_equals_single():
     batch = m(x)
     assert batch.shape == (4, 64, 101)
     for i in range(4):
-        torch.testing.assert_close(batch[i], m(x[i:i + 1])[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch[i], m(x[i : i + 1])[0], rtol=1e-5, atol=1e-5)
 
 
 def test_logmel_equals_torchaudio_melspectrogram():
@@ -67,7 +84,9 @@ def test_read_formats_mono_and_resample(tmp_path):
     sr = 44100
     stereo = tone(1000, 0.5, sr, channels=2)
     cases = {
-        "pcm24.wav": ("PCM_24", None), "float.wav": ("FLOAT", None), "clip.flac": ("PCM_16", None),
+        "pcm24.wav": ("PCM_24", None),
+        "float.wav": ("FLOAT", None),
+        "clip.flac": ("PCM_16", None),
         "clip.ogg": ("VORBIS", "OGG"),
     }
     for name, (subtype, fmt) in cases.items():
@@ -87,8 +106,13 @@ def test_bad_audio_errors_name_file_and_reason(tmp_path):
     nan[5] = np.nan
     write(tmp_path / "nan.wav", nan, 8000, "FLOAT")
     write(tmp_path / "zero.wav", np.zeros(0, np.float32), 8000)
-    for name, reason in (("text.wav", "cannot decode"), ("empty.wav", "cannot decode"), ("nan.wav", "NaN"),
-                         ("zero.wav", "zero-length"), ("missing.wav", "not found")):
+    for name, reason in (
+        ("text.wav", "cannot decode"),
+        ("empty.wav", "cannot decode"),
+        ("nan.wav", "NaN"),
+        ("zero.wav", "zero-length"),
+        ("missing.wav", "not found"),
+    ):
         with pytest.raises(AudioError, match=reason) as info:
             read_audio(tmp_path / name)
         assert str(tmp_path / name) in str(info.value)

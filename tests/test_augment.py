@@ -1,4 +1,5 @@
 """The training augmentations: identity in eval mode, what each one does to a clip, repeatable."""
+
 import torch
 
 from audio_dann.config import ModelConfig

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from audio_dann.config import Config, apply_overrides
 from audio_dann.errors import BundleError
-from audio_dann.nn.bundle import BUNDLE_FORMAT as FORMAT_VERSION, load_bundle, make_bundle, save_bundle
+from audio_dann.nn.bundle import BUNDLE_FORMAT as FORMAT_VERSION
+from audio_dann.nn.bundle import load_bundle, make_bundle, save_bundle
 from audio_dann.nn.classifier import build_classifier, load_model
-from audio_dann.config import apply_overrides, Config
 
 CFG = apply_overrides(Config(), ["features.n_mels=16", "model.channels=[4,8]", "model.embedding_dim=8"])
 

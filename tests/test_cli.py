@@ -1,23 +1,39 @@
-import subprocess
-import sys
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from audio_files import class_folders, tone, write
 from typer.testing import CliRunner
 
 from audio_dann.cli import app
 
-from audio_files import class_folders, tone, write
-
 runner = CliRunner()
 TINY = ["--set", "features.n_mels=16", "--set", "data.workers=0"]
-TRAIN = ["--set", "train.steps=8", "--set", "train.eval_every=4", "--set", "train.batch_size=8",
-         "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16", "--set", "train.rv_steps=3",
-         "--set", "train.latent_ensemble=[]", "--method", "dann", "--device", "cpu"]  # one DANN network (test_adapt
-                                                                                      # covers the ensemble and auto)
+TRAIN = [
+    "--set",
+    "train.steps=8",
+    "--set",
+    "train.eval_every=4",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "model.channels=[4,8]",
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "train.rv_steps=3",
+    "--set",
+    "train.latent_ensemble=[]",
+    "--method",
+    "dann",
+    "--device",
+    "cpu",
+]  # one DANN network (test_adapt
+# covers the ensemble and auto)
 
 
 def _ok(args):
@@ -77,8 +93,20 @@ def test_train_evaluate_predict(prepared, tmp_path):
     assert list(rows[0]) == ["path", "label", "confidence", "p_high", "p_low", "status"]
     assert rows[1]["status"].startswith("error:") and rows[0]["status"] == rows[2]["status"] == "ok"
     assert abs(float(rows[2]["p_high"]) + float(rows[2]["p_low"]) - 1) < 1e-4
-    _ok(["predict", run / "model.pt", wavs, "--out", tmp_path / "w.jsonl", "--format", "jsonl", "--per-window",
-         "--workers", "0"])
+    _ok(
+        [
+            "predict",
+            run / "model.pt",
+            wavs,
+            "--out",
+            tmp_path / "w.jsonl",
+            "--format",
+            "jsonl",
+            "--per-window",
+            "--workers",
+            "0",
+        ]
+    )
     per_window = [json.loads(x) for x in (tmp_path / "w.jsonl").read_text().splitlines()]
     assert sum(1 for r in per_window if r["path"].endswith("long.wav")) == 6  # 3.2 s: windows at 0,.5,..,2,2.2
 
@@ -88,12 +116,14 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
     _ok(["train", prepared / "prepared", "--out", full, *TRAIN])
     killed = tmp_path / "killed"
     import audio_dann.training.loop as loop
+
     real_fit = loop.fit
 
     def dying_fit(*args, progress_cb=None, **kwargs):
         def cb(step, total, m):
             if step == 6:
                 raise KeyboardInterrupt
+
         return real_fit(*args, progress_cb=cb, **kwargs)
 
     monkeypatch.setattr("audio_dann.training.run.fit", dying_fit)
@@ -102,10 +132,14 @@ def test_resume_continues_a_killed_run(prepared, tmp_path, monkeypatch):
     monkeypatch.setattr("audio_dann.training.run.fit", real_fit)
     _fails(["train", prepared / "prepared", "--out", killed, *TRAIN], "--resume")
     # a changed setting is refused, not silently ignored (the saved configuration is what resumes)
-    _fails(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=9"],
-            "train.steps (saved 8, asked 9)")
-    _fails(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=1500"],
-            "train.steps (saved 8, asked 1500)")  # back to the default: still a change, named
+    _fails(
+        ["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=9"],
+        "train.steps (saved 8, asked 9)",
+    )
+    _fails(
+        ["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN, "--set", "train.steps=1500"],
+        "train.steps (saved 8, asked 1500)",
+    )  # back to the default: still a change, named
     _ok(["train", prepared / "prepared", "--out", killed, "--resume", *TRAIN])
     a = torch.load(full / "last.pt", weights_only=True)["model_state"]
     b = torch.load(killed / "last.pt", weights_only=True)["model_state"]
@@ -143,7 +177,9 @@ def test_report_and_select(prepared, tmp_path):
 def test_train_on_several_prepared_shards(tmp_path):
     """A corpus prepared as two shards trains as one: clips and domains add up, stats are pooled."""
     import numpy as np
+
     from audio_dann.data.store import open_prepared, open_prepared_many
+
     shards = []
     for k, shift in enumerate((1.0, 1.05)):
         src = class_folders(tmp_path / f"src{k}", per_class=4, shift=shift)
@@ -154,8 +190,9 @@ def test_train_on_several_prepared_shards(tmp_path):
     one = [open_prepared(s) for s in shards]
     assert len(both.features) == sum(len(p.features) for p in one)
     assert both.domains == ["source", "dev0", "dev1"]
-    np.testing.assert_array_equal(both.features[[0, len(one[0].features)]],
-                                  np.stack([one[0].features[0], one[1].features[0]]))
+    np.testing.assert_array_equal(
+        both.features[[0, len(one[0].features)]], np.stack([one[0].features[0], one[1].features[0]])
+    )
     run = tmp_path / "run"
     _ok(["train", *shards, "--out", run, *TRAIN])
     summary = json.loads((run / "summary.json").read_text())
@@ -170,15 +207,19 @@ def test_train_on_several_prepared_shards(tmp_path):
 def test_errors_are_one_line_exit_2(prepared, tmp_path):
     _fails(["evaluate", tmp_path / "nope.pt", prepared / "tgt_test"], "model file not found")
     (tmp_path / "foreign.pt").write_text("hello")
-    _fails(["predict", tmp_path / "foreign.pt", prepared / "tgt_test", "--out", tmp_path / "p.csv"],
-           "not an audio-dann model bundle")
+    _fails(
+        ["predict", tmp_path / "foreign.pt", prepared / "tgt_test", "--out", tmp_path / "p.csv"],
+        "not an audio-dann model bundle",
+    )
     (tmp_path / "half").mkdir()
     _fails(["train", tmp_path / "half", "--out", tmp_path / "r"], "incomplete")
     _fails(["train", prepared / "prepared", "--out", tmp_path / "r", "--set", "train.stepz=1"], "train.stepz")
     if not torch.cuda.is_available():
         _fails(["train", prepared / "prepared", "--out", tmp_path / "r", "--device", "cuda"], "no CUDA device")
-    _fails(["prepare", "--source", tmp_path / "none", "--target", prepared / "tgt", "--out", tmp_path / "o"],
-           "no such file")
+    _fails(
+        ["prepare", "--source", tmp_path / "none", "--target", prepared / "tgt", "--out", tmp_path / "o"],
+        "no such file",
+    )
 
 
 def test_demo_quick(tmp_path):
@@ -186,13 +227,18 @@ def test_demo_quick(tmp_path):
     assert "DANN" in res.output
     results = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
     from audio_dann.api import evaluate
+
     for key, run in (("source_only", "source-only"), ("dann", "dann"), ("auto", "auto")):  # the table is evaluate's
-        field = evaluate(tmp_path / "demo" / "runs" / run / "model.pt", tmp_path / "demo" / "data" / "field_test.csv",
-                         workers=0)
+        field = evaluate(
+            tmp_path / "demo" / "runs" / run / "model.pt", tmp_path / "demo" / "data" / "field_test.csv", workers=0
+        )
         assert results[key]["target_accuracy"] == pytest.approx(field["accuracy"]) and field["n"] == 20
-    assert results["gain"] == pytest.approx(results["dann"]["target_accuracy"] - results["source_only"]["target_accuracy"])
-    assert results["gain_auto"] == pytest.approx(results["auto"]["target_accuracy"]
-                                                 - results["source_only"]["target_accuracy"])
+    assert results["gain"] == pytest.approx(
+        results["dann"]["target_accuracy"] - results["source_only"]["target_accuracy"]
+    )
+    assert results["gain_auto"] == pytest.approx(
+        results["auto"]["target_accuracy"] - results["source_only"]["target_accuracy"]
+    )
     auto = json.loads((tmp_path / "demo" / "runs" / "auto" / "summary.json").read_text())
     assert auto["self_training"]["method"] == "latent-bn"
 
@@ -201,17 +247,19 @@ def test_demo_quick(tmp_path):
 def test_predict_equals_the_plain_model(tmp_path, workers, in_workers):
     """Whatever the workers, chunking and batching (network in the workers as on CPU, or in the main
     process as on a GPU), a file's window probabilities are softmax(model(window))."""
-    from audio_dann.data.audio import load_mono, slice_windows
-    from audio_dann.nn.classifier import build_classifier
     from audio_dann.config import Config
+    from audio_dann.data.audio import load_mono, slice_windows
     from audio_dann.infer.engine import iter_predictions
+    from audio_dann.nn.classifier import build_classifier
+
     torch.manual_seed(0)
     model = build_classifier(Config(), ["a", "b", "c"], ["source", "target"]).eval()
     paths = [write(tmp_path / f"{k:02d}.wav", tone(200 + 150 * k, 0.4 + 0.7 * k, 16000), 16000) for k in range(5)]
     (tmp_path / "bad.wav").write_text("not audio")
     paths.insert(2, tmp_path / "bad.wav")
-    results = list(iter_predictions(model, [str(p) for p in paths], batch_size=4, workers=workers,
-                                    network_in_workers=in_workers))
+    results = list(
+        iter_predictions(model, [str(p) for p in paths], batch_size=4, workers=workers, network_in_workers=in_workers)
+    )
     assert [r.path for r in results] == [str(p) for p in paths] and results[2].error
     for p, r in zip(paths, results):
         if r.error:
@@ -223,9 +271,10 @@ def test_predict_equals_the_plain_model(tmp_path, workers, in_workers):
 
 
 def test_predict_bf16_autocast_is_close_to_float32(tmp_path):
-    from audio_dann.nn.classifier import build_classifier
     from audio_dann.config import Config
     from audio_dann.infer.engine import iter_predictions
+    from audio_dann.nn.classifier import build_classifier
+
     torch.manual_seed(1)
     model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
     paths = [str(write(tmp_path / f"{k}.wav", tone(300 * (k + 1), 1.5, 16000), 16000)) for k in range(3)]
@@ -237,11 +286,17 @@ def test_predict_bf16_autocast_is_close_to_float32(tmp_path):
         list(iter_predictions(model, paths, amp="fp8"))
 
 
-@pytest.mark.parametrize("argv, says", [(["train", "--bogus"], "No such option: --bogus"),
-                                        (["predict"], "Missing argument 'model'"),
-                                        (["nosuchcmd"], "No such command 'nosuchcmd'")])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["predict"], "Missing argument 'model'"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+    ],
+)
 def test_parser_errors_are_one_line_exit_2(monkeypatch, capsys, argv, says):
     from audio_dann.cli import main
+
     monkeypatch.setattr("sys.argv", ["audio-dann", *argv])
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -252,6 +307,7 @@ def test_parser_errors_are_one_line_exit_2(monkeypatch, capsys, argv, says):
 
 def test_the_entry_point_exits_0_on_help(monkeypatch, capsys):
     from audio_dann.cli import main
+
     monkeypatch.setattr("sys.argv", ["audio-dann", "evaluate", "--help"])
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -259,6 +315,7 @@ def test_the_entry_point_exits_0_on_help(monkeypatch, capsys):
 
 
 def test_the_cli_imports_nothing_heavy_until_a_command_runs():
-    code = "import sys, audio_dann, audio_dann.cli; print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    heavy = "('torch', 'numpy', 'matplotlib', 'sklearn', 'scipy')"
+    code = f"import sys, audio_dann, audio_dann.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

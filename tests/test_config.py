@@ -1,7 +1,16 @@
 import dataclasses
+
 import pytest
 
-from audio_dann.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, dump_config, load_config
+from audio_dann.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
 
 
 def test_yaml_round_trip(tmp_path):
@@ -21,25 +30,28 @@ def test_dotted_overrides_parse_yaml_values():
     assert apply_overrides(Config(), ["train.lr=1"]).train.lr == 1.0
 
 
-@pytest.mark.parametrize("override,match", [
-    ("train.stepz=3", r"train\.stepz: unknown key"),
-    ("trian.steps=3", r"trian: unknown section"),
-    ("train.steps=abc", r"train\.steps: expected an integer"),
-    ("train.steps=2.5", r"train\.steps: expected an integer"),
-    ("train.sync_bn=3", r"train\.sync_bn: expected true or false"),
-    ("train.method=magic", r"train\.method: must be one of"),
-    ("features.n_mels=0", r"features\.n_mels: must be > 0"),
-    ("features.n_mels=1000", r"features\.n_mels: \d+ of 1000 mel bands between 20 and 8000 Hz hold no FFT bin"),
-    ("model.freq_warp=0.6", r"model\.freq_warp: must lie in \[0, 0\.5\)"),
-    ("model.mixstyle_p=2", r"model\.mixstyle_p: must lie in \[0, 1\]"),
-    ("train.self_training=magic", r"train\.self_training: must be one of"),
-    ("train.self_training_threshold=1.5", r"train\.self_training_threshold: must lie in \[0, 1\]"),
-    ("train.latent_ensemble=[2,2]", r"train\.latent_ensemble: distinct K"),
-    ("train.latent_ensemble=[1]", r"train\.latent_ensemble: distinct K = 0 or >= 2"),
-    ("train.ensemble_teacher=mean", r"train\.ensemble_teacher: must be one of"),
-    ("steps=3", r"section\.key"),
-    ("train.steps", r"section\.key=value"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("train.stepz=3", r"train\.stepz: unknown key"),
+        ("trian.steps=3", r"trian: unknown section"),
+        ("train.steps=abc", r"train\.steps: expected an integer"),
+        ("train.steps=2.5", r"train\.steps: expected an integer"),
+        ("train.sync_bn=3", r"train\.sync_bn: expected true or false"),
+        ("train.method=magic", r"train\.method: must be one of"),
+        ("features.n_mels=0", r"features\.n_mels: must be > 0"),
+        ("features.n_mels=1000", r"features\.n_mels: \d+ of 1000 mel bands between 20 and 8000 Hz hold no FFT bin"),
+        ("model.freq_warp=0.6", r"model\.freq_warp: must lie in \[0, 0\.5\)"),
+        ("model.mixstyle_p=2", r"model\.mixstyle_p: must lie in \[0, 1\]"),
+        ("train.self_training=magic", r"train\.self_training: must be one of"),
+        ("train.self_training_threshold=1.5", r"train\.self_training_threshold: must lie in \[0, 1\]"),
+        ("train.latent_ensemble=[2,2]", r"train\.latent_ensemble: distinct K"),
+        ("train.latent_ensemble=[1]", r"train\.latent_ensemble: distinct K = 0 or >= 2"),
+        ("train.ensemble_teacher=mean", r"train\.ensemble_teacher: must be one of"),
+        ("steps=3", r"section\.key"),
+        ("train.steps", r"section\.key=value"),
+    ],
+)
 def test_config_errors_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         apply_overrides(Config(), [override])

@@ -1,5 +1,6 @@
 """ONNX export: the convolutional frontend twin, parity with PyTorch, metadata, the refusal, int8,
 and the torch-free example script giving predict's labels."""
+
 from __future__ import annotations
 
 import csv
@@ -11,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from audio_files import tone, write
 
 from audio_dann.config import Config, apply_overrides
 from audio_dann.nn.classifier import build_classifier, load_model
 from audio_dann.nn.frontend import LogMel
 from audio_dann.nn.frontend_conv import ConvLogMel
-
-from audio_files import tone, write
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 
@@ -31,8 +31,9 @@ def test_conv_frontend_equals_the_stft_frontend(sr, n_mels, win, floor):
 
 def _model(tmp_path: Path, classes=("a", "b", "c")) -> Path:
     torch.manual_seed(0)
-    cfg = apply_overrides(Config(), ["model.channels=[8,16]", "model.embedding_dim=16", "features.n_mels=32",
-                                     "train.method=dann"])
+    cfg = apply_overrides(
+        Config(), ["model.channels=[8,16]", "model.embedding_dim=16", "features.n_mels=32", "train.method=dann"]
+    )
     model = build_classifier(cfg, list(classes), ["source", "field"])
     with torch.no_grad():  # batch norm away from its initial statistics, so folding it matters
         for m in model.modules():
@@ -47,6 +48,7 @@ def _model(tmp_path: Path, classes=("a", "b", "c")) -> Path:
 def test_export_matches_pytorch_on_raw_waveforms_and_carries_metadata(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from audio_dann.api import export
+
     path = _model(tmp_path)
     report = export(path, tmp_path / "m.onnx")
     assert report["max_abs_prob_diff"] <= 1e-4 and report["windows"] == 64
@@ -69,10 +71,14 @@ def test_export_refuses_a_graph_that_disagrees_and_writes_nothing(tmp_path, monk
     pytest.importorskip("onnxruntime")
     from audio_dann.deploy import onnx_export
     from audio_dann.errors import ExportError
+
     path = _model(tmp_path)
     real = ConvLogMel.forward
-    monkeypatch.setattr(ConvLogMel, "forward", lambda self, w: real(self, w) + 0.5 * torch.sin(torch.arange(
-        real(self, w).shape[-1], dtype=torch.float32)))
+    monkeypatch.setattr(
+        ConvLogMel,
+        "forward",
+        lambda self, w: real(self, w) + 0.5 * torch.sin(torch.arange(real(self, w).shape[-1], dtype=torch.float32)),
+    )
     with pytest.raises(ExportError, match=r"differ from PyTorch's by .* nothing written"):
         onnx_export.export(path, tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists() and not list(tmp_path.glob(".bad.onnx*"))
@@ -81,8 +87,10 @@ def test_export_refuses_a_graph_that_disagrees_and_writes_nothing(tmp_path, monk
 def test_int8_export_reports_agreement_and_speed(tmp_path):
     pytest.importorskip("onnxruntime")
     from audio_dann.api import export
+
     report = export(_model(tmp_path), tmp_path / "q.onnx", quantize="int8", check_windows_n=32)
     import onnx
+
     q = report["int8"]
     assert report["bytes"] == q["int8_bytes"] and q["speedup"] > 0 and q["top1_agreement_with_float32"] >= 0.75, q
     nodes = onnx.load(str(tmp_path / "q.onnx")).graph.node
@@ -93,9 +101,11 @@ def test_int8_export_reports_agreement_and_speed(tmp_path):
 
 def test_example_script_gives_the_labels_of_predict(tmp_path):
     pytest.importorskip("onnxruntime")
-    from audio_dann.api import predict
     from typer.testing import CliRunner
+
+    from audio_dann.api import predict
     from audio_dann.cli import app
+
     path = _model(tmp_path)
     audio = tmp_path / "audio"
     for k, f in enumerate((200.0, 700.0, 1500.0, 3000.0, 5000.0)):
@@ -105,8 +115,11 @@ def test_example_script_gives_the_labels_of_predict(tmp_path):
     res = CliRunner().invoke(app, ["export", str(path), "--out", str(tmp_path / "m.onnx"), "--check", str(audio)])
     assert res.exit_code == 0 and "largest probability difference" in " ".join(res.output.split()), res.output
     predict(path, audio, tmp_path / "torch.csv", workers=0)
-    subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "m.onnx"), str(audio), "--out",
-                    str(tmp_path / "onnx.csv")], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "m.onnx"), str(audio), "--out", str(tmp_path / "onnx.csv")],
+        check=True,
+        capture_output=True,
+    )
     read = lambda p: {r["path"]: r for r in csv.DictReader(open(p))}  # noqa: E731
     a, b = read(tmp_path / "torch.csv"), read(tmp_path / "onnx.csv")
     assert a.keys() == b.keys() and len(a) == 7
@@ -122,6 +135,7 @@ def test_example_script_labels_equal_predict_on_fsdd(fsdd_dir, tmp_path):
     """Real recordings (8 kHz, as the FSDD recipe): 300 files, a model with non-trivial weights."""
     pytest.importorskip("onnxruntime")
     from audio_dann.api import export, predict
+
     torch.manual_seed(3)
     cfg = apply_overrides(Config(), ["features.sample_rate=8000", "features.n_mels=40", "model.channels=[8,16,32]"])
     model = build_classifier(cfg, [str(d) for d in range(10)], ["source", "t"])
@@ -136,8 +150,11 @@ def test_example_script_labels_equal_predict_on_fsdd(fsdd_dir, tmp_path):
         (audio / p.name).symlink_to(p)
     export(tmp_path / "model.pt", tmp_path / "m.onnx", check=audio)
     predict(tmp_path / "model.pt", audio, tmp_path / "torch.csv", workers=0)
-    subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "m.onnx"), str(audio), "--out",
-                    str(tmp_path / "onnx.csv")], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "m.onnx"), str(audio), "--out", str(tmp_path / "onnx.csv")],
+        check=True,
+        capture_output=True,
+    )
     a = {Path(r["path"]).name: r["label"] for r in csv.DictReader(open(tmp_path / "torch.csv"))}
     b = {Path(r["path"]).name: r["label"] for r in csv.DictReader(open(tmp_path / "onnx.csv"))}
     assert len(a) == 300 and a == b

@@ -1,5 +1,6 @@
 """The error contract (issue 13): bad inputs, bad commands, concurrent runs and kill -9 lose no work and
 show no traceback. One test per failure the QA pass found; small files, few steps."""
+
 from __future__ import annotations
 
 import csv
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_files import class_folders, tone, write
 from typer.testing import CliRunner
 
 from audio_dann.api import predict, prepare
@@ -23,8 +25,6 @@ from audio_dann.data.store import open_prepared
 from audio_dann.errors import AudioError, OutputLockedError
 from audio_dann.files import atomic_write_text, output_lock
 from audio_dann.nn.classifier import build_classifier
-
-from audio_files import class_folders, tone, write
 
 runner = CliRunner()
 CFG = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0"])
@@ -61,6 +61,7 @@ def model_pt(tmp_path):
 
 # two writers, stale locks, and a second run with other targets
 
+
 def test_a_second_writer_fails_at_once_naming_the_holder(data):
     tmp, src, tgt = data
     with output_lock(tmp / "p"):
@@ -88,11 +89,12 @@ def test_a_second_prepare_with_other_targets_rebuilds_cleanly(data):
 
 # discovery
 
+
 def test_a_symlink_loop_and_repeated_links_are_visited_once(data):
     tmp, src, tgt = data
     plain = prepare(src, [tgt], tmp / "plain", config=CFG)
-    os.symlink(".", tgt / "again")                           # a loop
-    os.symlink(tgt / "low" / "low_0.wav", tgt / "dup.wav")   # a second name for one file
+    os.symlink(".", tgt / "again")  # a loop
+    os.symlink(tgt / "low" / "low_0.wav", tgt / "dup.wav")  # a second name for one file
     looped = prepare(src, [tgt], tmp / "looped", config=CFG)
     assert looped.clips_by_split == plain.clips_by_split and looped.links_skipped >= 2
     res = runner.invoke(app, ["prepare", "--source", str(src), "--target", str(tgt), "--out", str(tmp / "cli"), *SMALL])
@@ -126,6 +128,7 @@ def test_a_manifest_with_a_byte_order_mark_is_read(data):
 
 # decoding
 
+
 def test_a_header_claiming_more_than_the_file_holds_is_refused(tmp_path):
     path = write(tmp_path / "x.wav", tone(300, 0.5, 16000), 16000)
     raw = bytearray(path.read_bytes())
@@ -134,7 +137,7 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused(tmp_path):
     with pytest.raises(AudioError, match="sample rate of 1 Hz"):
         read_audio(path)
     raw[24:28] = (16000).to_bytes(4, "little")
-    raw[40:44] = (10 ** 8).to_bytes(4, "little")  # data chunk size far beyond the file
+    raw[40:44] = (10**8).to_bytes(4, "little")  # data chunk size far beyond the file
     path.write_bytes(bytes(raw))
     try:
         x, sr = read_audio(path)
@@ -160,6 +163,7 @@ def test_a_folder_that_cannot_be_listed_is_reported_in_prepare_and_predict(data,
     locked = tgt / "locked"  # os.walk cannot list it: as a folder without read permission (root reads any)
     write(locked / "x.wav", tone(300, 0.5, 16000), 16000)
     import audio_dann.data.scan as scan
+
     real_walk = scan.os.walk
 
     def walk(top, *args, onerror=None, **kwargs):
@@ -188,16 +192,20 @@ def test_an_unreadable_file_says_permission_denied(tmp_path):
 
 def test_fuzzed_wav_files_give_a_clip_or_a_reason_never_a_crash(tmp_path, model_pt):
     pytest.importorskip("hypothesis")
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
     from audio_dann.data.audio import load_clip_source
     from audio_dann.infer.engine import iter_predictions
     from audio_dann.nn.classifier import load_model
+
     base = write(tmp_path / "base.wav", tone(440, 0.3, 16000), 16000).read_bytes()
     model = load_model(model_pt)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.lists(st.tuples(st.integers(0, len(base) - 1), st.integers(0, 255)), max_size=8),
-           st.integers(8, len(base)))
+    @given(
+        st.lists(st.tuples(st.integers(0, len(base) - 1), st.integers(0, 255)), max_size=8), st.integers(8, len(base))
+    )
     def check(edits, cut):
         raw = bytearray(base[:cut])
         for pos, value in edits:
@@ -214,10 +222,12 @@ def test_fuzzed_wav_files_give_a_clip_or_a_reason_never_a_crash(tmp_path, model_
         assert (res.error is None) != (res.probs is None)
         if res.probs is not None:
             assert np.isfinite(res.probs).all()
+
     check()
 
 
 # outputs, options and damaged files: one line, exit 2, before the work
+
 
 def test_bad_outputs_options_and_files_are_one_line_exit_2(data, model_pt):
     tmp, src, tgt = data
@@ -228,12 +238,27 @@ def test_bad_outputs_options_and_files_are_one_line_exit_2(data, model_pt):
     _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "afile" / "p.csv"], "is a file, not a folder")
     _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--batch-size", "0"], "--batch-size")
     _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--workers", "-1"], "--workers")
-    _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--window-seconds", "-1", "--workers", "0"],
-                     "--window-seconds")
+    _one_line_exit_2(
+        ["predict", model_pt, tgt, "--out", tmp / "p.csv", "--window-seconds", "-1", "--workers", "0"],
+        "--window-seconds",
+    )
     (tmp / "empty.pt").write_bytes(b"")
     _one_line_exit_2(["predict", tmp / "empty.pt", tgt, "--out", tmp / "p.csv"], "not an audio-dann model bundle")
-    _one_line_exit_2(["prepare", "--source", src, "--target", tgt, "--out", tmp / "q", *SMALL,
-                      "--set", "features.clip_seconds=0.001"], "clip_seconds")
+    _one_line_exit_2(
+        [
+            "prepare",
+            "--source",
+            src,
+            "--target",
+            tgt,
+            "--out",
+            tmp / "q",
+            *SMALL,
+            "--set",
+            "features.clip_seconds=0.001",
+        ],
+        "clip_seconds",
+    )
     prepare(src, [tgt], tmp / "p", config=CFG)
     _one_line_exit_2(["train", tmp / "p", "--out", tmp / "afile", "--device", "cpu"], "not a folder")
     _one_line_exit_2(["train", tmp / "p", "--out", tmp / "r", "--set", "train.lr=.inf"], "finite")
@@ -250,6 +275,7 @@ def test_a_read_only_output_folder_is_refused_before_work(data, model_pt):
 
 
 # resume and clean-up after crashes
+
 
 def test_a_deleted_features_file_is_rebuilt_by_the_same_command(data):
     tmp, src, tgt = data
@@ -287,9 +313,25 @@ def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     tgt = tmp_path / "tgt"
     for k in range(300):  # enough work that the workers are busy when the parent dies
         write(tgt / f"t{k}.wav", tone(300 + k, 2.0, 16000, seed=k), 16000)
-    proc = subprocess.Popen([sys.executable, "-m", "audio_dann.cli", "prepare", "--source", str(src), "--target",
-                             str(tgt), "--out", str(tmp_path / "p"), "--workers", "2", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "audio_dann.cli",
+            "prepare",
+            "--source",
+            str(src),
+            "--target",
+            str(tgt),
+            "--out",
+            str(tmp_path / "p"),
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2:
@@ -299,19 +341,26 @@ def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and "Z" not in
-                                         Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                                         for w in workers if Path(f"/proc/{w}/stat").exists()):
+    while time.time() < deadline and any(
+        Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        for w in workers
+        if Path(f"/proc/{w}/stat").exists()
+    ):
         time.sleep(0.2)
-    alive = [w for w in workers if Path(f"/proc/{w}/stat").exists()
-             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    alive = [
+        w
+        for w in workers
+        if Path(f"/proc/{w}/stat").exists() and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ]
     assert not alive, f"workers {alive} outlived their parent"
 
 
 def test_qa_pass_findings_are_one_line_exit_2(data, model_pt):
     tmp, src, tgt = data
     for bad in ("nan", "inf", "0", "0.001"):  # the last: one frame, the tiny model pools once
-        _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--window-seconds", bad], "--window-seconds")
+        _one_line_exit_2(
+            ["predict", model_pt, tgt, "--out", tmp / "p.csv", "--window-seconds", bad], "--window-seconds"
+        )
     assert not list(tmp.glob(".p.csv*"))  # refused before a journal or temp file exists
     _one_line_exit_2(["predict", model_pt, tgt, "--out", tmp / "p.csv", "--hop-seconds", "0"], "--hop-seconds")
     (tmp / "adir").mkdir()

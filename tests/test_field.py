@@ -1,5 +1,6 @@
 """Field recordings (issue 14): streamed decoding equals whole-file decoding, detections, Raven and
 Audacity tables read back, folder runs that resume to the same table, long files in flat memory."""
+
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from audio_files import class_folders, tone, write
 
 from audio_dann.api import predict, prepare
 from audio_dann.config import Config, apply_overrides
@@ -19,16 +21,16 @@ from audio_dann.infer.detections import DetectionSettings, detections
 from audio_dann.infer.writers import RAVEN_COLUMNS
 from audio_dann.nn.classifier import build_classifier
 
-from audio_files import class_folders, tone, write
 
-
-@pytest.mark.parametrize("sr,seconds,channels", [(44100, 7.3, 2), (16000, 3.0, 1), (22050, 0.4, 1), (16000, 1.0, 1),
-                                                  (8000, 10.01, 1)])
+@pytest.mark.parametrize(
+    "sr,seconds,channels", [(44100, 7.3, 2), (16000, 3.0, 1), (22050, 0.4, 1), (16000, 1.0, 1), (8000, 10.01, 1)]
+)
 @pytest.mark.parametrize("block", [0.37, 1.0, 5.0])
 def test_streamed_windows_are_those_of_whole_file_decoding(tmp_path, sr, seconds, channels, block):
     rng = np.random.default_rng(0)
-    path = write(tmp_path / "x.wav", (rng.standard_normal((int(sr * seconds), channels)) * 0.2).astype(np.float32),
-                 sr, "PCM_16")
+    path = write(
+        tmp_path / "x.wav", (rng.standard_normal((int(sr * seconds), channels)) * 0.2).astype(np.float32), sr, "PCM_16"
+    )
     signal, starts = plan_windows(load_mono(path, 16000), 16000, 8000, "tile")
     got = list(stream_windows(stream_mono(path, 16000, block), 16000, 8000, "tile", batch=3))
     assert np.array_equal(np.concatenate([g[0] for g in got]), starts)
@@ -40,14 +42,21 @@ def test_detections_threshold_all_classes_and_merge():
     probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.35, 0.05], [0.2, 0.7, 0.1], [0.8, 0.1, 0.1]])
     begins = np.array([0.0, 0.5, 1.0, 3.0])
     top = detections(probs, begins, 1.0, 3.6, classes)
-    assert [(d.begin_s, d.end_s, d.label) for d in top] == [(0.0, 1.0, "a"), (0.5, 1.5, "a"), (1.0, 2.0, "b"),
-                                                            (3.0, 3.6, "a")]  # the last ends with the file
+    assert [(d.begin_s, d.end_s, d.label) for d in top] == [
+        (0.0, 1.0, "a"),
+        (0.5, 1.5, "a"),
+        (1.0, 2.0, "b"),
+        (3.0, 3.6, "a"),
+    ]  # the last ends with the file
     assert [d.label for d in detections(probs, begins, 1.0, 3.6, classes, DetectionSettings(0.65))] == ["a", "b", "a"]
     every = detections(probs, begins, 1.0, 3.6, classes, DetectionSettings(0.3, all_classes=True))
     assert [(d.begin_s, d.label) for d in every] == [(0.0, "a"), (0.5, "a"), (0.5, "b"), (1.0, "b"), (3.0, "a")]
     merged = detections(probs, begins, 1.0, 3.6, classes, DetectionSettings(merge=True))
     assert [(d.begin_s, d.end_s, d.label, d.confidence) for d in merged] == [
-        (0.0, 1.5, "a", 0.7), (1.0, 2.0, "b", 0.7), (3.0, 3.6, "a", 0.8)]
+        (0.0, 1.5, "a", 0.7),
+        (1.0, 2.0, "b", 0.7),
+        (3.0, 3.6, "a", 0.8),
+    ]
 
 
 @pytest.fixture
@@ -131,6 +140,7 @@ def test_long_files_are_classified_as_a_stream_with_the_same_results(field, tmp_
 
 def test_prepare_spills_long_recordings_with_the_same_features(tmp_path, monkeypatch):
     from audio_dann.data import prepare as prepare_module
+
     cfg = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0"])
     src = class_folders(tmp_path / "src", per_class=3)
     tgt = tmp_path / "tgt"
@@ -154,10 +164,26 @@ def test_prepare_spills_long_recordings_with_the_same_features(tmp_path, monkeyp
 
 def test_predict_plots_detections_over_a_spectrogram(field, tmp_path):
     from typer.testing import CliRunner
+
     from audio_dann.cli import app
+
     model, folder = field
-    res = CliRunner().invoke(app, ["predict", str(model), str(folder), "--out", str(tmp_path / "s.txt"), "--format",
-                                   "raven", "--workers", "0", "--plot", str(tmp_path / "d.png")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(model),
+            str(folder),
+            "--out",
+            str(tmp_path / "s.txt"),
+            "--format",
+            "raven",
+            "--workers",
+            "0",
+            "--plot",
+            str(tmp_path / "d.png"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "real-time factor" in res.output
 
@@ -165,6 +191,7 @@ def test_predict_plots_detections_over_a_spectrogram(field, tmp_path):
 def test_folder_runs_are_listed_lazily_and_pass_by_pass(field, tmp_path, monkeypatch):
     from audio_dann.data.scan import iter_inputs
     from audio_dann.infer import predict as predict_module
+
     model, folder = field
     walk = iter_inputs(folder)
     first = next(walk)  # the walk yields before it has seen the whole folder
@@ -179,8 +206,9 @@ def test_long_files_stream_in_the_main_process_when_the_network_runs_there(tmp_p
     """The GPU path (network outside the workers): a long file is never decoded whole, and it scores
     as the plain model does; a long silent file gets its reason, the others still score."""
     from audio_dann.data.audio import load_mono, slice_windows
-    from audio_dann.nn.classifier import build_classifier
     from audio_dann.infer.engine import iter_predictions
+    from audio_dann.nn.classifier import build_classifier
+
     torch.manual_seed(0)
     model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
     paths = [str(write(tmp_path / f"{k}.wav", tone(300 + 200 * k, 0.6 + 1.2 * k, 16000), 16000)) for k in range(3)]
@@ -209,6 +237,7 @@ def test_a_device_failure_on_a_streamed_file_stops_the_run_instead_of_marking_th
     """Only decoding problems become a file's error (the journal would never retry it); a failure of
     the network or device propagates, so a resumed predict retries the file."""
     from audio_dann.infer.engine import iter_predictions
+
     model = build_classifier(Config(), ["a", "b"], ["source", "target"]).eval()
     path = str(write(tmp_path / "long.wav", tone(400, 3.0, 16000), 16000))
     monkeypatch.setattr(engine, "STREAM_ABOVE_SECONDS", 1.0)

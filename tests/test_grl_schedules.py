@@ -40,7 +40,7 @@ def test_grl_coeff_paper_values():
 
 def test_lr_factor_paper_values():
     assert lr_factor(0.0) == 1.0
-    assert lr_factor(1.0) == pytest.approx(11 ** -0.75)
+    assert lr_factor(1.0) == pytest.approx(11**-0.75)
 
 
 @pytest.mark.parametrize("p", [-0.01, 1.01, float("nan")])

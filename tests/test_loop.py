@@ -3,15 +3,14 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import make_moons
 
 from audio_dann.config import ModelConfig, TrainConfig
-from audio_dann.training.batches import batch_indices
-from audio_dann.runtime import seed_everything
-from audio_dann.training.loop import TrainData, TrainState, fit
-from audio_dann.nn.outputs import predict_logits
 from audio_dann.nn.dann import build_dann
-
-from conftest import make_moons
+from audio_dann.nn.outputs import predict_logits
+from audio_dann.runtime import seed_everything
+from audio_dann.training.batches import batch_indices
+from audio_dann.training.loop import TrainData, TrainState, fit
 
 MOONS_MODEL = ModelConfig(backbone="mlp", embedding_dim=15, domain_hidden=15, domain_layers=0, domain_dropout=0.0)
 
@@ -21,8 +20,18 @@ def _moons_run(method: str, seed: int) -> float:
     xt, yt = make_moons(150, 0.05, seed + 100, angle_deg=35)
     seed_everything(seed)
     model = build_dann(MOONS_MODEL, 2, 2, in_features=2)
-    cfg = TrainConfig(method=method, steps=3000, batch_size=32, lr=0.3, lr_alpha=0.0, weight_decay=0.0,
-                      lambda_max=2.0, entropy_weight=0.0, eval_every=10 ** 6, seed=seed)
+    cfg = TrainConfig(
+        method=method,
+        steps=3000,
+        batch_size=32,
+        lr=0.3,
+        lr_alpha=0.0,
+        weight_decay=0.0,
+        lambda_max=2.0,
+        entropy_weight=0.0,
+        eval_every=10**6,
+        seed=seed,
+    )
     data = TrainData(torch.tensor(xs), torch.tensor(ys), torch.tensor(xt), torch.ones(len(xt), dtype=torch.long))
     fit(model, data, cfg)
     return float((predict_logits(model, torch.tensor(xt)).argmax(1).numpy() == yt).mean())
@@ -72,8 +81,16 @@ def test_adversarial_gradient_reaches_the_extractor():
     results = {}
     for weight in (0.0, 1.0):
         model = copy.deepcopy(ref)
-        cfg = TrainConfig(method="dann", steps=2, batch_size=16, domain_weight=weight, entropy_weight=0.0, eval_every=1,
-                          optimizer="sgd", momentum=0.0)
+        cfg = TrainConfig(
+            method="dann",
+            steps=2,
+            batch_size=16,
+            domain_weight=weight,
+            entropy_weight=0.0,
+            eval_every=1,
+            optimizer="sgd",
+            momentum=0.0,
+        )
         fit(model, data, cfg, state=TrainState(step=1))
         results[weight] = model
     delta = (results[1.0].extractor.features[0].weight - results[0.0].extractor.features[0].weight).abs().max()
@@ -87,6 +104,7 @@ def test_domain_gradient_is_reversed_in_the_extractor():
     """d(domain loss)/d(embedding) through the adversarial loss equals minus lambda times the plain gradient,
     while the head itself gets the plain gradient (it learns to tell the domains apart)."""
     from audio_dann.training.adversarial import DomainAdversarialLoss, domain_loss
+
     model = _tiny_model()
     model.eval()
     x = torch.randn(6, 8, 12)

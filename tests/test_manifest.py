@@ -4,11 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from audio_files import tone, write
 
 from audio_dann.data.manifest import build_manifest, compile_pattern, parse_condition
 from audio_dann.errors import ManifestError
-
-from audio_files import tone, write
 
 
 def _files(root):
@@ -23,8 +22,9 @@ def _files(root):
 
 def test_pattern_filters_domain_and_val_split(tmp_path):
     root = _files(tmp_path / "d")
-    rows, unmatched = build_manifest(root, "{label}_{speaker}_{index}.wav",
-                                     ["speaker in ann,bob", "index>=2"], domain="speaker", val_where="index<4")
+    rows, unmatched = build_manifest(
+        root, "{label}_{speaker}_{index}.wav", ["speaker in ann,bob", "index>=2"], domain="speaker", val_where="index<4"
+    )
     assert unmatched == 1  # odd-name.wav
     assert len(rows) == 2 * 2 * 5
     assert {r["domain"] for r in rows} == {"ann", "bob"}
@@ -50,16 +50,42 @@ def test_bad_conditions(bad, match):
 
 def test_manifest_feeds_prepare_through_the_cli(tmp_path):
     from typer.testing import CliRunner
+
     from audio_dann.cli import app
+
     root = _files(tmp_path / "d")
     runner = CliRunner()
-    res = runner.invoke(app, ["manifest", str(root), "--pattern", "{label}_{speaker}_{index}.wav",
-                              "--domain", "speaker", "--where", "speaker in ann,bob", "--out", str(tmp_path / "m.csv")])
+    res = runner.invoke(
+        app,
+        [
+            "manifest",
+            str(root),
+            "--pattern",
+            "{label}_{speaker}_{index}.wav",
+            "--domain",
+            "speaker",
+            "--where",
+            "speaker in ann,bob",
+            "--out",
+            str(tmp_path / "m.csv"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
     assert len(rows) == 28
-    res = runner.invoke(app, ["manifest", str(root), "--pattern", "{label}_{speaker}_{index}.wav", "--where",
-                              "speaker in zed", "--out", str(tmp_path / "none.csv")])
+    res = runner.invoke(
+        app,
+        [
+            "manifest",
+            str(root),
+            "--pattern",
+            "{label}_{speaker}_{index}.wav",
+            "--where",
+            "speaker in zed",
+            "--out",
+            str(tmp_path / "none.csv"),
+        ],
+    )
     assert res.exit_code == 2 and "no file matched" in res.output
 
 
@@ -67,13 +93,35 @@ def test_manifest_feeds_prepare_through_the_cli(tmp_path):
 def test_fsdd_recipe_end_to_end_on_a_subset(fsdd_dir, tmp_path):
     """Real data: manifests from file names, prepare, three methods, evaluation; tiny budget."""
     script = Path(__file__).resolve().parents[1] / "recipes" / "fsdd_speakers" / "run_recipe.py"
-    res = subprocess.run([sys.executable, str(script), "--fsdd", str(fsdd_dir), "--work", str(tmp_path),
-                          "--subset", "7", "--tasks", "A", "--seeds", "0", "--set", "train.steps=10",
-                          "--set", "train.eval_every=5", "--set", "train.batch_size=16"],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--fsdd",
+            str(fsdd_dir),
+            "--work",
+            str(tmp_path),
+            "--subset",
+            "7",
+            "--tasks",
+            "A",
+            "--seeds",
+            "0",
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.eval_every=5",
+            "--set",
+            "train.batch_size=16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| A | dann |" in res.stdout
     import json
+
     results = json.loads((tmp_path / "results_default_A.json").read_text())["results"]
     assert {r["method"] for r in results} == {"source-only", "dann", "oracle"}
     # accuracies are counts over the 150 test clips (what evaluate measured, not a placeholder)

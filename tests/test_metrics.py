@@ -1,11 +1,18 @@
 """Classification metrics against hand counts."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from audio_dann.infer.metrics import (balanced_accuracy, classification_report, confusion_matrix, macro_f1,
-                                      per_class_recall, wilson_interval)
+from audio_dann.infer.metrics import (
+    balanced_accuracy,
+    classification_report,
+    confusion_matrix,
+    macro_f1,
+    per_class_recall,
+    wilson_interval,
+)
 
 
 def test_metrics_against_hand_counts():

@@ -1,8 +1,7 @@
+import pytest
 import torch
 
 from audio_dann.config import ModelConfig
-import pytest
-
 from audio_dann.nn.augment import SpecAugment
 from audio_dann.nn.backbones import BACKBONES, build_backbone
 from audio_dann.nn.dann import build_dann
@@ -42,7 +41,7 @@ def test_unknown_backbone_is_named():
 def test_clip_mean_norm_cancels_gain_and_fixed_eq():
     norm = InputNorm(8, "clip_mean").eval()
     x = torch.randn(2, 8, 30)
-    eq = torch.linspace(-3, 3, 8)[None, :, None]   # a fixed microphone response, in the log domain
+    eq = torch.linspace(-3, 3, 8)[None, :, None]  # a fixed microphone response, in the log domain
     torch.testing.assert_close(norm(x), norm(x + 2.5 + eq))
     glob = InputNorm(8, "global").eval()
     assert not torch.allclose(glob(x), glob(x + 2.5))
@@ -63,6 +62,7 @@ def test_spec_augment_only_in_training_and_per_example():
 
 def test_inference_copy_computes_the_same_function_and_leaves_the_model_alone():
     from audio_dann.nn.fold import PairMax2d, for_inference
+
     torch.manual_seed(0)
     model = build_dann(ModelConfig(), n_classes=5, n_domains=2, n_mels=40)
     for m in model.modules():  # non-trivial running statistics, so folding them matters
@@ -86,6 +86,7 @@ def test_inference_copy_computes_the_same_function_and_leaves_the_model_alone():
 def test_cdan_head_conditions_on_detached_class_probabilities_and_the_loss_reverses_the_gradient():
     from audio_dann.nn.heads import DomainHead
     from audio_dann.training.adversarial import DomainAdversarialLoss
+
     model = build_dann(ModelConfig(domain_condition="cdan", domain_dropout=0.0), n_classes=10, n_domains=4, n_mels=40)
     assert model.domain_head.net[0].in_features == 128 * 10 and not model.domain_head.randomised
     x = torch.randn(5, 40, 101)
@@ -103,6 +104,7 @@ def test_cdan_head_conditions_on_detached_class_probabilities_and_the_loss_rever
     domains = torch.tensor([0, 1, 0, 1])
     g_rev = torch.autograd.grad(DomainAdversarialLoss(head)(zz, domains, 1.0, logit_p), zz)[0]
     from audio_dann.training.adversarial import domain_loss
+
     g_fwd = torch.autograd.grad(domain_loss(head(zz, torch.softmax(logit_p, 1)), domains), zz)[0]
     torch.testing.assert_close(g_rev, -g_fwd)
     with pytest.raises(ValueError, match="class probabilities"):
@@ -111,7 +113,8 @@ def test_cdan_head_conditions_on_detached_class_probabilities_and_the_loss_rever
 
 def test_cdan_head_uses_the_randomised_map_for_many_classes():
     from audio_dann.nn.heads import DomainHead
-    head = DomainHead(128, 2, hidden=16, condition_classes=40)   # 5120 > 4096
+
+    head = DomainHead(128, 2, hidden=16, condition_classes=40)  # 5120 > 4096
     assert head.randomised and head.net[0].in_features == DomainHead.MULTILINEAR_MAX
     assert head(torch.randn(3, 128), torch.softmax(torch.randn(3, 40), 1)).shape == (3, 1)
     again = DomainHead(128, 2, hidden=16, condition_classes=40)

@@ -1,4 +1,5 @@
 """The objectives of learning from unlabelled target clips."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,7 @@ def test_entropy_term_makes_target_predictions_confident():
     from audio_dann.config import ModelConfig, TrainConfig
     from audio_dann.nn.dann import build_dann
     from audio_dann.training.loop import TrainData, fit
+
     g = torch.Generator().manual_seed(0)
     xs = torch.randn(64, 8, 12, generator=g)
     ys = torch.arange(64) % 3
@@ -27,8 +29,11 @@ def test_entropy_term_makes_target_predictions_confident():
     for w in (0.0, 1.0):
         torch.manual_seed(0)
         model = build_dann(ModelConfig(channels=(4, 8), embedding_dim=16, domain_hidden=16), 3, 2, n_mels=8)
-        fit(model, data, TrainConfig(method="dann", steps=40, batch_size=16, eval_every=40, domain_weight=0.0,
-                                      entropy_weight=w))
+        fit(
+            model,
+            data,
+            TrainConfig(method="dann", steps=40, batch_size=16, eval_every=40, domain_weight=0.0, entropy_weight=w),
+        )
         with torch.no_grad():
             ents[w] = float(entropy(model.eval()(xt)[0]))
     assert ents[1.0] < 0.5 * ents[0.0], ents

@@ -1,17 +1,16 @@
 import csv
+import importlib
 import json
 
 import numpy as np
 import pytest
 import torch
+from audio_files import class_folders, tone, write
 
 from audio_dann.config import Config, apply_overrides
-import importlib
 from audio_dann.data.prepare import prepare
-from audio_dann.errors import PrepareError, ScanError, StoreError
 from audio_dann.data.store import open_prepared
-
-from audio_files import class_folders, tone, write
+from audio_dann.errors import PrepareError, ScanError, StoreError
 
 CFG = apply_overrides(Config(), ["features.n_mels=16", "data.workers=0", "data.batch_size=4"])
 
@@ -43,8 +42,16 @@ def test_prepare_messy_inputs_follows_the_contract(tmp_path):
     tgt = class_folders(tmp_path / "tgt", per_class=3, shift=1.2)  # subfolder names must be ignored
     out = tmp_path / "prepared"
     summary = prepare(src, [tgt], out, config=CFG)
-    for name in ("config.yaml", "index.csv", "features.npy", "stats.json", "classes.json", "skipped.csv",
-                 "domains.json", "prepared.json"):
+    for name in (
+        "config.yaml",
+        "index.csv",
+        "features.npy",
+        "stats.json",
+        "classes.json",
+        "skipped.csv",
+        "domains.json",
+        "prepared.json",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "progress.json").exists()
     skipped = {r["file"].split("/")[-1]: r["reason"] for r in csv.DictReader(open(out / "skipped.csv"))}
@@ -65,6 +72,7 @@ def test_prepare_messy_inputs_follows_the_contract(tmp_path):
     # the stored clips are the frontend on each window (cut a batch of 4 at a time in the worker)
     from audio_dann.data.audio import load_mono, slice_windows
     from audio_dann.nn.frontend import LogMel
+
     windows, _ = slice_windows(load_mono(long_rows[0]["file"], 16000), 16000, 8000)
     ref = LogMel.from_config(CFG.features)(torch.from_numpy(windows)).half().numpy()
     got = np.asarray(prep.features[[int(r["clip_id"]) for r in long_rows]], dtype=np.float32)
@@ -105,12 +113,17 @@ def test_manifests_domains_and_target_eval(tmp_path):
     with open(tmp_path / "src.csv", "w") as f:
         f.write("path,label\n" + "".join(f"audio/a/{c}/{c}_{k}.wav,{c}\n" for c in ("low", "high") for k in range(4)))
     with open(tmp_path / "tgt.csv", "w") as f:
-        f.write("path,label,domain\n" + "".join(
-            f"audio/b/{c}/{c}_{k}.wav,,dev{k % 2}\n" for c in ("low", "high") for k in range(3)))
+        f.write(
+            "path,label,domain\n"
+            + "".join(f"audio/b/{c}/{c}_{k}.wav,,dev{k % 2}\n" for c in ("low", "high") for k in range(3))
+        )
     with open(tmp_path / "test.csv", "w") as f:
         f.write("path,label,domain\naudio/b/low/low_3.wav,low,dev1\naudio/b/high/high_3.wav,high,dev9\n")
-    prep = open_prepared(prepare(tmp_path / "src.csv", [tmp_path / "tgt.csv"], tmp_path / "p",
-                                 target_eval=tmp_path / "test.csv", config=CFG).out)
+    prep = open_prepared(
+        prepare(
+            tmp_path / "src.csv", [tmp_path / "tgt.csv"], tmp_path / "p", target_eval=tmp_path / "test.csv", config=CFG
+        ).out
+    )
     assert prep.domains == ["source", "dev0", "dev1"]
     test = [r for r in prep.index if r["split"] == "test"]
     assert {(r["label"], r["domain"]) for r in test} == {("low", "dev1"), ("high", "dev9")}
@@ -118,7 +131,9 @@ def test_manifests_domains_and_target_eval(tmp_path):
 
 
 def test_interrupted_prepare_resumes_to_the_same_result(tmp_path, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("audio_dann.data.store_writer"), "_SAVE_EVERY_SECONDS", 0.0)  # save after every file
+    monkeypatch.setattr(
+        importlib.import_module("audio_dann.data.store_writer"), "_SAVE_EVERY_SECONDS", 0.0
+    )  # save after every file
     src = class_folders(tmp_path / "src", per_class=8)
     tgt = class_folders(tmp_path / "tgt", per_class=6, shift=1.1)
     ref = open_prepared(prepare(src, [tgt], tmp_path / "ref", config=CFG).out)
@@ -172,6 +187,7 @@ def test_clear_errors(tmp_path):
 
 def test_file_chunks_cover_every_file_once_within_limits():
     from audio_dann.data.workers import file_chunks
+
     sizes = [100, 100, 5000, 100, 100, 100, 100, 100, 0, 100]
     chunks = file_chunks(sizes, start=1, max_files=3, max_bytes=1000)
     assert chunks == [(1, 2), (2, 3), (3, 6), (6, 9), (9, 10)]

@@ -1,16 +1,31 @@
 """Recipes run end to end in a short debug mode (SpeechBrain-style)."""
+
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-
 from audio_files import tone, write
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--set", "train.steps=6", "--set", "train.eval_every=3", "--set", "train.batch_size=8",
-        "--set", "features.n_mels=16", "--set", "model.channels=[4,8]", "--set", "model.embedding_dim=16",
-        "--set", "train.rv_steps=2", "--set", "data.workers=0"]
+TINY = [
+    "--set",
+    "train.steps=6",
+    "--set",
+    "train.eval_every=3",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "features.n_mels=16",
+    "--set",
+    "model.channels=[4,8]",
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "train.rv_steps=2",
+    "--set",
+    "data.workers=0",
+]
 
 
 def _fake_dcase(root: Path) -> Path:
@@ -38,9 +53,20 @@ def _fake_dcase(root: Path) -> Path:
 
 def test_dcase_recipe_on_a_miniature_layout(tmp_path):
     data = _fake_dcase(tmp_path / "TAU-mini")
-    res = subprocess.run([sys.executable, str(ROOT / "recipes" / "dcase_devices" / "run_recipe.py"), "--dataset",
-                          str(data), "--work", str(tmp_path / "work"), *TINY], capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "dcase_devices" / "run_recipe.py"),
+            "--dataset",
+            str(data),
+            "--work",
+            str(tmp_path / "work"),
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     devices = json.loads((tmp_path / "work" / "devices.json").read_text())
     assert devices == {"source": "a", "seen": ["b", "s1"], "unseen": ["s4"]}
@@ -55,12 +81,23 @@ def test_dcase_recipe_on_a_miniature_layout(tmp_path):
 
 
 def test_dcase_recipe_names_a_missing_layout(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "recipes" / "dcase_devices" / "run_recipe.py"), "--dataset",
-                          str(tmp_path), "--work", str(tmp_path / "w")], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "dcase_devices" / "run_recipe.py"),
+            "--dataset",
+            str(tmp_path),
+            "--work",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode != 0 and "meta.csv: not found" in res.stderr
 
 
 def test_studio_to_field_recipe_matches_the_demo():
     from audio_dann.config import load_config
     from audio_dann.demo import demo_config
+
     assert load_config(ROOT / "recipes" / "studio_to_field" / "config.yaml") == demo_config(quick=False)[1]

@@ -3,6 +3,7 @@ ensemble) and ``adapt``'s default, on a small fixed task, give the same predicti
 fixture was written (``python tests/test_same_results.py`` rewrites it; do that only for a change
 that is meant to change results, and say so in the commit). A move of code between modules must
 leave these predictions unchanged."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audio_files import class_folders  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pinned" / "predictions.json"
-OVERRIDES = ["features.n_mels=16", "data.workers=0", "model.channels=[4,8]", "model.embedding_dim=16",
-             "model.domain_hidden=16", "train.steps=12", "train.eval_every=6", "train.batch_size=8",
-             "train.rv_steps=0", "train.self_training_epochs=2"]
+OVERRIDES = [
+    "features.n_mels=16",
+    "data.workers=0",
+    "model.channels=[4,8]",
+    "model.embedding_dim=16",
+    "model.domain_hidden=16",
+    "train.steps=12",
+    "train.eval_every=6",
+    "train.batch_size=8",
+    "train.rv_steps=0",
+    "train.self_training_epochs=2",
+]
 ATOL = 1e-5  # float32 sums in another order (another CPU's kernels) move probabilities by ~1e-7
 
 

@@ -3,16 +3,15 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import make_moons
 
 from audio_dann.config import ModelConfig, TrainConfig
-from audio_dann.runtime import seed_everything
-from audio_dann.training.loop import TrainData, fit
 from audio_dann.nn.dann import build_dann
 from audio_dann.report.ranking import spearman
+from audio_dann.runtime import seed_everything
 from audio_dann.training.criteria import dev_risk, proxy_a_distance, snd
+from audio_dann.training.loop import TrainData, fit
 from audio_dann.training.reverse import reverse_validation_risk
-
-from conftest import make_moons
 
 
 def test_proxy_a_distance_identical_near_0_disjoint_near_2():
@@ -25,8 +24,8 @@ def test_proxy_a_distance_identical_near_0_disjoint_near_2():
 def test_snd_prefers_dense_target_neighbourhoods():
     g = torch.Generator().manual_seed(0)
     centres = torch.eye(5) * 8
-    clustered = centres[torch.arange(300) % 5] + 0.1 * torch.randn(300, 5, generator=g)   # few tight clusters
-    scattered = 4 * torch.randn(300, 5, generator=g)                                      # no structure
+    clustered = centres[torch.arange(300) % 5] + 0.1 * torch.randn(300, 5, generator=g)  # few tight clusters
+    scattered = 4 * torch.randn(300, 5, generator=g)  # no structure
     assert snd(clustered) > snd(scattered)
 
 
@@ -37,8 +36,8 @@ def test_dev_weights_the_validation_loss_towards_the_target():
     target = torch.randn(800, 2, generator=g) + torch.tensor([1.5, 0.0])
     val = torch.randn(400, 2, generator=g)
     near_target = val[:, 0] > 0
-    good = torch.where(near_target, 0.2, 1.0)   # low loss where the target is
-    bad = torch.where(near_target, 1.0, 0.2)    # high loss where the target is
+    good = torch.where(near_target, 0.2, 1.0)  # low loss where the target is
+    bad = torch.where(near_target, 1.0, 0.2)  # high loss where the target is
     assert abs(float(good.mean() - bad.mean())) < 0.1
     assert dev_risk(src_train, target, val, good) < dev_risk(src_train, target, val, bad)
 
@@ -48,10 +47,23 @@ def test_reverse_validation_separates_right_from_flipped_pseudo_labels():
     xt, _ = make_moons(150, 0.05, 1, angle_deg=10)
     xv, yv = make_moons(50, 0.05, 2)
     seed_everything(0)
-    model = build_dann(ModelConfig(backbone="mlp", embedding_dim=15, domain_hidden=15, domain_layers=0,
-                                   domain_dropout=0.0), 2, 2, in_features=2)
-    cfg = TrainConfig(method="dann", steps=1500, batch_size=32, lr=0.3, lr_alpha=0.0, weight_decay=0.0, entropy_weight=0.0,
-                      lambda_max=0.5, eval_every=10 ** 6)
+    model = build_dann(
+        ModelConfig(backbone="mlp", embedding_dim=15, domain_hidden=15, domain_layers=0, domain_dropout=0.0),
+        2,
+        2,
+        in_features=2,
+    )
+    cfg = TrainConfig(
+        method="dann",
+        steps=1500,
+        batch_size=32,
+        lr=0.3,
+        lr_alpha=0.0,
+        weight_decay=0.0,
+        entropy_weight=0.0,
+        lambda_max=0.5,
+        eval_every=10**6,
+    )
     data = TrainData(torch.tensor(xs), torch.tensor(ys), torch.tensor(xt), torch.ones(300, dtype=torch.long))
     fit(model, data, cfg)
     flipped = copy.deepcopy(model)

@@ -1,14 +1,14 @@
 """``adapt``: a model bundle and unlabelled target audio in, an adapted bundle out, with a label-free
 estimate of target accuracy before and after and a guard that keeps the original when adaptation is
 expected to hurt."""
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
-
 
 from ..errors import OptionError
 from ..files import check_output_dir, output_lock, path_list, shown_paths, write_json
@@ -24,31 +24,31 @@ from .target import load_target_clips
 __all__ = ["adapt"]
 
 
-def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: str | Path, *,
-          method: str = DEFAULT_METHOD, config: AdaptConfig = AdaptConfig(), guard: bool = True,
-          reference: str | Path | list[str | Path] | None = None, label_shift: bool = False, max_clips: int = 20000,
-          workers: int | None = None,
-          device: str = "auto", progress: Callable[[int, int], None] | None = None,
-          on_epoch: Callable[[int, int], None] | None = None) -> dict:
+def adapt(
+    model: str | Path,
+    targets: Sequence[str | Path] | str | Path,
+    out: str | Path,
+    *,
+    method: str = DEFAULT_METHOD,
+    config: AdaptConfig = AdaptConfig(),
+    guard: bool = True,
+    reference: str | Path | list[str | Path] | None = None,
+    label_shift: bool = False,
+    max_clips: int = 20000,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> dict:
     """Adapt the bundle ``model`` to unlabelled ``targets`` (folders or manifests) into the run folder ``out``.
 
     Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
-    ``out/summary.json``. The label-free estimate of target accuracy before and after
-    (:func:`audio_dann.adaptation.estimators.combined_estimate`) is the lowest of:
-
-    - with ``reference`` (a second model of the same task, trained independently, e.g. another seed; or
-      several), the share of target windows on which the model and the reference agree (the mean over
-      several), before adaptation and after adapting each reference alike;
-    - ATC-NE from the bundle's calibration (it overestimates adapted models: their confidence rises);
-    - the prior bound (left out with ``label_shift``: the target's classes may be far more skewed than
-      the source's).
-
-    Measured on the FSDD recipe grid (180 CPU models): 5.1 points off on average with one reference, 4.7
-    with two, against 7.4 for the agreement alone; without a reference (ATC-NE and the bound) 15.3.
-    With ``guard`` (the default) the original weights are kept when the estimate drops by more than
-    ``GUARD_MARGIN`` (:mod:`audio_dann.adaptation.guard`; half a point: about the noise of an estimate over a few thousand windows).
-    ``progress(done, total)`` follows the decoded target files, ``on_epoch(done, total)`` the epochs of
-    the trained methods (all but AdaBN).
+    ``out/summary.json`` with the label-free estimate of target accuracy before and after
+    (:func:`audio_dann.adaptation.estimators.label_free_estimate`; with ``reference`` models, each is
+    adapted alike for the estimate after). With ``guard`` (the default) the original weights are kept
+    when the estimate drops by more than :data:`audio_dann.adaptation.guard.GUARD_MARGIN`.
+    ``label_shift`` leaves the prior bound out of the estimate. ``progress(done, total)`` follows the
+    decoded target files, ``on_epoch(done, total)`` the epochs of the trained methods (all but AdaBN).
     """
     if method not in METHODS:
         raise OptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -57,41 +57,72 @@ def adapt(model: str | Path, targets: Sequence[str | Path] | str | Path, out: st
     out = check_output_dir(out)
     with output_lock(out):
         original, bundle = load_checkpoint(model)
-        refs = [r.dann for r in load_references(reference, original.classes, original.config.features,
-                                                model=original, own=model)]  # a bad one fails before any work
+        refs = [
+            r.dann
+            for r in load_references(reference, original.classes, original.config.features, model=original, own=model)
+        ]  # a bad one fails before any work
         dev = resolve_device(device)
-        clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers,
-                                  progress=progress)
+        clips = load_target_clips(
+            original.config, targets, max_clips=max_clips, seed=config.seed, workers=workers, progress=progress
+        )
         adapted_net, info = adapt_network(original.dann, clips, method, config, dev, on_epoch=on_epoch)
-        before = probabilities(original.dann.to(dev), clips.x, dev)
-        after = probabilities(adapted_net.to(dev), clips.x, dev)
-        ref_before = [probabilities(r.to(dev), clips.x, dev) for r in refs]
-        ref_after = [probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev)
-                     for r in refs]
-        est = {"before": label_free_estimate(before, original.calibration, ref_before, label_shift),
-               "after": label_free_estimate(after, original.calibration, ref_after, label_shift)}
-        b, a = est["before"].get("value"), est["after"].get("value")
-        decision = guard_decision(b, a, enabled=guard)
-        kept = decision["kept"]
+        before, after, est = _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift)
+        decision = guard_decision(est["before"].get("value"), est["after"].get("value"), enabled=guard)
         final = copy.deepcopy(original).cpu()
-        if kept == "adapted":
+        if decision["kept"] == "adapted":
             final.dann = adapted_net.cpu()
-        record = {"method": method, "kept": kept, "targets": [str(t) for t in path_list(targets)],
-                  "clips": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
-                  "settings": asdict(config),
-                  "estimated_accuracy": {**_estimate_record(est, kept, reference, label_shift),
-                                         "dropped": decision["dropped"]},
-                  "agreement_with_original": agreement(before, after), **info}
+        record = {
+            "method": method,
+            "kept": decision["kept"],
+            "targets": [str(t) for t in path_list(targets)],
+            "clips": len(clips),
+            "files": len(clips.paths),
+            "files_skipped": len(clips.skipped),
+            "settings": asdict(config),
+            "estimated_accuracy": {
+                **_estimate_record(est, decision["kept"], reference, label_shift),
+                "dropped": decision["dropped"],
+            },
+            "agreement_with_original": agreement(before, after),
+            **info,
+        }
         final.adaptation = [*original.adaptation, record]
         final.save(out / "model.pt", summary=bundle.get("summary"))
-        summary = {"model": str(model), "out": str(out / "model.pt"), **record,
-                   "all_estimates": {k: e.get("all", {}) for k, e in est.items()}, "device": str(dev), "seconds": time.perf_counter() - t0,
-                   "guard": guard, "note": ("no calibration in the bundle and no --reference: no estimate, the guard "
-                                            "cannot judge" if b is None else "estimates use no target label"),
-                   "adapted_before": [r.get("method") for r in original.adaptation  # e.g. train's own stage
-                                      if r.get("kept", "adapted") != "original"]}
+        summary = {
+            "model": str(model),
+            "out": str(out / "model.pt"),
+            **record,
+            "all_estimates": {k: e.get("all", {}) for k, e in est.items()},
+            "device": str(dev),
+            "seconds": time.perf_counter() - t0,
+            "guard": guard,
+            "note": "estimates use no target label" if decision["judged"] else _NO_ESTIMATE,
+            "adapted_before": _adapted_before(original),
+        }
         write_json(out / "summary.json", summary)
     return summary
+
+
+_NO_ESTIMATE = "no calibration in the bundle and no --reference: no estimate, the guard cannot judge"
+
+
+def _adapted_before(original) -> list[str]:
+    """The methods the bundle had already been through and kept (e.g. train's own stage)."""
+    return [r.get("method") for r in original.adaptation if r.get("kept", "adapted") != "original"]
+
+
+def _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift):
+    """The model's target probabilities before and after, and the label-free estimate of each (with
+    ``refs``, each reference adapted alike for the estimate after)."""
+    before = probabilities(original.dann.to(dev), clips.x, dev)
+    after = probabilities(adapted_net.to(dev), clips.x, dev)
+    ref_before = [probabilities(r.to(dev), clips.x, dev) for r in refs]
+    ref_after = [probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev) for r in refs]
+    est = {
+        "before": label_free_estimate(before, original.calibration, ref_before, label_shift),
+        "after": label_free_estimate(after, original.calibration, ref_after, label_shift),
+    }
+    return before, after, est
 
 
 def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = False) -> dict:
@@ -99,11 +130,14 @@ def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = 
     prior bounds and, where the kept model's estimate is its prior bound well below the others, the warning."""
     if not est["before"] and not est["after"]:
         return {"estimator": None, "before": None, "after": None, "label_shift": label_shift}
-    record = {"estimator": est["after"].get("estimator") or est["before"].get("estimator"),
-              "before": est["before"].get("value"), "after": est["after"].get("value"),
-              "limited_by": {k: e.get("limited_by") for k, e in est.items()},
-              "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
-              "label_shift": label_shift,
-              **({"reference": shown_paths(reference)} if reference else {})}
+    record = {
+        "estimator": est["after"].get("estimator") or est["before"].get("estimator"),
+        "before": est["before"].get("value"),
+        "after": est["after"].get("value"),
+        "limited_by": {k: e.get("limited_by") for k, e in est.items()},
+        "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
+        "label_shift": label_shift,
+        **({"reference": shown_paths(reference)} if reference else {}),
+    }
     warning = est["before" if kept == "original" else "after"].get("warning")
     return {**record, **({"warning": warning} if warning else {})}

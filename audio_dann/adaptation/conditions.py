@@ -9,6 +9,7 @@ score among 2..``max_k`` (no label is read; on FSDD it picked 2 and 6 where 3 sp
 and both did worse than no latent domains). scikit-learn's k-means and silhouette, seeded, so a
 resumed run finds the same clusters.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,7 @@ def clip_descriptors(x: np.ndarray, file_index: np.ndarray) -> np.ndarray:
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, restarts: int = 5) -> np.ndarray:
     """Cluster labels of the rows of ``x``: scikit-learn's k-means (k-means++ seeding, best of ``restarts``
     by inertia), seeded from ``seed`` and ``k``."""
-    state = derive_seed(seed, "latent/kmeans", k) % 2 ** 32
+    state = derive_seed(seed, "latent/kmeans", k) % 2**32
     return KMeans(n_clusters=k, n_init=restarts, max_iter=iters, random_state=state).fit_predict(x)
 
 
@@ -59,8 +60,9 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(x, labels))
 
 
-def discover_domains(descriptors: np.ndarray, seed: int, k: int = 0, max_k: int = 6,
-                     max_files: int = 1500) -> tuple[np.ndarray, dict]:
+def discover_domains(
+    descriptors: np.ndarray, seed: int, k: int = 0, max_k: int = 6, max_files: int = 1500
+) -> tuple[np.ndarray, dict]:
     """Cluster file descriptors; ``k`` > 0 fixes the number of domains, 0 chooses it by silhouette.
 
     Returns a cluster index per file and a record of the choice (``k``, silhouette per candidate).

@@ -7,10 +7,11 @@ estimate is the toolkit's :func:`~audio_dann.adaptation.estimators.combined_esti
 (the bundle's calibration), the prior bound (unless ``label_shift``) and, with ``reference`` models,
 the mean agreement with them. No label is read, even where the folder has class sub-folders.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,33 +27,52 @@ from .target import load_target_clips
 __all__ = ["estimate_accuracy"]
 
 
-def estimate_accuracy(model: str | Path, targets: Sequence[str | Path] | str | Path, *,
-                      reference: str | Path | list[str | Path] | None = None, label_shift: bool = False,
-                      max_clips: int = 20000, seed: int = 0, workers: int | None = None, device: str = "auto",
-                      progress: Callable[[int, int], None] | None = None) -> dict:
+def estimate_accuracy(
+    model: str | Path,
+    targets: Sequence[str | Path] | str | Path,
+    *,
+    reference: str | Path | list[str | Path] | None = None,
+    label_shift: bool = False,
+    max_clips: int = 20000,
+    seed: int = 0,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """The label-free estimate of the bundle ``model``'s window accuracy on ``targets`` (folders or
     manifests): ``estimator``, ``value``, ``limited_by``, ``combines``, ``prior_bound`` (and a
     ``warning`` where the bound set it well below the rest), every figure (``all``), the predicted class
     shares, and the files read and skipped (an unreadable file is skipped and listed, not fatal)."""
     reference = path_list(reference)
     original = load_checkpoint(model)[0]
-    refs = [r.dann for r in load_references(reference, original.classes, original.config.features,
-                                            model=original, own=model)]  # a bad one fails before any decoding
+    refs = [
+        r.dann
+        for r in load_references(reference, original.classes, original.config.features, model=original, own=model)
+    ]  # a bad one fails before any decoding
     if original.calibration is None and not refs:
-        raise BundleError(f"{model}: the bundle has no calibration (a training checkpoint such as last.pt, or a bundle "
-                          "saved by an older version) and no --reference "
-                          "was given: there is nothing to estimate from")
+        raise BundleError(
+            f"{model}: the bundle has no calibration (a training checkpoint such as last.pt, or a bundle "
+            "saved by an older version) and no --reference "
+            "was given: there is nothing to estimate from"
+        )
     dev = resolve_device(device)
-    clips = load_target_clips(original.config, targets, max_clips=max_clips, seed=seed, workers=workers,
-                              progress=progress)
+    clips = load_target_clips(
+        original.config, targets, max_clips=max_clips, seed=seed, workers=workers, progress=progress
+    )
     probs = probabilities(original.dann.to(dev), clips.x, dev)
-    est = label_free_estimate(probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs],
-                              label_shift)
+    est = label_free_estimate(
+        probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs], label_shift
+    )
     shares = np.bincount(probs.argmax(1), minlength=len(original.classes)) / len(probs)
-    return {**est,
-            "predicted_share": {c: float(v) for c, v in zip(original.classes, shares)},
-            "model": str(model), "targets": [str(t) for t in path_list(targets)],
-            **({"reference": shown_paths(reference)} if reference else {}),
-            "windows": len(clips), "files": len(clips.paths), "files_skipped": len(clips.skipped),
-            "skipped": [{"file": str(f), "reason": r} for f, r in clips.skipped],
-            "on": f"{len(clips)} target windows from {len(clips.paths)} files; no target label read"}
+    return {
+        **est,
+        "predicted_share": {c: float(v) for c, v in zip(original.classes, shares)},
+        "model": str(model),
+        "targets": [str(t) for t in path_list(targets)],
+        **({"reference": shown_paths(reference)} if reference else {}),
+        "windows": len(clips),
+        "files": len(clips.paths),
+        "files_skipped": len(clips.skipped),
+        "skipped": [{"file": str(f), "reason": r} for f, r in clips.skipped],
+        "on": f"{len(clips)} target windows from {len(clips.paths)} files; no target label read",
+    }

@@ -33,12 +33,24 @@ ATC and DoC need a calibration measured on labelled source clips *for the model 
 original's calibration; the recipes measure how much that costs. Pure functions of probabilities,
 so training, inference and adaptation share them.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ESTIMATORS", "COMBINED", "agreement", "bound_warning", "calibrate", "combined_estimate",
-           "estimate", "label_free_estimate", "mean_agreement", "prior_bound", "scores"]
+__all__ = [
+    "ESTIMATORS",
+    "COMBINED",
+    "agreement",
+    "bound_warning",
+    "calibrate",
+    "combined_estimate",
+    "estimate",
+    "label_free_estimate",
+    "mean_agreement",
+    "prior_bound",
+    "scores",
+]
 
 COMBINED = "combined"  # the name of the toolkit's estimate (combined_estimate) in summaries and reports
 
@@ -53,8 +65,11 @@ def scores(probs: np.ndarray) -> dict[str, np.ndarray]:
 
 def _threshold(score: np.ndarray, accuracy: float) -> float:
     """``t`` with ``mean(score > t) == accuracy`` (as near as the clips allow)."""
-    return float(np.quantile(score, 1.0 - accuracy)) if 0 < accuracy < 1 else (
-        float(score.min()) - 1e-9 if accuracy >= 1 else float(score.max()))
+    return (
+        float(np.quantile(score, 1.0 - accuracy))
+        if 0 < accuracy < 1
+        else (float(score.min()) - 1e-9 if accuracy >= 1 else float(score.max()))
+    )
 
 
 def calibrate(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -62,10 +77,15 @@ def calibrate(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     probs, labels = np.asarray(probs), np.asarray(labels)
     acc = float((probs.argmax(1) == labels).mean())
     s = scores(probs)
-    prior = np.bincount(labels.astype(np.int64), minlength=probs.shape[1])[:probs.shape[1]] / max(len(labels), 1)
-    return {"source_accuracy": acc, "source_mean_confidence": float(s["mc"].mean()),
-            "atc_mc_threshold": _threshold(s["mc"], acc), "atc_ne_threshold": _threshold(s["ne"], acc),
-            "n": int(len(labels)), "class_prior": [float(v) for v in prior]}
+    prior = np.bincount(labels.astype(np.int64), minlength=probs.shape[1])[: probs.shape[1]] / max(len(labels), 1)
+    return {
+        "source_accuracy": acc,
+        "source_mean_confidence": float(s["mc"].mean()),
+        "atc_mc_threshold": _threshold(s["mc"], acc),
+        "atc_ne_threshold": _threshold(s["ne"], acc),
+        "n": int(len(labels)),
+        "class_prior": [float(v) for v in prior],
+    }
 
 
 def prior_bound(probs: np.ndarray, calibration: dict | None) -> float | None:
@@ -84,10 +104,12 @@ def bound_warning(value: float | None, bound: float | None, margin: float = 0.1)
     """A one-line warning when an estimate lies more than ``margin`` above the prior bound, else None."""
     if value is None or bound is None or value <= bound + margin:
         return None
-    return (f"warning: the estimate is {bound:.3f}, the prior bound, against {value:.3f} from the other estimators: "
-            "the model's predictions concentrate on few classes, and if the target's classes are as frequent as "
-            "the source's it gets at most the lower figure; if the target's classes really are that skewed, "
-            "rerun with --label-shift to leave the bound out")
+    return (
+        f"warning: the estimate is {bound:.3f}, the prior bound, against {value:.3f} from the other estimators: "
+        "the model's predictions concentrate on few classes, and if the target's classes are as frequent as "
+        "the source's it gets at most the lower figure; if the target's classes really are that skewed, "
+        "rerun with --label-shift to leave the bound out"
+    )
 
 
 def combined_estimate(figures: dict, agreement_value: float | None = None, label_shift: bool = False) -> dict:
@@ -96,14 +118,23 @@ def combined_estimate(figures: dict, agreement_value: float | None = None, label
     prior bound. Returns ``estimator``, ``value``, ``limited_by`` (the figure that set it), ``combines``,
     ``prior_bound`` and, when the prior bound set it well below the others, a ``warning`` saying what that
     assumes; ``{}`` when there is nothing to combine (no calibration and no second model)."""
-    parts = {"atc-ne": figures.get("atc-ne"), "agreement": agreement_value,
-             "prior-bound": None if label_shift else figures.get("prior-bound")}
+    parts = {
+        "atc-ne": figures.get("atc-ne"),
+        "agreement": agreement_value,
+        "prior-bound": None if label_shift else figures.get("prior-bound"),
+    }
     parts = {k: float(v) for k, v in parts.items() if v is not None}
     if not parts:
         return {}
     name = min(parts, key=lambda k: parts[k])
-    out = {"estimator": COMBINED, "value": parts[name], "limited_by": name, "combines": sorted(parts),
-           "prior_bound": figures.get("prior-bound"), "label_shift": label_shift}
+    out = {
+        "estimator": COMBINED,
+        "value": parts[name],
+        "limited_by": name,
+        "combines": sorted(parts),
+        "prior_bound": figures.get("prior-bound"),
+        "label_shift": label_shift,
+    }
     others = [v for k, v in parts.items() if k != "prior-bound"]
     warning = bound_warning(min(others), parts[name]) if name == "prior-bound" and others else None
     if warning:
@@ -121,8 +152,9 @@ def estimate(probs: np.ndarray, calibration: dict | None) -> dict[str, float]:
         **({} if bound is None else {"prior-bound": bound}),
         "atc-ne": float((s["ne"] > calibration["atc_ne_threshold"]).mean()),
         "atc-mc": float((s["mc"] > calibration["atc_mc_threshold"]).mean()),
-        "doc": float(np.clip(calibration["source_accuracy"] - (calibration["source_mean_confidence"]
-                                                               - s["mc"].mean()), 0.0, 1.0)),
+        "doc": float(
+            np.clip(calibration["source_accuracy"] - (calibration["source_mean_confidence"] - s["mc"].mean()), 0.0, 1.0)
+        ),
     }
 
 
@@ -138,8 +170,9 @@ def mean_agreement(probs: np.ndarray, others: list[np.ndarray]) -> float | None:
     return float(np.mean([agreement(probs, o) for o in others])) if others else None
 
 
-def label_free_estimate(probs: np.ndarray, calibration: dict | None, reference_probs: list[np.ndarray] = (),
-                        label_shift: bool = False) -> dict:
+def label_free_estimate(
+    probs: np.ndarray, calibration: dict | None, reference_probs: list[np.ndarray] = (), label_shift: bool = False
+) -> dict:
     """The toolkit's estimate of a model's accuracy from its target probabilities ``(N, C)``: every
     figure (:func:`estimate`, plus the mean agreement with each of ``reference_probs``, other models'
     probabilities on the same clips) and their combination (:func:`combined_estimate`), with ``all``

@@ -4,6 +4,7 @@
 label-free estimate (:func:`~audio_dann.adaptation.estimators.label_free_estimate`) of the model
 before and after.
 """
+
 from __future__ import annotations
 
 __all__ = ["GUARD_MARGIN", "guard_decision"]
@@ -21,5 +22,9 @@ def guard_decision(before: float | None, after: float | None, enabled: bool = Tr
     ``judged`` is False when either estimate is missing (nothing to judge with: the adapted model is kept)."""
     judged = before is not None and after is not None
     dropped = judged and after < before - GUARD_MARGIN
-    return {"kept": "original" if enabled and dropped else "adapted", "dropped": bool(dropped), "judged": judged,
-            "margin": GUARD_MARGIN}
+    return {
+        "kept": "original" if enabled and dropped else "adapted",
+        "dropped": bool(dropped),
+        "judged": judged,
+        "margin": GUARD_MARGIN,
+    }

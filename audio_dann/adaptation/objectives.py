@@ -1,4 +1,5 @@
 """The objectives of learning from unlabelled target clips: pure functions of class logits."""
+
 from __future__ import annotations
 
 import torch

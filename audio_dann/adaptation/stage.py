@@ -5,6 +5,7 @@ selected model on the prepared target pool, guarded by the label-free estimate.
 ensemble members (DANN's ``train.latent_ensemble``), the pseudo-labels come from their mean
 probabilities (:func:`ensemble_teacher`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ from .methods import AdaptConfig, TargetClips, adapt_network, ensemble_probabili
 from .target import choose_windows
 
 __all__ = ["StagePlan", "LabelledClips", "run_stage", "ensemble_teacher"]
+
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -47,9 +49,18 @@ class LabelledClips:
     y: np.ndarray
 
 
-def run_stage(model: AudioClassifier, pool_x, pool_files: list[str], plan: StagePlan, device: torch.device, *,
-              source_val: LabelledClips, members: list[tuple[str, nn.Module]] = (),
-              test: LabelledClips | None = None, label_shift: bool = False) -> dict:
+def run_stage(
+    model: AudioClassifier,
+    pool_x,
+    pool_files: list[str],
+    plan: StagePlan,
+    device: torch.device,
+    *,
+    source_val: LabelledClips,
+    members: list[tuple[str, nn.Module]] = (),
+    test: LabelledClips | None = None,
+    label_shift: bool = False,
+) -> dict:
     """Adapt ``model`` in place on the unlabelled target pool and append the record to ``model.adaptation``.
 
     At most ``plan.max_clips`` windows are held in memory for the trained methods (the seeded choice of
@@ -61,8 +72,11 @@ def run_stage(model: AudioClassifier, pool_x, pool_files: list[str], plan: Stage
     x = pool_x
     if plan.method != "adabn":
         keep = choose_windows(files, plan.max_clips, plan.seed)
-        x = pool_x[torch.from_numpy(keep)] if isinstance(pool_x, torch.Tensor) else torch.from_numpy(
-            np.asarray(pool_x[keep]))
+        x = (
+            pool_x[torch.from_numpy(keep)]
+            if isinstance(pool_x, torch.Tensor)
+            else torch.from_numpy(np.asarray(pool_x[keep]))
+        )
         files = np.unique(files[keep], return_inverse=True)[1]
     target = TargetClips(x, files, [], [])
     teacher, ensemble = None, None
@@ -73,9 +87,16 @@ def run_stage(model: AudioClassifier, pool_x, pool_files: list[str], plan: Stage
     guard = _stage_guard(model.dann, net, x, source_val, device, label_shift) if plan.guard else None
     if guard is None or guard["kept"] == "adapted":
         model.dann = net
-    record = {"stage": "train.self_training", **info, "settings": dataclasses.asdict(settings), "clips": len(x),
-              "pool_clips": len(pool_x), "seconds": time.perf_counter() - t0,
-              "kept": guard["kept"] if guard else "adapted", **({"guard": guard} if guard else {})}
+    record = {
+        "stage": "train.self_training",
+        **info,
+        "settings": dataclasses.asdict(settings),
+        "clips": len(x),
+        "pool_clips": len(pool_x),
+        "seconds": time.perf_counter() - t0,
+        "kept": guard["kept"] if guard else "adapted",
+        **({"guard": guard} if guard else {}),
+    }
     if ensemble is not None:
         record["ensemble"] = ensemble
     model.adaptation = [*model.adaptation, record]
@@ -91,8 +112,9 @@ def _probs(dann: nn.Module, x, device: torch.device) -> np.ndarray:
         dann.to(home)
 
 
-def _stage_guard(before: nn.Module, after: nn.Module, x, source_val: LabelledClips, device: torch.device,
-                 label_shift: bool) -> dict:
+def _stage_guard(
+    before: nn.Module, after: nn.Module, x, source_val: LabelledClips, device: torch.device, label_shift: bool
+) -> dict:
     """The guard for the stage: the label-free estimate of the network ``before`` and ``after`` on the
     stage's clips ``x`` (ATC-NE from the calibration of the network before, as ``adapt`` keeps its
     original's, and the prior bound; no reference, which would have to go through the stage too).
@@ -100,16 +122,30 @@ def _stage_guard(before: nn.Module, after: nn.Module, x, source_val: LabelledCli
     if len(source_val.y) == 0:
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
     calibration = calibrate(_probs(before, source_val.x, device), source_val.y)
-    est = {k: label_free_estimate(_probs(net, x, device), calibration, label_shift=label_shift)
-           for k, net in (("before", before), ("after", after))}
+    est = {
+        k: label_free_estimate(_probs(net, x, device), calibration, label_shift=label_shift)
+        for k, net in (("before", before), ("after", after))
+    }
     b, a = est["before"]["value"], est["after"]["value"]
-    return {"before": b, "after": a, "limited_by": {k: e["limited_by"] for k, e in est.items()},
-            "prior_bound": {k: e["prior_bound"] for k, e in est.items()}, "label_shift": label_shift,
-            **guard_decision(b, a), "note": "no target label read"}
+    return {
+        "before": b,
+        "after": a,
+        "limited_by": {k: e["limited_by"] for k, e in est.items()},
+        "prior_bound": {k: e["prior_bound"] for k, e in est.items()},
+        "label_shift": label_shift,
+        **guard_decision(b, a),
+        "note": "no target label read",
+    }
 
 
-def ensemble_teacher(dann: nn.Module, members: list[tuple[str, nn.Module]], target: TargetClips, plan: StagePlan,
-                     device: torch.device, test: LabelledClips | None = None) -> tuple[torch.Tensor, dict]:
+def ensemble_teacher(
+    dann: nn.Module,
+    members: list[tuple[str, nn.Module]],
+    target: TargetClips,
+    plan: StagePlan,
+    device: torch.device,
+    test: LabelledClips | None = None,
+) -> tuple[torch.Tensor, dict]:
     """The mean target probabilities of ``dann`` (after AdaBN) and the ``members``, each normalised as
     ``plan.teacher_normalisation`` says (``latent-bn``: batch-norm statistics per latent target condition,
     K = 1-4; ``adabn``: the pool's), and a record of how often each agrees with that mean (no label read;
@@ -117,11 +153,16 @@ def ensemble_teacher(dann: nn.Module, members: list[tuple[str, nn.Module]], targ
     nets = [adapt_network(dann, target, "adabn", device=device)[0], *(net for _, net in members)]
     probs = ensemble_probabilities(nets, target, plan.teacher_normalisation, plan.seed, device)
     mean = np.mean(probs, axis=0)
-    record = {"members": [".", *(name for name, _ in members)], "normalisation": plan.teacher_normalisation,
-              "agreement_with_teacher": [agreement(p, mean) for p in probs]}
+    record = {
+        "members": [".", *(name for name, _ in members)],
+        "normalisation": plan.teacher_normalisation,
+        "agreement_with_teacher": [agreement(p, mean) for p in probs],
+    }
     if test is not None and len(test.y):
         on_test = [_probs(net, test.x, device) for net in nets]
         hit = lambda p: float((p.argmax(1) == np.asarray(test.y)).mean())  # noqa: E731
-        record["report_only"] = {"member_test_acc": [hit(p) for p in on_test],
-                                 "teacher_test_acc": hit(np.mean(on_test, axis=0))}
+        record["report_only"] = {
+            "member_test_acc": [hit(p) for p in on_test],
+            "teacher_test_acc": hit(np.mean(on_test, axis=0)),
+        }
     return torch.from_numpy(mean).float(), record

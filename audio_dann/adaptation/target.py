@@ -8,11 +8,12 @@ windows made while decoding (each window gets a random key from the seed and its
 bounded by about ``2 * max_clips`` windows however large the target folder, and the choice does not
 depend on the number of decoding workers.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,9 +30,15 @@ from .methods.base import TargetClips
 __all__ = ["load_target_clips", "choose_windows", "window_keys"]
 
 
-def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clips: int = 20000, seed: int = 0,
-                      workers: int | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> TargetClips:
+def load_target_clips(
+    config: Config,
+    targets: Sequence[str | Path],
+    *,
+    max_clips: int = 20000,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TargetClips:
     """Decode the target folders or manifests (labels, if any, are ignored) into windows for ``config``."""
     targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
     if not targets:
@@ -49,8 +56,9 @@ def load_target_clips(config: Config, targets: Sequence[str | Path], *, max_clip
     dataset = FileFeatures(items, file_chunks([1] * len(items), max_files=8), config)
     held = _Held(max_clips, seed)
     paths, skipped = [], []
-    for i, decoded, reason in (r for chunk in file_loader(dataset, cpu_cores() if workers is None else workers)
-                               for r in chunk):
+    for i, decoded, reason in (
+        r for chunk in file_loader(dataset, cpu_cores() if workers is None else workers) for r in chunk
+    ):
         if progress is not None:
             progress(i + 1, len(items))
         if decoded is None:
@@ -105,7 +113,7 @@ class _Held:
     def _smallest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         clips, file, order, key = (np.concatenate(a) for a in zip(*self.parts))
         if len(key) > self.limit:
-            keep = np.argpartition(key, self.limit - 1)[:self.limit]
+            keep = np.argpartition(key, self.limit - 1)[: self.limit]
             clips, file, order, key = clips[keep], file[keep], order[keep], key[keep]
         return clips, file, order, key
 

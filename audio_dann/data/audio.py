@@ -2,6 +2,7 @@
 
 Every failure is an :class:`AudioError` whose message names the file and the reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,18 @@ import soundfile as sf
 
 from ..errors import AudioError
 
-__all__ = ["AUDIO_EXTENSIONS", "open_audio", "decode_error", "read_audio", "resample", "load_mono", "load_clip_source", "plan_windows",
-           "gather_windows", "slice_windows"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "open_audio",
+    "decode_error",
+    "read_audio",
+    "resample",
+    "load_mono",
+    "load_clip_source",
+    "plan_windows",
+    "gather_windows",
+    "slice_windows",
+]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
@@ -71,8 +82,17 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
 # What a header may claim before the file is refused: the rates and channel counts of real recorders.
 MIN_RATE, MAX_RATE, MAX_CHANNELS = 1000, 768000, 64
-_PCM_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
-              "ULAW": 1, "ALAW": 1}
+_PCM_BYTES = {
+    "PCM_S8": 1,
+    "PCM_U8": 1,
+    "PCM_16": 2,
+    "PCM_24": 3,
+    "PCM_32": 4,
+    "FLOAT": 4,
+    "DOUBLE": 8,
+    "ULAW": 1,
+    "ALAW": 1,
+}
 
 
 _UNCOMPRESSED = {"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "RAW"}
@@ -89,14 +109,20 @@ def _check_header(path: Path, f: sf.SoundFile) -> None:
     if width is not None and f.frames > 0:
         size = os.path.getsize(path)
         if f.frames * f.channels * width > size:
-            raise AudioError(path, f"header claims {f.frames / f.samplerate:.1f} s of audio, more than its "
-                                   f"{size} bytes can hold")
+            raise AudioError(
+                path, f"header claims {f.frames / f.samplerate:.1f} s of audio, more than its {size} bytes can hold"
+            )
 
 
 # Integer PCM is read as integers and scaled here: libsndfile's own int -> float conversion
 # (the same x / 2^15 or x / 2^31) took longer than decoding and resampling together.
-_INTEGER_READS = {"PCM_16": ("int16", 2.0 ** -15), "PCM_S8": ("int16", 2.0 ** -15),
-                  "PCM_U8": ("int16", 2.0 ** -15), "PCM_24": ("int32", 2.0 ** -31), "PCM_32": ("int32", 2.0 ** -31)}
+_INTEGER_READS = {
+    "PCM_16": ("int16", 2.0**-15),
+    "PCM_S8": ("int16", 2.0**-15),
+    "PCM_U8": ("int16", 2.0**-15),
+    "PCM_24": ("int32", 2.0**-31),
+    "PCM_32": ("int32", 2.0**-31),
+}
 
 
 def _mix_to_mono(data: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -119,6 +145,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return x
     import soxr
+
     return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -137,8 +164,9 @@ def load_clip_source(path: str | Path, sample_rate: int) -> np.ndarray:
     return x
 
 
-def plan_windows(x: np.ndarray, clip_samples: int, hop_samples: int,
-                 pad_mode: str = "tile") -> tuple[np.ndarray, np.ndarray]:
+def plan_windows(
+    x: np.ndarray, clip_samples: int, hop_samples: int, pad_mode: str = "tile"
+) -> tuple[np.ndarray, np.ndarray]:
     """Where the windows of ``x`` start, without cutting them: ``(signal, starts)``.
 
     A signal shorter than one window comes back as one window's worth, tiled
@@ -167,7 +195,9 @@ def gather_windows(signal: np.ndarray, starts: np.ndarray, clip_samples: int) ->
     return signal[np.asarray(starts)[:, None] + np.arange(clip_samples)[None, :]].astype(np.float32, copy=False)
 
 
-def slice_windows(x: np.ndarray, clip_samples: int, hop_samples: int, pad_mode: str = "tile") -> tuple[np.ndarray, np.ndarray]:
+def slice_windows(
+    x: np.ndarray, clip_samples: int, hop_samples: int, pad_mode: str = "tile"
+) -> tuple[np.ndarray, np.ndarray]:
     """All windows of ``x`` at once: ``((n, clip_samples), starts (n,))`` (see :func:`plan_windows`)."""
     signal, starts = plan_windows(x, clip_samples, hop_samples, pad_mode)
     return gather_windows(signal, starts, clip_samples), starts

@@ -5,13 +5,14 @@ For any dataset whose labels and recording conditions live in file names.
 ``--domain FIELD`` makes a field the domain column; ``--val-where COND`` marks
 matching rows ``val`` and the rest ``train``.
 """
+
 from __future__ import annotations
 
 import csv
 import operator
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ManifestError, ScanError
 from ..files import atomic_path
@@ -21,15 +22,22 @@ __all__ = ["compile_pattern", "parse_condition", "build_manifest", "write_manife
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_OPS = {">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
-        ">": operator.gt, "<": operator.lt}
+_OPS = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "!=": operator.ne,
+    "==": operator.eq,
+    "=": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+}
 
 
 def compile_pattern(pattern: str) -> tuple[re.Pattern, list[str]]:
     """``"{label}_{speaker}_{index}.wav"`` -> a regex over paths relative to the root, and its fields."""
     fields, parts, pos = [], [], 0
     for m in _FIELD.finditer(pattern):
-        parts.append(re.escape(pattern[pos:m.start()]))
+        parts.append(re.escape(pattern[pos : m.start()]))
         name = m.group(1)
         if name in fields:
             raise ManifestError(f"--pattern {pattern!r}: field {{{name}}} appears twice")
@@ -70,13 +78,20 @@ def parse_condition(text: str, fields: Sequence[str]) -> Callable[[dict[str, str
             else:
                 want = target
             return op(have, want)
+
     if field not in fields:
         raise ManifestError(f"condition {text!r}: unknown field {field!r} (pattern has {', '.join(fields)})")
     return check
 
 
-def build_manifest(root: str | Path, pattern: str, where: Sequence[str] = (), domain: str | None = None,
-                   label: str = "label", val_where: str | None = None) -> tuple[list[dict[str, str]], int]:
+def build_manifest(
+    root: str | Path,
+    pattern: str,
+    where: Sequence[str] = (),
+    domain: str | None = None,
+    label: str = "label",
+    val_where: str | None = None,
+) -> tuple[list[dict[str, str]], int]:
     """Rows ``path,label,domain[,split],<fields>`` for matching files; returns ``(rows, n_unmatched)``."""
     root = Path(root)
     if not root.is_dir():

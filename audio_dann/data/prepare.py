@@ -7,6 +7,7 @@ in ``skipped.csv``. Progress is checkpointed in ``progress.json`` so a killed
 run resumes where it stopped; ``prepared.json``, written last, marks the
 folder complete.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,9 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,16 +28,27 @@ from ..errors import PrepareError, ScanError
 from ..files import check_output_dir, output_lock, write_json
 from ..nn.frontend import LogMel
 from ..runtime import cpu_cores, derive_seed, steady_heap
-from .stream import stream_length, stream_mono, stream_windows
 from .scan import Item, scan_input
 from .store import PREPARED_MARKER
 from .store_writer import StoreWriter
+from .stream import stream_length, stream_mono, stream_windows
 from .workers import ChunkDataset, file_chunks, file_loader
 
 __all__ = ["FileFeatures", "PrepareSummary", "plan_items", "prepare"]
 
-_OUR_FILES = {"config.yaml", "index.csv", "features.npy", "stats.json", "classes.json", "domains.json",
-              "skipped.csv", "progress.json", PREPARED_MARKER}
+_OUR_FILES = {
+    "config.yaml",
+    "index.csv",
+    "features.npy",
+    "stats.json",
+    "classes.json",
+    "domains.json",
+    "skipped.csv",
+    "progress.json",
+    PREPARED_MARKER,
+}
+
+
 @dataclass
 class PrepareSummary:
     out: str
@@ -53,8 +65,10 @@ class PrepareSummary:
     rebuilt_because: str | None = None
 
     def line(self) -> str:
-        return (f"{self.files_read} files read, {self.clips_written} clips written, "
-                f"{self.files_skipped} files skipped -> {self.out}")
+        return (
+            f"{self.files_read} files read, {self.clips_written} clips written, "
+            f"{self.files_skipped} files skipped -> {self.out}"
+        )
 
 
 def _domain_name(path: str | Path, taken: set[str]) -> str:
@@ -83,9 +97,15 @@ def _split_source(items: list[Item], val_fraction: float, seed: int) -> list[Ite
     return sorted(out, key=lambda it: it.path)
 
 
-def plan_items(source: str | Path, targets: Sequence[str | Path], target_eval: str | Path | None = None,
-               val_fraction: float = 0.1, seed: int = 0, exclude: Sequence[str | Path] = (),
-               counts: dict[str, int] | None = None) -> tuple[list[Item], list[str], list[str]]:
+def plan_items(
+    source: str | Path,
+    targets: Sequence[str | Path],
+    target_eval: str | Path | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    exclude: Sequence[str | Path] = (),
+    counts: dict[str, int] | None = None,
+) -> tuple[list[Item], list[str], list[str]]:
     """Scan the inputs and assign splits: returns ``(items, classes, domains)``.
 
     Source files are split train/val; target files are ``train`` (unlabelled for training: a
@@ -111,8 +131,10 @@ def plan_items(source: str | Path, targets: Sequence[str | Path], target_eval: s
         items += sorted(found, key=lambda it: it.path)
     if target_eval is not None:
         default = target_domains[0] if len(target_domains) == 1 else "target-eval"
-        items += sorted((replace(i, split="test") for i in scan_input(target_eval, default, True, exclude, counts)),
-                        key=lambda it: it.path)
+        items += sorted(
+            (replace(i, split="test") for i in scan_input(target_eval, default, True, exclude, counts)),
+            key=lambda it: it.path,
+        )
     return items, classes, ["source", *target_domains]
 
 
@@ -141,8 +163,14 @@ class FileFeatures(ChunkDataset):
     file there, whose path is returned instead of the array: memory does not grow with a file's length.
     """
 
-    def __init__(self, items: list[Item], chunks: list[tuple[int, int]], config: Config,
-                 spill_dir: Path | None = None, spill_clips: int = 2048) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        chunks: list[tuple[int, int]],
+        config: Config,
+        spill_dir: Path | None = None,
+        spill_clips: int = 2048,
+    ) -> None:
         super().__init__(chunks)
         self.items, self.cfg = items, config.features
         self.batch = config.data.batch_size
@@ -158,8 +186,9 @@ class FileFeatures(ChunkDataset):
         sums = np.zeros((2, cfg.n_mels))
         spill_path = self.spill_dir / f"{i}.{os.getpid()}.f16" if self.spill_dir is not None else None
         try:
-            for st, wins in stream_windows(stream_mono(path, cfg.sample_rate), cfg.clip_samples, hop, cfg.pad_mode,
-                                           self.batch, path):
+            for st, wins in stream_windows(
+                stream_mono(path, cfg.sample_rate), cfg.clip_samples, hop, cfg.pad_mode, self.batch, path
+            ):
                 with torch.inference_mode():
                     clips = self._frontend(torch.from_numpy(wins)).half().numpy()
                 wide = clips.astype(np.float64)  # the stored float16 values, summed in float64
@@ -189,13 +218,21 @@ def _check_out(out: Path) -> None:
     if out.is_dir():
         foreign = [p.name for p in out.iterdir() if p.name not in _OUR_FILES and not p.name.startswith(".")]
         if foreign:
-            raise PrepareError(f"{out}: output folder holds other files ({', '.join(sorted(foreign)[:3])}); "
-                               "choose an empty or new folder")
+            raise PrepareError(
+                f"{out}: output folder holds other files ({', '.join(sorted(foreign)[:3])}); "
+                "choose an empty or new folder"
+            )
 
 
-def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, *,
-            target_eval: str | Path | None = None, config: Config | None = None,
-            progress: Callable[[int, int, int, float], None] | None = None) -> PrepareSummary:
+def prepare(
+    source: str | Path,
+    targets: Sequence[str | Path],
+    out: str | Path,
+    *,
+    target_eval: str | Path | None = None,
+    config: Config | None = None,
+    progress: Callable[[int, int, int, float], None] | None = None,
+) -> PrepareSummary:
     """Build (or resume, or confirm) the prepared folder ``out``.
 
     Args:
@@ -222,8 +259,9 @@ def prepare(source: str | Path, targets: Sequence[str | Path], out: str | Path, 
 
 def _prepare(source, targets: list, out: Path, target_eval, config: Config, progress, t0: float) -> PrepareSummary:
     counts: dict[str, int] = {}
-    items, classes, domains = plan_items(source, targets, target_eval, config.data.val_fraction, config.data.seed,
-                                         exclude=[out], counts=counts)
+    items, classes, domains = plan_items(
+        source, targets, target_eval, config.data.val_fraction, config.data.seed, exclude=[out], counts=counts
+    )
     fp, sizes = _fingerprint(config, items, classes)
     summary = PrepareSummary(out=str(out), files_total=len(items), links_skipped=counts.get("links_skipped", 0))
     if _already_complete(out, fp, summary):
@@ -249,9 +287,14 @@ def _prepare(source, targets: list, out: Path, target_eval, config: Config, prog
     summary.audio_seconds = writer.state["audio_seconds"]
     summary.clips_by_split = by_split
     summary.seconds = time.perf_counter() - t0
-    writer.finish(n_clips, {k: v for k, v in asdict(summary).items()
-                            if k not in ("out", "already_complete", "resumed_from_file", "links_skipped",
-                                         "rebuilt_because")})
+    writer.finish(
+        n_clips,
+        {
+            k: v
+            for k, v in asdict(summary).items()
+            if k not in ("out", "already_complete", "resumed_from_file", "links_skipped", "rebuilt_because")
+        },
+    )
     return summary
 
 
@@ -268,12 +311,20 @@ def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary) -> b
     if info.get("fingerprint") != fingerprint or not _files_intact(out, info):
         marker.unlink()  # other inputs or settings, or files lost since: rebuilt from the start
         (out / "progress.json").unlink(missing_ok=True)
-        summary.rebuilt_because = ("the inputs or feature settings differ from the finished folder's"
-                                   if info.get("fingerprint") != fingerprint else "its files were damaged or lost")
+        summary.rebuilt_because = (
+            "the inputs or feature settings differ from the finished folder's"
+            if info.get("fingerprint") != fingerprint
+            else "its files were damaged or lost"
+        )
         return False
     summary.already_complete = True
-    summary.__dict__.update({k: info[k] for k in ("files_read", "files_skipped", "clips_written",
-                                                  "audio_seconds", "clips_by_split") if k in info})
+    summary.__dict__.update(
+        {
+            k: info[k]
+            for k in ("files_read", "files_skipped", "clips_written", "audio_seconds", "clips_by_split")
+            if k in info
+        }
+    )
     return True
 
 
@@ -290,8 +341,14 @@ def _files_intact(out: Path, info: dict) -> bool:
         return False
 
 
-def _decode_into(writer: StoreWriter, items: list[Item], sizes: list[int], config: Config, classes: set[str],
-                 progress: Callable[[int, int, int, float], None] | None) -> None:
+def _decode_into(
+    writer: StoreWriter,
+    items: list[Item],
+    sizes: list[int],
+    config: Config,
+    classes: set[str],
+    progress: Callable[[int, int, int, float], None] | None,
+) -> None:
     """Decode the files not done yet in worker processes and hand each to ``writer``, in order."""
     workers = cpu_cores() if config.data.workers is None else config.data.workers
     spill = writer.out / ".spill"
@@ -330,8 +387,9 @@ def _validate(out: Path, source, n_items: int, classes: list[str], domains: list
         raise PrepareError(f"{source}: no usable audio files (all {n_items} skipped; see {out / 'skipped.csv'})")
     missing = [c for c in classes if c not in train_classes]
     if missing:
-        raise PrepareError(f"{source}: source class {missing[0]!r} has no usable training files "
-                           f"(see {out / 'skipped.csv'})")
+        raise PrepareError(
+            f"{source}: source class {missing[0]!r} has no usable training files (see {out / 'skipped.csv'})"
+        )
     for d in domains[1:]:
         if d not in target_domains:
             raise PrepareError(f"target domain {d!r}: no usable files (see {out / 'skipped.csv'})")

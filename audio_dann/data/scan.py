@@ -5,19 +5,29 @@ audio (subfolder names ignored), a manifest a CSV with ``path,label`` and
 optional ``domain,split`` columns, paths relative to the CSV. Results are
 sorted, so every later step is deterministic.
 """
+
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..errors import ScanError
 from .audio import AUDIO_EXTENSIONS
 
-__all__ = ["Item", "scan_labelled", "scan_unlabelled", "read_manifest", "scan_input", "find_audio", "iter_audio",
-           "list_inputs", "iter_inputs"]
+__all__ = [
+    "Item",
+    "scan_labelled",
+    "scan_unlabelled",
+    "read_manifest",
+    "scan_input",
+    "find_audio",
+    "iter_audio",
+    "list_inputs",
+    "iter_inputs",
+]
 
 
 @dataclass(frozen=True)
@@ -87,15 +97,17 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def scan_labelled(root: str | Path, domain: str = "source", exclude: Sequence[str | Path] = (),
-                  counts: dict[str, int] | None = None) -> list[Item]:
+def scan_labelled(
+    root: str | Path, domain: str = "source", exclude: Sequence[str | Path] = (), counts: dict[str, int] | None = None
+) -> list[Item]:
     """``ROOT/<class>/**`` audio; a class folder without audio files is an error."""
     root = _existing(root)
     if not root.is_dir():
         raise ScanError(f"{root}: expected a folder of class folders or a .csv manifest")
     excluded = {os.path.realpath(e) for e in exclude}
-    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
-                     and os.path.realpath(d) not in excluded)
+    classes = sorted(
+        d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and os.path.realpath(d) not in excluded
+    )
     if not classes:
         loose = find_audio(root, exclude)
         hint = " (it holds audio files directly: put them in one folder per class)" if loose else ""
@@ -109,8 +121,9 @@ def scan_labelled(root: str | Path, domain: str = "source", exclude: Sequence[st
     return items
 
 
-def scan_unlabelled(root: str | Path, domain: str = "target", exclude: Sequence[str | Path] = (),
-                    counts: dict[str, int] | None = None) -> list[Item]:
+def scan_unlabelled(
+    root: str | Path, domain: str = "target", exclude: Sequence[str | Path] = (), counts: dict[str, int] | None = None
+) -> list[Item]:
     """``ROOT/**`` audio, labels unknown."""
     root = _existing(root)
     if not root.is_dir():
@@ -140,15 +153,26 @@ def read_manifest(path: str | Path, domain: str, require_label: bool) -> list[It
             if require_label and label is None:
                 raise ScanError(f"{path}:{lineno}: empty label for {p}")
             full = Path(p) if Path(p).is_absolute() else base / p
-            items.append(Item(str(full), label, (row.get("domain") or "").strip() or domain,
-                              (row.get("split") or "").strip() or None))
+            items.append(
+                Item(
+                    str(full),
+                    label,
+                    (row.get("domain") or "").strip() or domain,
+                    (row.get("split") or "").strip() or None,
+                )
+            )
     if not items:
         raise ScanError(f"{path}: manifest lists no files")
     return items
 
 
-def scan_input(path: str | Path, domain: str, labelled: bool, exclude: Sequence[str | Path] = (),
-               counts: dict[str, int] | None = None) -> list[Item]:
+def scan_input(
+    path: str | Path,
+    domain: str,
+    labelled: bool,
+    exclude: Sequence[str | Path] = (),
+    counts: dict[str, int] | None = None,
+) -> list[Item]:
     """A folder or a ``.csv`` manifest, labelled or not (see :func:`find_audio` for ``exclude`` and ``counts``)."""
     path = _existing(path)
     if path.is_file():

@@ -4,6 +4,7 @@
 folder counts as complete only once ``prepared.json`` exists (written last, atomically,
 by :mod:`.store_writer`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,15 @@ import numpy as np
 from ..config import Config, load_config
 from ..errors import StoreError
 
-__all__ = ["INDEX_COLUMNS", "PreparedData", "open_prepared", "PREPARED_MARKER", "STORE_FORMAT",
-           "open_prepared_many", "ConcatRows"]
+__all__ = [
+    "INDEX_COLUMNS",
+    "PreparedData",
+    "open_prepared",
+    "PREPARED_MARKER",
+    "STORE_FORMAT",
+    "open_prepared_many",
+    "ConcatRows",
+]
 
 INDEX_COLUMNS = ("clip_id", "file", "offset", "domain", "label", "split")
 PREPARED_MARKER = "prepared.json"
@@ -30,19 +38,23 @@ class PreparedData:
 
     root: Path
     config: Config
-    features: np.ndarray          # (N, n_mels, frames) float16 memmap
-    index: list[dict[str, str]]   # one dict per clip, INDEX_COLUMNS
+    features: np.ndarray  # (N, n_mels, frames) float16 memmap
+    index: list[dict[str, str]]  # one dict per clip, INDEX_COLUMNS
     classes: list[str]
-    domains: list[str]            # domains[0] is the source
+    domains: list[str]  # domains[0] is the source
     stats: dict[str, list[float]]
     roots: list[Path] | None = None  # all folders when several are opened together
 
     def rows(self, split: str, domain: str | None = None, source: bool | None = None) -> np.ndarray:
         """Row numbers of clips in ``split`` (optionally one domain, or source / non-source)."""
         src = self.domains[0]
-        keep = [i for i, r in enumerate(self.index) if r["split"] == split
-                and (domain is None or r["domain"] == domain)
-                and (source is None or (r["domain"] == src) == source)]
+        keep = [
+            i
+            for i, r in enumerate(self.index)
+            if r["split"] == split
+            and (domain is None or r["domain"] == domain)
+            and (source is None or (r["domain"] == src) == source)
+        ]
         return np.asarray(keep, dtype=np.int64)
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
@@ -109,10 +121,17 @@ def open_prepared_many(roots: list[str | Path]) -> PreparedData:
     means = np.array([p.stats["mean"] for p in parts])
     second = np.array([np.square(p.stats["std"]) + np.square(p.stats["mean"]) for p in parts])
     mean = weights @ means
-    std = np.sqrt(np.maximum(weights @ second - mean ** 2, 1e-10))
-    return PreparedData(first.root, first.config, ConcatRows([p.features for p in parts]),
-                        [r for p in parts for r in p.index], first.classes, domains,
-                        {"mean": mean.tolist(), "std": std.tolist()}, roots=[p.root for p in parts])
+    std = np.sqrt(np.maximum(weights @ second - mean**2, 1e-10))
+    return PreparedData(
+        first.root,
+        first.config,
+        ConcatRows([p.features for p in parts]),
+        [r for p in parts for r in p.index],
+        first.classes,
+        domains,
+        {"mean": mean.tolist(), "std": std.tolist()},
+        roots=[p.root for p in parts],
+    )
 
 
 def open_prepared(root: str | Path) -> PreparedData:
@@ -122,8 +141,10 @@ def open_prepared(root: str | Path) -> PreparedData:
         raise StoreError(f"{root}: prepared folder not found (run `audio-dann prepare` first)")
     marker = root / PREPARED_MARKER
     if not marker.is_file():
-        raise StoreError(f"{root}: prepared folder is incomplete (no {PREPARED_MARKER}); run the same "
-                         "`audio-dann prepare` command again to finish it")
+        raise StoreError(
+            f"{root}: prepared folder is incomplete (no {PREPARED_MARKER}); run the same "
+            "`audio-dann prepare` command again to finish it"
+        )
     try:
         info = json.loads(marker.read_text())
         if int(info.get("format_version", 0)) > STORE_FORMAT:
@@ -142,5 +163,3 @@ def open_prepared(root: str | Path) -> PreparedData:
     if len(index) != len(features):
         raise StoreError(f"{root}: index.csv has {len(index)} rows but features.npy has {len(features)}")
     return PreparedData(root, config, features, index, classes, domains, stats)
-
-

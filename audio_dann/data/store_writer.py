@@ -6,6 +6,7 @@ shape when the store is finished, so rows stream to disk (flat memory) and the r
 ordinary ``.npy``. :class:`StoreWriter` owns all of a folder's files while ``prepare``
 writes it; ``prepare`` itself only decides what goes in.
 """
+
 from __future__ import annotations
 
 import csv
@@ -89,9 +90,18 @@ class StoreWriter:
         self.out = out
         self.progress_path = out / "progress.json"
         n_mels = row_shape[0]
-        self.state = {"fingerprint": fingerprint, "files_done": 0, "clips": 0, "index_bytes": 0, "skipped_bytes": 0,
-                      "files_read": 0, "files_skipped": 0, "audio_seconds": 0.0,
-                      "stats_sums": np.zeros((2, n_mels)).tolist(), "stats_frames": 0}
+        self.state = {
+            "fingerprint": fingerprint,
+            "files_done": 0,
+            "clips": 0,
+            "index_bytes": 0,
+            "skipped_bytes": 0,
+            "files_read": 0,
+            "files_skipped": 0,
+            "audio_seconds": 0.0,
+            "stats_sums": np.zeros((2, n_mels)).tolist(),
+            "stats_frames": 0,
+        }
         saved = self._saved_state(fingerprint)
         if saved is not None:
             self.state = saved
@@ -135,8 +145,17 @@ class StoreWriter:
             self.features.append(np.concatenate(self._pending_feats))
             self._pending_feats.clear()
 
-    def add(self, path: str, domain: str, label: str | None, split: str, clips: np.ndarray | str, offsets: np.ndarray,
-            seconds: float, sums: np.ndarray) -> None:
+    def add(
+        self,
+        path: str,
+        domain: str,
+        label: str | None,
+        split: str,
+        clips: np.ndarray | str,
+        offsets: np.ndarray,
+        seconds: float,
+        sums: np.ndarray,
+    ) -> None:
         """One file's clips ``(n, n_mels, frames)`` and their start times; training clips count for the stats.
 
         ``clips`` may be the path of a spill file (raw float16 rows a worker wrote for a long recording):
@@ -157,8 +176,9 @@ class StoreWriter:
         else:
             self._pending_feats.append(clips)
             n_frames = clips.shape[0] * clips.shape[2]
-        self._pending_rows.extend([str(base + k), path, f"{off:.3f}", domain, label or "", split]
-                                  for k, off in enumerate(offsets))
+        self._pending_rows.extend(
+            [str(base + k), path, f"{off:.3f}", domain, label or "", split] for k, off in enumerate(offsets)
+        )
         self.state["files_read"] += 1
         self.state["audio_seconds"] += float(seconds)
         if split == "train":  # normalisation stats: training clips of every domain
@@ -172,8 +192,7 @@ class StoreWriter:
     def file_done(self, i: int) -> None:
         """Input file ``i`` (and every one before it) is handled; saves when enough is pending."""
         self.state["files_done"] = i + 1
-        if (len(self._pending_rows) >= _MAX_PENDING_CLIPS
-                or time.monotonic() - self._last_save >= _SAVE_EVERY_SECONDS):
+        if len(self._pending_rows) >= _MAX_PENDING_CLIPS or time.monotonic() - self._last_save >= _SAVE_EVERY_SECONDS:
             self.save()
 
     def save(self) -> None:
@@ -186,8 +205,12 @@ class StoreWriter:
             self._skipped.write(_csv_text(self._pending_skips))
         self._pending_rows.clear(), self._pending_skips.clear()
         self.features.flush(), self._index.flush(), self._skipped.flush()
-        self.state.update(clips=self.features.rows, index_bytes=self._index.tell(),
-                          skipped_bytes=self._skipped.tell(), stats_sums=self._stats_sums.tolist())
+        self.state.update(
+            clips=self.features.rows,
+            index_bytes=self._index.tell(),
+            skipped_bytes=self._skipped.tell(),
+            stats_sums=self._stats_sums.tolist(),
+        )
         write_json(self.progress_path, self.state)
         self._last_save = time.monotonic()
 
@@ -204,10 +227,14 @@ class StoreWriter:
         """Seal a validated folder: final ``.npy`` header, ``stats.json``, then the completion marker."""
         FeatureFile(self.out / "features.npy", self.features.row_shape, rows=n_clips).finish()
         write_json(self.out / "stats.json", self.stats())
-        sizes = {"features_bytes": (self.out / "features.npy").stat().st_size,
-                 "index_bytes": (self.out / "index.csv").stat().st_size}
-        write_json(self.out / PREPARED_MARKER, {"format_version": STORE_FORMAT,
-                                                "fingerprint": self.state["fingerprint"], **sizes, **summary})
+        sizes = {
+            "features_bytes": (self.out / "features.npy").stat().st_size,
+            "index_bytes": (self.out / "index.csv").stat().st_size,
+        }
+        write_json(
+            self.out / PREPARED_MARKER,
+            {"format_version": STORE_FORMAT, "fingerprint": self.state["fingerprint"], **sizes, **summary},
+        )
         self.progress_path.unlink(missing_ok=True)
 
 
@@ -221,5 +248,5 @@ def mean_std(sums, frames: int) -> dict[str, list[float]]:
     """Per-mel mean and std from running ``[sum, sum of squares]`` over ``frames`` frames."""
     total, total_sq = np.asarray(sums[0]), np.asarray(sums[1])
     mean = total / max(frames, 1)
-    std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean ** 2, 1e-10))
+    std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean**2, 1e-10))
     return {"mean": mean.tolist(), "std": std.tolist()}

@@ -6,10 +6,11 @@ gives the one-shot resampler's output bit for bit), and ``stream_windows`` the w
 :func:`~.audio.plan_windows`: every ``hop`` samples, the last one ending at the file's end, a file
 shorter than a window tiled or zero-padded to one. Only about one block and one window are held.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -30,14 +31,18 @@ def stream_mono(path: str | Path, sample_rate: int, block_seconds: float = BLOCK
         resampler = None
         if f.samplerate != sample_rate:
             import soxr
+
             resampler = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
         total = 0
         try:
             for block in f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype=dtype, always_2d=True):
                 mono = _mix_to_mono(block, scale)
                 if dtype == "float32" and not np.isfinite(mono).all():
-                    raise AudioError(path, f"{int((~np.isfinite(mono)).sum())} of {len(mono)} samples (in a "
-                                           f"{block_seconds:g} s block) are NaN or infinite")
+                    raise AudioError(
+                        path,
+                        f"{int((~np.isfinite(mono)).sum())} of {len(mono)} samples (in a "
+                        f"{block_seconds:g} s block) are NaN or infinite",
+                    )
                 total += len(mono)
                 out = resampler.resample_chunk(mono, last=False) if resampler is not None else mono
                 if len(out):
@@ -52,8 +57,14 @@ def stream_mono(path: str | Path, sample_rate: int, block_seconds: float = BLOCK
                 yield out
 
 
-def stream_windows(blocks: Iterator[np.ndarray], window: int, hop: int, pad_mode: str = "tile",
-                   batch: int = 64, path: str | Path = "audio") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def stream_windows(
+    blocks: Iterator[np.ndarray],
+    window: int,
+    hop: int,
+    pad_mode: str = "tile",
+    batch: int = 64,
+    path: str | Path = "audio",
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(starts (n,), windows (n, window))`` batches of at most ``batch`` windows, in order.
 
     Raises :class:`AudioError` at the end for a silent file (every sample zero): the rule that
@@ -69,12 +80,12 @@ def stream_windows(blocks: Iterator[np.ndarray], window: int, hop: int, pad_mode
         total += len(block)
         starts = np.arange(next_start, total - window + 1, hop, dtype=np.int64)
         for s in range(0, len(starts), batch):
-            part = starts[s:s + batch]
+            part = starts[s : s + batch]
             yield part, buf[(part - buf_start)[:, None] + np.arange(window)[None, :]]
         if len(starts):
             last_emitted, next_start = int(starts[-1]), int(starts[-1]) + hop
         keep_from = max(min(next_start, total - window), buf_start)  # the last window's worth stays
-        buf, buf_start = buf[keep_from - buf_start:], keep_from
+        buf, buf_start = buf[keep_from - buf_start :], keep_from
     if not audible:
         raise AudioError(path, "all samples are zero (silent file)" if total else "no samples (zero-length audio)")
     if total < window:
@@ -85,7 +96,7 @@ def stream_windows(blocks: Iterator[np.ndarray], window: int, hop: int, pad_mode
             one[:total] = buf
         yield np.zeros(1, dtype=np.int64), one[None, :].astype(np.float32, copy=False)
     elif last_emitted + window < total:
-        yield np.array([total - window], dtype=np.int64), buf[None, total - window - buf_start:total - buf_start]
+        yield np.array([total - window], dtype=np.int64), buf[None, total - window - buf_start : total - buf_start]
 
 
 def stream_length(path: str | Path) -> float:

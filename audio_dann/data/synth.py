@@ -6,12 +6,13 @@ microphone, dry, quiet) or in the field: a band-limited microphone with a
 resonance, room reverberation, coloured background noise at a low SNR, a
 random gain and soft clipping. All randomness comes from one seed.
 """
+
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -26,9 +27,9 @@ class SynthSpec:
     sample_rate: int = 16000
     seconds: float = 1.0
     studio_train_per_class: int = 60
-    field_train_per_class: int = 60   # unlabelled target pool
-    field_test_per_class: int = 30    # labelled, report only
-    studio_test_per_class: int = 30   # labelled, shows the in-domain accuracy
+    field_train_per_class: int = 60  # unlabelled target pool
+    field_test_per_class: int = 30  # labelled, report only
+    studio_test_per_class: int = 30  # labelled, shows the in-domain accuracy
     seed: int = 0
 
 
@@ -40,7 +41,7 @@ def _envelope(n: int, rng: np.random.Generator) -> np.ndarray:
     seg = np.ones(length)
     seg[:attack] = np.linspace(0, 1, attack)
     seg[-attack:] = np.linspace(1, 0, attack)
-    env[start:start + length] = seg
+    env[start : start + length] = seg
     return env
 
 
@@ -53,7 +54,7 @@ def render_event(label: str, sr: int, n: int, rng: np.random.Generator) -> np.nd
         x = sum(rng.uniform(0.3, 1) / k * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3)) for k in range(1, 5))
     elif label == "chirp":
         f_start, f_end = rng.uniform(300, 800), rng.uniform(2000, 4000)
-        phase = 2 * np.pi * (f_start * t + (f_end - f_start) * t ** 2 / (2 * t[-1]))
+        phase = 2 * np.pi * (f_start * t + (f_end - f_start) * t**2 / (2 * t[-1]))
         x = np.sin(phase)
     elif label == "pulses":
         rate = rng.uniform(6, 14)
@@ -61,7 +62,7 @@ def render_event(label: str, sr: int, n: int, rng: np.random.Generator) -> np.nd
         for c in np.arange(rng.uniform(0, 1 / rate), t[-1], 1 / rate):
             i = int(c * sr)
             length = min(int(0.004 * sr), n - i)
-            x[i:i + length] += rng.standard_normal(length) * np.hanning(length)
+            x[i : i + length] += rng.standard_normal(length) * np.hanning(length)
         x = x * 3
     elif label == "noise_burst":
         noise = rng.standard_normal(n)
@@ -104,8 +105,16 @@ def record(x: np.ndarray, condition: str, sr: int, rng: np.random.Generator) -> 
         raise ValueError(f"unknown condition {condition!r}")
     # microphone: band-pass with a resonance
     lo, hi, peak = rng.uniform(300, 600), rng.uniform(3000, 4500), rng.uniform(1500, 2500)
-    y = filter_spectrum(x, sr, lambda f: 1 / np.sqrt(1 + (lo / np.maximum(f, 1)) ** 4) / np.sqrt(1 + (f / hi) ** 6)
-                        * (1 + 2.0 * np.exp(-0.5 * ((f - peak) / 200) ** 2)))
+    y = filter_spectrum(
+        x,
+        sr,
+        lambda f: (
+            1
+            / np.sqrt(1 + (lo / np.maximum(f, 1)) ** 4)
+            / np.sqrt(1 + (f / hi) ** 6)
+            * (1 + 2.0 * np.exp(-0.5 * ((f - peak) / 200) ** 2))
+        ),
+    )
     # room: exponentially decaying noise impulse response
     rt60 = rng.uniform(0.3, 0.7)
     ir_len = int(rt60 * sr)
@@ -130,11 +139,19 @@ def write_dataset(root: str | Path, spec: SynthSpec = SynthSpec()) -> dict[str, 
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
     n = int(spec.sample_rate * spec.seconds)
-    parts = {"studio": root / "studio", "field": root / "field",
-             "field_test": root / "field_test.csv", "studio_test": root / "studio_test.csv"}
+    parts = {
+        "studio": root / "studio",
+        "field": root / "field",
+        "field_test": root / "field_test.csv",
+        "studio_test": root / "studio_test.csv",
+    }
     rows: dict[str, list[tuple[str, str]]] = {"field_test": [], "studio_test": []}
-    plan = [("studio", spec.studio_train_per_class), ("field", spec.field_train_per_class),
-            ("field_test", spec.field_test_per_class), ("studio_test", spec.studio_test_per_class)]
+    plan = [
+        ("studio", spec.studio_train_per_class),
+        ("field", spec.field_train_per_class),
+        ("field_test", spec.field_test_per_class),
+        ("studio_test", spec.studio_test_per_class),
+    ]
     for part, count in plan:
         condition = "studio" if part.startswith("studio") else "field"
         for label in CLASSES:

@@ -9,11 +9,13 @@ file descriptors: one socket handshake per array, about 1 ms each, which cost
 more than decoding a 4 s file. Returning the items untouched sends the arrays
 through the worker's pipe as ordinary pickles instead.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -69,6 +71,7 @@ def die_with_parent() -> None:
         return
     import ctypes
     import signal
+
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
@@ -84,12 +87,19 @@ def _as_is(item):
 def file_loader(dataset: torch.utils.data.Dataset, workers: int, prefetch: int = 4) -> torch.utils.data.DataLoader:
     """Items of ``dataset`` in order, computed in ``workers`` processes (0: in this process)."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
-        worker_init_fn=_worker_init if workers else None, prefetch_factor=prefetch if workers else None)
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_as_is,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=prefetch if workers else None,
+    )
 
 
-def file_chunks(sizes: Sequence[int], start: int = 0, max_files: int = 16,
-                max_bytes: int = 8 << 20) -> list[tuple[int, int]]:
+def file_chunks(
+    sizes: Sequence[int], start: int = 0, max_files: int = 16, max_bytes: int = 8 << 20
+) -> list[tuple[int, int]]:
     """Consecutive ``[lo, hi)`` runs of files from ``start``: up to ``max_files`` files and
     about ``max_bytes`` of input each (a larger file is a chunk on its own).
 

@@ -12,6 +12,7 @@ not exceed ``tolerance``. With ``quantize="int8"`` (onnxruntime dynamic quantiza
 written is the int8 graph, and the top-1 agreement with float32 and the speed-up are measured and
 reported instead of a tolerance.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,12 @@ def check_windows(model: AudioClassifier, folder: str | Path | None, n: int = 64
     feats, out = model.config.features, []
     for path in list_inputs(folder):
         try:
-            signal, starts = plan_windows(load_mono(path, model.sample_rate), window,
-                                          int(round(feats.hop_seconds * model.sample_rate)), feats.pad_mode)
+            signal, starts = plan_windows(
+                load_mono(path, model.sample_rate),
+                window,
+                int(round(feats.hop_seconds * model.sample_rate)),
+                feats.pad_mode,
+            )
         except AudioError:
             continue
         out.append(gather_windows(signal, starts[: n - sum(len(o) for o in out)], window))
@@ -105,7 +110,7 @@ def _metadata(model: AudioClassifier, bundle: dict, source: Path) -> dict[str, s
 
 def _run(session, windows: np.ndarray, batch: int = 64) -> np.ndarray:
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: windows[s:s + batch]})[0] for s in range(0, len(windows), batch)])
+    return np.concatenate([session.run(None, {name: windows[s : s + batch]})[0] for s in range(0, len(windows), batch)])
 
 
 def _session(ort, path: Path):
@@ -124,8 +129,16 @@ def _timed(session, windows: np.ndarray, repeats: int = 3) -> float:
     return best
 
 
-def export(model_path: str | Path, out: str | Path, *, opset: int = 17, quantize: str | None = None,
-           check: str | Path | None = None, check_windows_n: int = 64, tolerance: float = 1e-4) -> dict[str, Any]:
+def export(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    opset: int = 17,
+    quantize: str | None = None,
+    check: str | Path | None = None,
+    check_windows_n: int = 64,
+    tolerance: float = 1e-4,
+) -> dict[str, Any]:
     """Export ``model_path`` to ONNX at ``out`` after checking it; returns what was measured.
 
     Raises:
@@ -148,13 +161,20 @@ def export(model_path: str | Path, out: str | Path, *, opset: int = 17, quantize
         sess = _session(ort, f32)
         probs = _run(sess, windows)
         diff = float(np.abs(probs - reference).max())
-        report: dict[str, Any] = {"out": str(out), "opset": opset, "windows": len(windows),
-                                  "checked_on": str(check) if check else "synthetic windows",
-                                  "max_abs_prob_diff": diff, "tolerance": tolerance,
-                                  "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean())}
+        report: dict[str, Any] = {
+            "out": str(out),
+            "opset": opset,
+            "windows": len(windows),
+            "checked_on": str(check) if check else "synthetic windows",
+            "max_abs_prob_diff": diff,
+            "tolerance": tolerance,
+            "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+        }
         if not diff <= tolerance:
-            raise ExportError(f"{model_path}: the ONNX graph's probabilities differ from PyTorch's by {diff:.2e} "
-                              f"(> {tolerance:g}) on {len(windows)} windows; nothing written")
+            raise ExportError(
+                f"{model_path}: the ONNX graph's probabilities differ from PyTorch's by {diff:.2e} "
+                f"(> {tolerance:g}) on {len(windows)} windows; nothing written"
+            )
         final = f32
         if quantize == "int8":
             final = Path(tmp) / "int8.onnx"
@@ -166,11 +186,19 @@ def export(model_path: str | Path, out: str | Path, *, opset: int = 17, quantize
 
 def _export_graph(onnx, graph: nn.Module, windows: np.ndarray, path: Path, opset: int, meta: dict[str, str]) -> None:
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(graph, (torch.from_numpy(windows[:2]),), str(path), dynamo=False, opset_version=opset,
-                          input_names=["waveform"], output_names=["probabilities"],
-                          dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "probabilities": {0: "batch"}})
+        torch.onnx.export(
+            graph,
+            (torch.from_numpy(windows[:2]),),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["waveform"],
+            output_names=["probabilities"],
+            dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "probabilities": {0: "batch"}},
+        )
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -184,6 +212,7 @@ def _quantize(ort, f32: Path, q8: Path, windows: np.ndarray, probs: np.ndarray, 
 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
     # The frontend stays float32: quantizing its DFT kernels and mel matrix changed the top-1 label of
     # 43% of FSDD windows (measured); the network's convolutions and linear layers are quantized.
     frontend = [n.name for n in onnx.load(str(f32)).graph.node if n.name.startswith("/frontend/")]
@@ -195,7 +224,12 @@ def _quantize(ort, f32: Path, q8: Path, windows: np.ndarray, probs: np.ndarray, 
     qsess = _session(ort, q8)
     qprobs = _run(qsess, windows)
     t32, t8 = _timed(sess, windows), _timed(qsess, windows)
-    return {"top1_agreement_with_float32": float((qprobs.argmax(1) == probs.argmax(1)).mean()),
-            "max_abs_prob_diff": float(np.abs(qprobs - probs).max()),
-            "float32_seconds": t32, "int8_seconds": t8, "speedup": t32 / t8,
-            "float32_bytes": f32.stat().st_size, "int8_bytes": q8.stat().st_size}
+    return {
+        "top1_agreement_with_float32": float((qprobs.argmax(1) == probs.argmax(1)).mean()),
+        "max_abs_prob_diff": float(np.abs(qprobs - probs).max()),
+        "float32_seconds": t32,
+        "int8_seconds": t8,
+        "speedup": t32 / t8,
+        "float32_bytes": f32.stat().st_size,
+        "int8_bytes": q8.stat().st_size,
+    }

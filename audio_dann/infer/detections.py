@@ -3,6 +3,7 @@
 Pure functions of one file's windows, so that the writers (csv, jsonl, Raven, Audacity) and the
 journal of a resumable folder run all see the same events.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ class Detection:
     end_s: float
     label: str
     confidence: float
-    probs: tuple[float, ...]   # class probabilities of the window (of the most confident window when merged)
+    probs: tuple[float, ...]  # class probabilities of the window (of the most confident window when merged)
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,18 @@ class DetectionSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
             from ..errors import OptionError
+
             raise OptionError(f"--min-confidence must lie in [0, 1], got {self.min_confidence}")
 
 
-def detections(probs: np.ndarray, begins: np.ndarray, window_s: float, seconds: float, classes: list[str],
-               settings: DetectionSettings = DetectionSettings()) -> list[Detection]:
+def detections(
+    probs: np.ndarray,
+    begins: np.ndarray,
+    window_s: float,
+    seconds: float,
+    classes: list[str],
+    settings: DetectionSettings = DetectionSettings(),
+) -> list[Detection]:
     """Events of one file, in time order (then class order).
 
     Args:
@@ -51,8 +59,13 @@ def detections(probs: np.ndarray, begins: np.ndarray, window_s: float, seconds: 
     events: list[Detection] = []
     for b, p in zip(begins, probs):
         end = float(min(b + window_s, seconds)) if seconds > 0 else float(b + window_s)
-        picked = (np.flatnonzero(p >= settings.min_confidence) if settings.all_classes
-                  else [int(np.argmax(p))] if p.max() >= settings.min_confidence else [])
+        picked = (
+            np.flatnonzero(p >= settings.min_confidence)
+            if settings.all_classes
+            else [int(np.argmax(p))]
+            if p.max() >= settings.min_confidence
+            else []
+        )
         events += [Detection(float(b), end, classes[k], float(p[k]), tuple(float(v) for v in p)) for k in picked]
     if settings.merge:
         events = _merge(events)
@@ -67,8 +80,9 @@ def _merge(events: list[Detection]) -> list[Detection]:
         cur = open_by_class.get(ev.label)
         if cur is not None and ev.begin_s <= cur.end_s + 1e-9:
             peak = ev if ev.confidence > cur.confidence else cur
-            open_by_class[ev.label] = Detection(cur.begin_s, max(cur.end_s, ev.end_s), ev.label, peak.confidence,
-                                                peak.probs)
+            open_by_class[ev.label] = Detection(
+                cur.begin_s, max(cur.end_s, ev.end_s), ev.label, peak.confidence, peak.probs
+            )
         else:
             if cur is not None:
                 merged.append(cur)

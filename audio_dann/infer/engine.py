@@ -8,11 +8,12 @@ recording is never decoded whole: it streams through the network in blocks (in
 the worker on CPU, in the main process on a GPU). A file that cannot be read
 gets a result whose error says why.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,10 +31,10 @@ __all__ = ["FileResult", "iter_predictions", "window_samples"]
 @dataclass
 class FileResult:
     path: str
-    probs: np.ndarray | None          # (n_windows, n_classes) window probabilities
-    offsets: np.ndarray | None        # (n_windows,) window starts in seconds
+    probs: np.ndarray | None  # (n_windows, n_classes) window probabilities
+    offsets: np.ndarray | None  # (n_windows,) window starts in seconds
     error: str | None = None
-    seconds: float = 0.0              # the file's length
+    seconds: float = 0.0  # the file's length
 
     @property
     def mean_probs(self) -> np.ndarray:
@@ -41,8 +42,18 @@ class FileResult:
         return self.probs.mean(0)
 
 
-def _stream_scores(model: AudioClassifier, path: str, sample_rate: int, window: int, hop: int, pad_mode: str,
-                   batch_size: int, device: torch.device, amp: str, seconds: float) -> tuple:
+def _stream_scores(
+    model: AudioClassifier,
+    path: str,
+    sample_rate: int,
+    window: int,
+    hop: int,
+    pad_mode: str,
+    batch_size: int,
+    device: torch.device,
+    amp: str,
+    seconds: float,
+) -> tuple:
     """A long file decoded block by block and classified as it streams (flat memory):
     ``("scored", window probabilities, starts in seconds, seconds)``."""
     probs, starts = [], []
@@ -54,8 +65,15 @@ def _stream_scores(model: AudioClassifier, path: str, sample_rate: int, window: 
     return "scored", np.concatenate(probs), np.concatenate(starts) / sample_rate, seconds
 
 
-def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_rate: int, batch_size: int,
-              device: torch.device, amp: str = "off") -> list[tuple]:
+def _classify(
+    model: AudioClassifier,
+    items: list[tuple],
+    window: int,
+    sample_rate: int,
+    batch_size: int,
+    device: torch.device,
+    amp: str = "off",
+) -> list[tuple]:
     """``(i, payload, error)`` per file -> ``(i, (window probabilities, starts in seconds, seconds), error)``.
 
     A payload is ``("plan", signal, starts, seconds)`` for a file decoded whole, or already
@@ -63,14 +81,13 @@ def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_ra
     Windows of consecutive planned files share forward passes of up to ``batch_size``, cut from the
     signals one batch at a time.
     """
-    where = [(k, int(start)) for k, (_, p, _) in enumerate(items) if p is not None and p[0] == "plan"
-             for start in p[2]]
+    where = [(k, int(start)) for k, (_, p, _) in enumerate(items) if p is not None and p[0] == "plan" for start in p[2]]
     probs = np.empty((len(where), len(model.classes)), dtype=np.float32)
     with torch.inference_mode(), autocast_for(device, amp):
         for s in range(0, len(where), batch_size):
-            waves = np.stack([items[k][1][1][start:start + window] for k, start in where[s:s + batch_size]])
+            waves = np.stack([items[k][1][1][start : start + window] for k, start in where[s : s + batch_size]])
             logits = model(torch.from_numpy(waves).to(device))
-            probs[s:s + len(waves)] = torch.softmax(logits.float(), 1).cpu().numpy()
+            probs[s : s + len(waves)] = torch.softmax(logits.float(), 1).cpu().numpy()
     out, pos = [], 0
     for i, p, err in items:
         if p is None:
@@ -79,7 +96,7 @@ def _classify(model: AudioClassifier, items: list[tuple], window: int, sample_ra
             out.append((i, p[1:], None))
         else:
             starts = p[2]
-            out.append((i, (probs[pos:pos + len(starts)], starts / sample_rate, p[3]), None))
+            out.append((i, (probs[pos : pos + len(starts)], starts / sample_rate, p[3]), None))
             pos += len(starts)
     return out
 
@@ -88,15 +105,27 @@ def _is_long(item: tuple) -> bool:
     return item[1] is not None and item[1][0] == "long"
 
 
-def _streamed(model: AudioClassifier, item: tuple, sample_rate: int, window: int, hop: int, pad_mode: str,
-              batch_size: int, device: torch.device, amp: str) -> tuple:
+def _streamed(
+    model: AudioClassifier,
+    item: tuple,
+    sample_rate: int,
+    window: int,
+    hop: int,
+    pad_mode: str,
+    batch_size: int,
+    device: torch.device,
+    amp: str,
+) -> tuple:
     """A ``("long", path, seconds)`` item scored by streaming here. A file that cannot be decoded
     (midway included) gets its reason; a failure of the network or the device stops the run as it
     would for any file (a resumed ``predict`` then retries it, where a recorded error would not be)."""
     i, (_, path, seconds), _ = item
     try:
-        return i, _stream_scores(model, path, sample_rate, window, hop, pad_mode, batch_size, device, amp,
-                                 seconds)[1:], None
+        return (
+            i,
+            _stream_scores(model, path, sample_rate, window, hop, pad_mode, batch_size, device, amp, seconds)[1:],
+            None,
+        )
     except AudioError as exc:
         return i, None, exc.reason
 
@@ -112,8 +141,18 @@ class _FileClips(ChunkDataset):
     ``("long", path, seconds)`` (the main process streams it); with ``model`` set, the worker also
     classifies: long files as they stream, the rest of the chunk batched together."""
 
-    def __init__(self, paths: Sequence[str], chunks: list[tuple[int, int]], sample_rate: int, window: int, hop: int,
-                 pad_mode: str, model: AudioClassifier | None = None, batch_size: int = 64, amp: str = "off") -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        chunks: list[tuple[int, int]],
+        sample_rate: int,
+        window: int,
+        hop: int,
+        pad_mode: str,
+        model: AudioClassifier | None = None,
+        batch_size: int = 64,
+        amp: str = "off",
+    ) -> None:
         super().__init__(chunks)
         self.paths, self.sr = list(paths), sample_rate
         self.window, self.hop, self.pad_mode = window, hop, pad_mode
@@ -125,8 +164,18 @@ class _FileClips(ChunkDataset):
         if seconds > STREAM_ABOVE_SECONDS:
             if self.model is None:  # the main process streams it onto its device
                 return "long", path, seconds
-            return _stream_scores(self.model, path, self.sr, self.window, self.hop, self.pad_mode, self.batch_size,
-                                  torch.device("cpu"), self.amp, seconds)
+            return _stream_scores(
+                self.model,
+                path,
+                self.sr,
+                self.window,
+                self.hop,
+                self.pad_mode,
+                self.batch_size,
+                torch.device("cpu"),
+                self.amp,
+                seconds,
+            )
         x = load_clip_source(path, self.sr)
         return ("plan", *plan_windows(x, self.window, self.hop, self.pad_mode), len(x) / self.sr)
 
@@ -140,18 +189,26 @@ def window_samples(model: AudioClassifier, window_seconds: float | None, hop_sec
     """``(window, hop)`` in samples for ``--window-seconds`` / ``--hop-seconds`` (None: the model's own),
     refused unless finite, positive, and long enough for the network's pooling steps."""
     import math
+
     feats = model.config.features
     for name, value in (("--window-seconds", window_seconds), ("--hop-seconds", hop_seconds)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise OptionError(f"{name} must be a positive number of seconds, got {value}")
     window_seconds = feats.clip_seconds if window_seconds is None else window_seconds
-    hop_seconds = (hop_seconds if hop_seconds is not None else
-                   window_seconds if window_seconds != feats.clip_seconds else feats.hop_seconds)
+    hop_seconds = (
+        hop_seconds
+        if hop_seconds is not None
+        else window_seconds
+        if window_seconds != feats.clip_seconds
+        else feats.hop_seconds
+    )
     window, hop = int(round(window_seconds * model.sample_rate)), int(round(hop_seconds * model.sample_rate))
     need = 2 ** (len(model.config.model.channels) - 1) if model.config.model.backbone == "cnn" else 1
     if window // feats.hop_length + 1 < need:
-        raise OptionError(f"--window-seconds {window_seconds}: too short for the model (at least "
-                          f"{(need - 1) * feats.hop_length / model.sample_rate:.3f} s)")
+        raise OptionError(
+            f"--window-seconds {window_seconds}: too short for the model (at least "
+            f"{(need - 1) * feats.hop_length / model.sample_rate:.3f} s)"
+        )
     if hop < 1:
         raise OptionError(f"--hop-seconds {hop_seconds}: shorter than one sample")
     return window, hop
@@ -174,10 +231,18 @@ def _sizes(paths: Sequence[str]) -> list[int]:
     return sizes
 
 
-def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size: int = 64,
-                     workers: int | None = None, window_seconds: float | None = None,
-                     hop_seconds: float | None = None, device: str | torch.device = "cpu",
-                     amp: str = "off", network_in_workers: bool | None = None) -> Iterator[FileResult]:
+def iter_predictions(
+    model: AudioClassifier,
+    paths: Sequence[str],
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    device: str | torch.device = "cpu",
+    amp: str = "off",
+    network_in_workers: bool | None = None,
+) -> Iterator[FileResult]:
     """Yield one :class:`FileResult` per path, in input order.
 
     On CPU every worker runs the whole pipeline (decode, log-mel, network) on its own chunks of
@@ -204,8 +269,17 @@ def iter_predictions(model: AudioClassifier, paths: Sequence[str], *, batch_size
     window, hop = window_samples(model, window_seconds, hop_seconds)
     fast = model.for_inference().to(device)
     in_workers = device.type == "cpu" if network_in_workers is None else network_in_workers
-    dataset = _FileClips(paths, file_chunks(_sizes(paths)), sr, window, hop, feats.pad_mode,
-                         model=fast if in_workers else None, batch_size=batch_size, amp=amp)
+    dataset = _FileClips(
+        paths,
+        file_chunks(_sizes(paths)),
+        sr,
+        window,
+        hop,
+        feats.pad_mode,
+        model=fast if in_workers else None,
+        batch_size=batch_size,
+        amp=amp,
+    )
     pending: list[tuple] = []
 
     def results(items: list[tuple]) -> Iterator[FileResult]:

@@ -1,18 +1,19 @@
 """``evaluate``: accuracy with a 95% interval, macro-F1, per-class and per-domain scores on labelled audio."""
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from ..adaptation.estimators import label_free_estimate
+from ..adaptation.references import load_references
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
 from ..files import path_list, shown_paths
-from ..adaptation.estimators import label_free_estimate
-from ..adaptation.references import load_references
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import check_amp
 from .engine import iter_predictions
@@ -21,10 +22,18 @@ from .metrics import classification_report
 __all__ = ["evaluate"]
 
 
-def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_size: int = 64,
-             workers: int | None = None, device: str | torch.device = "cpu", amp: str = "off",
-             reference: str | Path | AudioClassifier | list | None = None, label_shift: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate(
+    model: str | Path | AudioClassifier,
+    data: str | Path,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str | torch.device = "cpu",
+    amp: str = "off",
+    reference: str | Path | AudioClassifier | list | None = None,
+    label_shift: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Accuracy (95% Wilson CI), macro-F1, per-class recall and confusion on a labelled folder or manifest.
 
     Files whose label is not a class of the model, and unreadable files, are
@@ -40,19 +49,29 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     if not isinstance(model, torch.nn.Module):
         model = load_model(model)
     given = [reference] if isinstance(reference, torch.nn.Module) else path_list(reference)
-    refs = load_references(given, model.classes, model.config.features, model=model, own=own, error=ScanError,
-                           objects_ok=True)
+    refs = load_references(
+        given, model.classes, model.config.features, model=model, own=own, error=ScanError, objects_ok=True
+    )
     items: list[Item] = scan_input(data, "eval", labelled=True)
     index = {c: i for i, c in enumerate(model.classes)}
-    skipped: list[dict] = [{"file": it.path, "reason": f"label {it.label!r} is not a class of this model"}
-                           for it in items if it.label not in index]
+    skipped: list[dict] = [
+        {"file": it.path, "reason": f"label {it.label!r} is not a class of this model"}
+        for it in items
+        if it.label not in index
+    ]
     items = [it for it in items if it.label in index]
     if not items:
         raise ScanError(f"{data}: no files whose label is one of the model's classes ({', '.join(model.classes)})")
     y_true, y_pred, domains, windows, window_true, read = [], [], [], [], [], []
-    for n, (it, res) in enumerate(zip(items, iter_predictions(model, [i.path for i in items], batch_size=batch_size,
-                                                              workers=workers, device=device, amp=amp)),
-                                  start=1):
+    for n, (it, res) in enumerate(
+        zip(
+            items,
+            iter_predictions(
+                model, [i.path for i in items], batch_size=batch_size, workers=workers, device=device, amp=amp
+            ),
+        ),
+        start=1,
+    ):
         if res.error:
             skipped.append({"file": it.path, "reason": res.error})
         else:
@@ -73,8 +92,9 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
     ref_probs = [_reference_windows(r, read, batch_size, workers, device, amp) for r in refs]
-    report["estimated_accuracy"] = _estimates(model, np.concatenate(windows), np.concatenate(window_true), ref_probs,
-                                              label_shift)
+    report["estimated_accuracy"] = _estimates(
+        model, np.concatenate(windows), np.concatenate(window_true), ref_probs, label_shift
+    )
     if refs:
         report["estimated_accuracy"]["reference"] = shown_paths(given)
     report["skipped"] = skipped
@@ -84,22 +104,31 @@ def evaluate(model: str | Path | AudioClassifier, data: str | Path, *, batch_siz
 def _reference_windows(ref: AudioClassifier, paths: list[str], batch_size: int, workers, device, amp) -> np.ndarray:
     """The window probabilities of ``ref`` on ``paths``, in the order the model read them."""
     ref_windows = []
-    for path, res in zip(paths, iter_predictions(ref, paths, batch_size=batch_size, workers=workers, device=device,
-                                                 amp=amp)):
+    for path, res in zip(
+        paths, iter_predictions(ref, paths, batch_size=batch_size, workers=workers, device=device, amp=amp)
+    ):
         if res.error:
             raise ScanError(f"{path}: the reference model could not read it ({res.error})")
         ref_windows.append(res.probs)
     return np.concatenate(ref_windows)
 
 
-def _estimates(model: AudioClassifier, probs: np.ndarray, truth: np.ndarray, reference_probs: list[np.ndarray] = (),
-               label_shift: bool = False) -> dict | None:
+def _estimates(
+    model: AudioClassifier,
+    probs: np.ndarray,
+    truth: np.ndarray,
+    reference_probs: list[np.ndarray] = (),
+    label_shift: bool = False,
+) -> dict | None:
     """The label-free estimate of window accuracy (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
     from the model's calibration and, with references, their agreement with the model; no label read), next
     to the window accuracy the labels give, so the two can be compared."""
     est = label_free_estimate(probs, model.calibration, reference_probs, label_shift)
     if not est:
         return None
-    return {**est, "window_accuracy": float((probs.argmax(1) == truth).mean()),
-            "windows": int(len(truth)),
-            "note": "estimates read no label; window_accuracy is the labelled figure to compare with"}
+    return {
+        **est,
+        "window_accuracy": float((probs.argmax(1) == truth).mean()),
+        "windows": int(len(truth)),
+        "note": "estimates read no label; window_accuracy is the labelled figure to compare with",
+    }

@@ -7,6 +7,7 @@ is one ``write`` of one line, flushed; a line torn by a crash is ignored on read
 same key reuses the entries whose file is unchanged; another key starts a fresh journal (and says
 so). The journal is removed once the output is written.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ class Journal:
         self._f = None
         self._last_sync = time.monotonic()
 
-    def open(self) -> "Journal":
+    def open(self) -> Journal:
         """Load the finished entries whose file is unchanged; start the file afresh when the key differs."""
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
         header = _parse(lines[0]) if lines else None

@@ -1,4 +1,5 @@
 """Classification metrics and confidence intervals (pure functions on numpy arrays)."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,14 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as _sk_confusion
 from sklearn.metrics import f1_score
 
-__all__ = ["confusion_matrix", "per_class_recall", "macro_f1", "balanced_accuracy", "wilson_interval",
-           "classification_report"]
+__all__ = [
+    "confusion_matrix",
+    "per_class_recall",
+    "macro_f1",
+    "balanced_accuracy",
+    "wilson_interval",
+    "classification_report",
+]
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -39,9 +46,9 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     if n == 0:
         return (float("nan"), float("nan"))
     p = correct / n
-    denom = 1 + z ** 2 / n
-    centre = (p + z ** 2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2)) / denom
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
@@ -58,8 +65,10 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         "macro_f1": macro_f1(np.asarray(y_true), np.asarray(y_pred)),
         "balanced_accuracy": balanced_accuracy(cm),
         "n": n,
-        "per_class": {c: {"recall": (None if math.isnan(r) else float(r)), "support": int(cm[i].sum())}
-                      for i, (c, r) in enumerate(zip(classes, recall))},
+        "per_class": {
+            c: {"recall": (None if math.isnan(r) else float(r)), "support": int(cm[i].sum())}
+            for i, (c, r) in enumerate(zip(classes, recall))
+        },
         "confusion": cm.tolist(),
         "classes": list(classes),
     }

@@ -12,13 +12,14 @@ Audacity label files; written atomically.
 - ``audacity``: ``out`` is a folder with one label file per audio file (its relative path, ``.txt``),
   each line ``start<TAB>end<TAB>label`` (Audacity's label-track text format).
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -28,8 +29,19 @@ __all__ = ["FORMATS", "DETECTION_FORMATS", "RAVEN_COLUMNS", "write_table"]
 
 FORMATS = ("csv", "jsonl", "raven", "audacity")
 DETECTION_FORMATS = ("raven", "audacity")  # always one entry per detection
-RAVEN_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
-                 "Begin Path", "File Offset (s)", "Class", "Confidence")
+RAVEN_COLUMNS = (
+    "Selection",
+    "View",
+    "Channel",
+    "Begin Time (s)",
+    "End Time (s)",
+    "Low Freq (Hz)",
+    "High Freq (Hz)",
+    "Begin Path",
+    "File Offset (s)",
+    "Class",
+    "Confidence",
+)
 
 
 def _table_rows(entries: Iterable[dict], classes: list[str], per_window: bool) -> Iterator[dict]:
@@ -42,17 +54,35 @@ def _table_rows(entries: Iterable[dict], classes: list[str], per_window: bool) -
         elif not per_window:
             p = e["mean"]
             k = int(np.argmax(p))
-            yield {"path": e["path"], "label": classes[k], "confidence": f"{p[k]:.6f}",
-                   **{f"p_{c}": f"{v:.6f}" for c, v in zip(classes, p)}, "status": "ok"}
+            yield {
+                "path": e["path"],
+                "label": classes[k],
+                "confidence": f"{p[k]:.6f}",
+                **{f"p_{c}": f"{v:.6f}" for c, v in zip(classes, p)},
+                "status": "ok",
+            }
         else:
             for b, end, label, conf, probs in e["events"]:
-                yield {"path": e["path"], "begin_s": f"{b:.3f}", "end_s": f"{end:.3f}", "label": label,
-                       "confidence": f"{conf:.6f}", **{f"p_{c}": f"{v:.6f}" for c, v in zip(classes, probs)},
-                       "status": "ok"}
+                yield {
+                    "path": e["path"],
+                    "begin_s": f"{b:.3f}",
+                    "end_s": f"{end:.3f}",
+                    "label": label,
+                    "confidence": f"{conf:.6f}",
+                    **{f"p_{c}": f"{v:.6f}" for c, v in zip(classes, probs)},
+                    "status": "ok",
+                }
 
 
-def write_table(entries: Iterable[dict], classes: list[str], out: Path, fmt: str, per_window: bool,
-                sample_rate: int, root: Path | None = None) -> None:
+def write_table(
+    entries: Iterable[dict],
+    classes: list[str],
+    out: Path,
+    fmt: str,
+    per_window: bool,
+    sample_rate: int,
+    root: Path | None = None,
+) -> None:
     """Write the entries of every file, in input order, in ``fmt`` (atomically)."""
     if fmt == "audacity":
         _write_audacity(entries, out, root)
@@ -61,8 +91,13 @@ def write_table(entries: Iterable[dict], classes: list[str], out: Path, fmt: str
         if fmt == "raven":
             _write_raven(entries, f, sample_rate)
             return
-        columns = ["path"] + (["begin_s", "end_s"] if per_window else []) + ["label", "confidence"] + \
-                  [f"p_{c}" for c in classes] + ["status"]
+        columns = (
+            ["path"]
+            + (["begin_s", "end_s"] if per_window else [])
+            + ["label", "confidence"]
+            + [f"p_{c}" for c in classes]
+            + ["status"]
+        )
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n") if fmt == "csv" else None
         if writer:
             writer.writeheader()
@@ -78,8 +113,21 @@ def _write_raven(entries: Iterable[dict], f, sample_rate: int) -> None:
         if e["error"] is None:
             for b, end, label, conf, _ in e["events"]:
                 selection += 1
-                w.writerow([selection, "Spectrogram 1", 1, f"{offset + b:.3f}", f"{offset + end:.3f}", "0",
-                            f"{sample_rate / 2:.1f}", e["path"], f"{b:.3f}", label, f"{conf:.4f}"])
+                w.writerow(
+                    [
+                        selection,
+                        "Spectrogram 1",
+                        1,
+                        f"{offset + b:.3f}",
+                        f"{offset + end:.3f}",
+                        "0",
+                        f"{sample_rate / 2:.1f}",
+                        e["path"],
+                        f"{b:.3f}",
+                        label,
+                        f"{conf:.4f}",
+                    ]
+                )
         offset += e.get("seconds") or 0.0
 
 
@@ -88,8 +136,11 @@ def _write_audacity(entries: Iterable[dict], out: Path, root: Path | None) -> No
     for e in entries:
         if e["error"] is not None:
             continue
-        rel = Path(e["path"]).relative_to(root) if root is not None and Path(e["path"]).is_relative_to(root) \
+        rel = (
+            Path(e["path"]).relative_to(root)
+            if root is not None and Path(e["path"]).is_relative_to(root)
             else Path(Path(e["path"]).name)
+        )
         buf = io.StringIO()
         for b, end, label, _, _ in e["events"]:
             buf.write(f"{b:.6f}\t{end:.6f}\t{label}\n")

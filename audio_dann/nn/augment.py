@@ -14,6 +14,7 @@ the identity in eval mode.
 They draw from the CPU torch random stream, which ``fit`` seeds and saves, so runs and resumes repeat
 exactly on any device.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,11 +32,13 @@ class SpecAugment(nn.Module):
     ``(B, n_mels, frames) -> (B, n_mels, frames)``; the identity in eval mode or with no masks.
     """
 
-    def __init__(self, freq_masks: int = 0, freq_mask_width: int = 7, time_masks: int = 0,
-                 time_mask_width: int = 10) -> None:
+    def __init__(
+        self, freq_masks: int = 0, freq_mask_width: int = 7, time_masks: int = 0, time_mask_width: int = 10
+    ) -> None:
         super().__init__()
-        self.masks = ([torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)] * freq_masks +
-                      [torchaudio.transforms.TimeMasking(time_mask_width, iid_masks=True)] * time_masks)
+        self.masks = [torchaudio.transforms.FrequencyMasking(freq_mask_width, iid_masks=True)] * freq_masks + [
+            torchaudio.transforms.TimeMasking(time_mask_width, iid_masks=True)
+        ] * time_masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.masks):
@@ -52,8 +55,8 @@ def warp_grid(freq_factor: torch.Tensor, time_factor: torch.Tensor, n_mels: int,
     time axis by ``time_factor`` (anchored at the centre). Factors are ``(B,)``; 1 is the identity."""
     fy = torch.linspace(-1.0, 1.0, n_mels, device=freq_factor.device)
     tx = torch.linspace(-1.0, 1.0, frames, device=freq_factor.device)
-    y = -1.0 + (fy[None, :] + 1.0) / freq_factor[:, None]              # (B, n_mels)
-    x = tx[None, :] / time_factor[:, None]                              # (B, frames)
+    y = -1.0 + (fy[None, :] + 1.0) / freq_factor[:, None]  # (B, n_mels)
+    x = tx[None, :] / time_factor[:, None]  # (B, frames)
     return torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), dim=-1)
 
 
@@ -74,8 +77,9 @@ class SpecWarp(nn.Module):
         b, n_mels, frames = x.shape
         draw = lambda width: 1.0 + width * (2.0 * torch.rand(b) - 1.0)  # noqa: E731  (CPU stream)
         grid = warp_grid(draw(self.freq), draw(self.time), n_mels, frames).to(x.device, x.dtype)
-        return F.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode="border",
-                             align_corners=True).squeeze(1)
+        return F.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode="border", align_corners=True).squeeze(
+            1
+        )
 
 
 class FreqMixStyle(nn.Module):

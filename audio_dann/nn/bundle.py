@@ -6,6 +6,7 @@ weights (normalisation stats included), the versions of the libraries that wrote
 strings and tensors go in, so the safe loader reads it. Turning a model into a bundle and back
 is :class:`~audio_dann.nn.classifier.AudioClassifier`'s job; this module reads and writes files.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,19 +25,28 @@ BUNDLE_FORMAT = 1
 REQUIRED_KEYS = ("format_version", "config", "classes", "domains", "model_state")
 
 
-def make_bundle(config: Config, classes: list[str], domains: list[str], model_state: dict[str, torch.Tensor],
-                **extra: Any) -> dict[str, Any]:
+def make_bundle(
+    config: Config, classes: list[str], domains: list[str], model_state: dict[str, torch.Tensor], **extra: Any
+) -> dict[str, Any]:
     """A bundle dict; ``extra`` may hold ``step``, ``optimizer_state``, ``loop_state``, ``summary``..."""
-    import numpy, torchaudio  # noqa: E401 - versions recorded for reproducibility
+    import numpy  # noqa: E401 - versions recorded for reproducibility
+    import torchaudio
+
     from .. import __version__
+
     return {
         "format_version": BUNDLE_FORMAT,
         "config": config_to_dict(config),
         "classes": list(classes),
         "domains": list(domains),
         "model_state": {k: v.detach().cpu() for k, v in model_state.items()},
-        "versions": {"audio_dann": __version__, "torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__),
-                     "numpy": str(numpy.__version__), "python": sys.version.split()[0]},
+        "versions": {
+            "audio_dann": __version__,
+            "torch": str(torch.__version__),
+            "torchaudio": str(torchaudio.__version__),
+            "numpy": str(numpy.__version__),
+            "python": sys.version.split()[0],
+        },
         **extra,
     }
 
@@ -62,13 +72,16 @@ def load_bundle(path: str | Path) -> tuple[dict[str, Any], Config]:
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for foreign files
-        raise BundleError(f"{path}: not an audio-dann model bundle (torch.load could not read it: "
-                          f"{type(exc).__name__})") from None
+        raise BundleError(
+            f"{path}: not an audio-dann model bundle (torch.load could not read it: {type(exc).__name__})"
+        ) from None
     if not isinstance(bundle, dict) or "format_version" not in bundle:
         raise BundleError(f"{path}: not an audio-dann model bundle (no format_version)")
     if int(bundle["format_version"]) > BUNDLE_FORMAT:
-        raise BundleError(f"{path}: bundle format {bundle['format_version']} is newer than this audio-dann "
-                          f"understands ({BUNDLE_FORMAT}); upgrade audio-dann")
+        raise BundleError(
+            f"{path}: bundle format {bundle['format_version']} is newer than this audio-dann "
+            f"understands ({BUNDLE_FORMAT}); upgrade audio-dann"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in bundle]
     if missing:
         raise BundleError(f"{path}: model bundle is missing key(s): {', '.join(missing)}")

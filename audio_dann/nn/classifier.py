@@ -3,6 +3,7 @@ one place where a model becomes a bundle and a bundle a model.
 
 ``load_model(path)`` rebuilds it from a ``model.pt`` bundle alone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,9 @@ class AudioClassifier(nn.Module):
         self.domains = list(domains)
         self.sample_rate = config.features.sample_rate
         self.frontend = LogMel.from_config(config.features)
-        self.dann: DANN = build_dann(config.model, len(classes), len(domains) if domain_head else 0,
-                                     n_mels=config.features.n_mels)
+        self.dann: DANN = build_dann(
+            config.model, len(classes), len(domains) if domain_head else 0, n_mels=config.features.n_mels
+        )
         self.calibration: dict | None = None
         self.adaptation: list[dict] = []
 
@@ -60,7 +62,7 @@ class AudioClassifier(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.classify(self.frontend(waveform))
 
-    def for_inference(self, strided_pools: bool = True) -> "AudioClassifier":
+    def for_inference(self, strided_pools: bool = True) -> AudioClassifier:
         """An eval-mode copy for prediction (see :func:`fold.for_inference`): same outputs to ~1e-6,
         about twice as fast on CPU. Never train or save it."""
         fast = copy.deepcopy(self).eval()
@@ -79,7 +81,7 @@ class AudioClassifier(nn.Module):
         save_bundle(self.to_bundle(**extra), path)
 
     @classmethod
-    def from_bundle(cls, bundle: dict[str, Any], config: Config, where: str | Path = "bundle") -> "AudioClassifier":
+    def from_bundle(cls, bundle: dict[str, Any], config: Config, where: str | Path = "bundle") -> AudioClassifier:
         """Rebuild the model a bundle describes; a domain head exactly when the weights hold one.
 
         Bundles of format 1 written before source-only models lost their domain head carry an
@@ -90,15 +92,18 @@ class AudioClassifier(nn.Module):
         model = cls(config, bundle["classes"], bundle["domains"], domain_head=has_head)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise BundleError(f"{where}: weights do not fit the model (missing: {', '.join(missing[:3]) or '-'}; "
-                              f"unexpected: {', '.join(unexpected[:3]) or '-'})")
+            raise BundleError(
+                f"{where}: weights do not fit the model (missing: {', '.join(missing[:3]) or '-'}; "
+                f"unexpected: {', '.join(unexpected[:3]) or '-'})"
+            )
         model.calibration = bundle.get("calibration")
         model.adaptation = list(bundle.get("adaptation") or [])
         return model
 
 
-def build_classifier(config: Config, classes: list[str], domains: list[str], stats: dict | None = None,
-                     domain_head: bool | None = None) -> AudioClassifier:
+def build_classifier(
+    config: Config, classes: list[str], domains: list[str], stats: dict | None = None, domain_head: bool | None = None
+) -> AudioClassifier:
     """A fresh model for ``config``; a domain head for DANN training (default: ``train.method == "dann"``)."""
     if domain_head is None:
         domain_head = config.train.method == "dann"

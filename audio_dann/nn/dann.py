@@ -2,6 +2,7 @@
 
 Models are plain ``nn.Module``s with no training code.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,14 @@ class DANN(nn.Module):
     reversal (:class:`audio_dann.training.adversarial.DomainAdversarialLoss`).
     """
 
-    def __init__(self, extractor: nn.Module, n_classes: int, domain_head: DomainHead | None = None,
-                 input_norm: nn.Module | None = None, augment: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        extractor: nn.Module,
+        n_classes: int,
+        domain_head: DomainHead | None = None,
+        input_norm: nn.Module | None = None,
+        augment: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.input_norm = input_norm if input_norm is not None else nn.Identity()
         self.augment = augment if augment is not None else nn.Identity()
@@ -41,8 +48,9 @@ class DANN(nn.Module):
         return self.label_head(z), z
 
 
-def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int | None = None,
-               in_features: int | None = None) -> DANN:
+def build_dann(
+    cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int | None = None, in_features: int | None = None
+) -> DANN:
     """Build the configured network.
 
     Args:
@@ -58,9 +66,18 @@ def build_dann(cfg: ModelConfig, n_classes: int, n_domains: int = 0, n_mels: int
     if in_features is not None:
         kwargs["in_features"] = in_features
     extractor = build_backbone(cfg.backbone, **kwargs)
-    head = (DomainHead(extractor.embedding_dim, n_domains, cfg.domain_hidden, cfg.domain_dropout, cfg.domain_layers,
-                       condition_classes=n_classes if cfg.domain_condition == "cdan" else 0)
-            if n_domains else None)
+    head = (
+        DomainHead(
+            extractor.embedding_dim,
+            n_domains,
+            cfg.domain_hidden,
+            cfg.domain_dropout,
+            cfg.domain_layers,
+            condition_classes=n_classes if cfg.domain_condition == "cdan" else 0,
+        )
+        if n_domains
+        else None
+    )
     if n_mels is None:
         return DANN(extractor, n_classes, head)
     return DANN(extractor, n_classes, head, InputNorm(n_mels, cfg.input_norm), build_augment(cfg))

@@ -1,4 +1,5 @@
 """Inference copies: batch norm folded into the convolutions, 2x2 max pools as strided maxima."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,15 @@ class PairMax2d(nn.Module):
 
 
 def _plain_pool2(m: nn.Module) -> bool:
-    return (isinstance(m, nn.MaxPool2d) and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
-            and m.padding in (0, (0, 0)) and m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices)
+    return (
+        isinstance(m, nn.MaxPool2d)
+        and m.kernel_size in (2, (2, 2))
+        and m.stride in (2, (2, 2))
+        and m.padding in (0, (0, 0))
+        and m.dilation in (1, (1, 1))
+        and not m.ceil_mode
+        and not m.return_indices
+    )
 
 
 def for_inference(module: nn.Module, strided_pools: bool = True) -> nn.Module:
@@ -39,8 +47,11 @@ def for_inference(module: nn.Module, strided_pools: bool = True) -> nn.Module:
             layer, after = seq[k], (seq[k + 1] if k + 1 < len(seq) else None)
             if isinstance(layer, nn.Conv2d) and isinstance(after, nn.BatchNorm2d) and after.track_running_stats:
                 fused = torch.nn.utils.fusion.fuse_conv_bn_eval(layer, after)
-                seq[k] = fused.to(memory_format=torch.channels_last) if layer.weight.is_contiguous(
-                    memory_format=torch.channels_last) else fused
+                seq[k] = (
+                    fused.to(memory_format=torch.channels_last)
+                    if layer.weight.is_contiguous(memory_format=torch.channels_last)
+                    else fused
+                )
                 seq[k + 1] = nn.Identity()
             elif strided_pools and _plain_pool2(layer):
                 seq[k] = PairMax2d()

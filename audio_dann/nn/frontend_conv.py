@@ -6,6 +6,7 @@ a matrix product and a log, operations every ONNX runtime has (opset 11 and up).
 are derived from the LogMel it copies (window, mel filterbank, floor), so the two cannot drift
 apart; a test pins them together.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ class ConvLogMel(nn.Module):
         n_fft, win_length, hop = spec.n_fft, spec.win_length, spec.hop_length
         window = torch.zeros(n_fft, dtype=torch.float64)
         left = (n_fft - win_length) // 2
-        window[left:left + win_length] = spec.window.detach().double().cpu()
+        window[left : left + win_length] = spec.window.detach().double().cpu()
         bins = n_fft // 2 + 1
         k = torch.arange(bins, dtype=torch.float64)[:, None]
         n = torch.arange(n_fft, dtype=torch.float64)[None, :]
@@ -44,7 +45,7 @@ class ConvLogMel(nn.Module):
         # win_length < n_fft costs win_length taps, not n_fft), and shift the padding to match.
         nonzero = torch.nonzero(window).flatten()
         first, last = int(nonzero[0]), int(nonzero[-1])
-        self.register_buffer("kernels", kernels[:, first:last + 1].float()[:, None, :].contiguous())
+        self.register_buffer("kernels", kernels[:, first : last + 1].float()[:, None, :].contiguous())
         self.pad_left, self.pad_right = n_fft // 2 - first, n_fft // 2 - (n_fft - 1 - last)
         self.register_buffer("fb", logmel.mel.mel_scale.fb.detach().float().clone())  # (bins, n_mels)
         self.n_fft, self.hop, self.bins = n_fft, hop, bins
@@ -53,8 +54,8 @@ class ConvLogMel(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         x = F.pad(waveform.float().unsqueeze(1), (self.pad_left, self.pad_right))
-        spec = F.conv1d(x, self.kernels, stride=self.hop)              # (B, 2 * bins, frames)
-        re, im = spec[:, : self.bins], spec[:, self.bins:]
-        power = re * re + im * im                                      # (B, bins, frames)
+        spec = F.conv1d(x, self.kernels, stride=self.hop)  # (B, 2 * bins, frames)
+        re, im = spec[:, : self.bins], spec[:, self.bins :]
+        power = re * re + im * im  # (B, bins, frames)
         mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)
         return torch.log(mel + self.log_floor)

@@ -4,6 +4,7 @@ Identity going forward; going back the gradient is multiplied by ``-coeff``.
 The coefficient is an argument, never hidden state: the schedule that sets it
 lives in the training loop, whose step is saved in every checkpoint.
 """
+
 from __future__ import annotations
 
 import torch

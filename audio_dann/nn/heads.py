@@ -1,4 +1,5 @@
 """The label head G_y and the domain head G_d (behind the gradient reversal layer)."""
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,15 @@ class DomainHead(nn.Module):
 
     MULTILINEAR_MAX = 4096
 
-    def __init__(self, embedding_dim: int, n_domains: int = 2, hidden: int = 128, dropout: float = 0.5,
-                 layers: int = 2, condition_classes: int = 0) -> None:
+    def __init__(
+        self,
+        embedding_dim: int,
+        n_domains: int = 2,
+        hidden: int = 128,
+        dropout: float = 0.5,
+        layers: int = 2,
+        condition_classes: int = 0,
+    ) -> None:
         super().__init__()
         if n_domains < 2:
             raise ValueError(f"a domain head needs at least 2 domains, got {n_domains}")
@@ -63,7 +71,7 @@ class DomainHead(nn.Module):
             raise ValueError("a class-conditioned (CDAN) domain head needs the class probabilities")
         p = probs.detach().to(z.dtype)
         if self.randomised:
-            return (z @ self.r_z) * (p @ self.r_p) / self.MULTILINEAR_MAX ** 0.5
+            return (z @ self.r_z) * (p @ self.r_p) / self.MULTILINEAR_MAX**0.5
         return torch.bmm(p.unsqueeze(2), z.unsqueeze(1)).flatten(1)
 
     def forward(self, z: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:

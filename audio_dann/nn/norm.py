@@ -1,4 +1,5 @@
 """Input normalisation inside the model: per-mel standardisation, then optionally each clip's mean removed."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ batches); :func:`predict_logits` and :func:`probabilities` are thin views of it,
 transforms wrap ``torchaudio.functional``. Training, evaluation, the self-training methods, the
 label-free estimates and the reports all call these.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,9 @@ def take(array, idx: np.ndarray, device: torch.device | str = "cpu") -> torch.Te
 
 
 @torch.no_grad()
-def model_outputs(model: nn.Module, x, device: torch.device | str = "cpu", amp: str = "off",
-                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def model_outputs(
+    model: nn.Module, x, device: torch.device | str = "cpu", amp: str = "off", batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(embeddings (N, E), class logits (N, C))`` of a :class:`~audio_dann.nn.dann.DANN` for every row
     of ``x`` (a tensor, memmap or array of log-mel clips ``(N, n_mels, frames)``), float32 on the CPU.
     The model runs in eval mode and is put back in the mode it was in."""
@@ -52,14 +54,16 @@ def model_outputs(model: nn.Module, x, device: torch.device | str = "cpu", amp: 
     return torch.cat(zs), torch.cat(logits)
 
 
-def predict_logits(model: nn.Module, x, batch_size: int = 256, device: torch.device | str = "cpu",
-                   amp: str = "off") -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, x, batch_size: int = 256, device: torch.device | str = "cpu", amp: str = "off"
+) -> torch.Tensor:
     """Class logits ``(N, n_classes)`` for every row of ``x``, float32 on the CPU."""
     return model_outputs(model, x, device, amp, batch_size)[1]
 
 
-def probabilities(model: nn.Module, x, device: torch.device | str = "cpu", amp: str = "off",
-                  batch_size: int = 256) -> np.ndarray:
+def probabilities(
+    model: nn.Module, x, device: torch.device | str = "cpu", amp: str = "off", batch_size: int = 256
+) -> np.ndarray:
     """Class probabilities ``(N, n_classes)`` (softmax of the logits) for every row of ``x``, as numpy."""
     logits = predict_logits(model, x, batch_size, device, amp)
     return torch.softmax(logits, 1).numpy() if len(logits) else np.zeros((0, 0), dtype=np.float32)

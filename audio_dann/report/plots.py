@@ -1,4 +1,5 @@
 """Plots and run reports (matplotlib, no screen needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,12 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
     for key, label in (("train_acc", "source train"), ("source_val_acc", "source val")):
         axes[1].plot(steps, [h.get(key) if h.get(key) is not None else np.nan for h in history], label=label)
     if any("report_only" in h for h in history):
-        axes[1].plot(steps, [h.get("report_only", {}).get("target_test_acc", np.nan) for h in history], "--",
-                     label="target test (report only)")
+        axes[1].plot(
+            steps,
+            [h.get("report_only", {}).get("target_test_acc", np.nan) for h in history],
+            "--",
+            label="target test (report only)",
+        )
     axes[1].set_title("accuracy")
     axes[1].set_ylim(0, 1.02)
     axes[1].legend()
@@ -68,14 +73,21 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
 def _project_2d(z: np.ndarray, method: str) -> np.ndarray:
     if method == "tsne":
         from sklearn.manifold import TSNE
-        return TSNE(n_components=2, init="pca", perplexity=min(30, max(5, len(z) // 10)),
-                    random_state=0).fit_transform(z)
+
+        return TSNE(n_components=2, init="pca", perplexity=min(30, max(5, len(z) // 10)), random_state=0).fit_transform(
+            z
+        )
     from sklearn.decomposition import PCA
+
     return PCA(n_components=2).fit_transform(z)
 
 
-def plot_embeddings(maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], classes: list[str],
-                    path: str | Path, method: str = "pca") -> None:
+def plot_embeddings(
+    maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    classes: list[str],
+    path: str | Path,
+    method: str = "pca",
+) -> None:
     """One row per model (``name -> (embeddings, is_target, class_index)``): coloured by domain, then by class."""
     fig, axes = plt.subplots(len(maps), 2, figsize=(11, 5 * len(maps)), squeeze=False)
     for row, (name, (z, is_target, label)) in enumerate(maps.items()):
@@ -87,11 +99,21 @@ def plot_embeddings(maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
         ax.legend()
         ax = axes[row, 1]
         known = label >= 0
-        sc = ax.scatter(*xy[known].T, c=label[known], cmap="tab10", s=6, alpha=0.7,
-                        marker="o", vmin=0, vmax=max(len(classes) - 1, 1))
+        sc = ax.scatter(
+            *xy[known].T,
+            c=label[known],
+            cmap="tab10",
+            s=6,
+            alpha=0.7,
+            marker="o",
+            vmin=0,
+            vmax=max(len(classes) - 1, 1),
+        )
         ax.set_title(f"{name}: by class (target classes are report only)")
-        handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i)), label=c)
-                   for i, c in enumerate(classes[:10])]
+        handles = [
+            plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i)), label=c)
+            for i, c in enumerate(classes[:10])
+        ]
         ax.legend(handles=handles, fontsize=7, loc="best")
     _save(fig, Path(path))
 
@@ -101,17 +123,27 @@ def _read_detections(table: Path, fmt: str, audio: str) -> list[tuple[float, flo
     audacity); a per-file table gives the file's label over its whole length (end = -1)."""
     import csv
     import json
+
     if fmt == "audacity":
         label_file = next((p for p in table.rglob(Path(audio).stem + ".txt")), None)
         if label_file is None:
             return []
-        return [(float(a), float(b), c, float("nan")) for a, b, c in
-                (line.split("\t") for line in label_file.read_text().splitlines() if line.strip())]
+        return [
+            (float(a), float(b), c, float("nan"))
+            for a, b, c in (line.split("\t") for line in label_file.read_text().splitlines() if line.strip())
+        ]
     with open(table, newline="") as f:
         if fmt == "raven":
             rows = [r for r in csv.DictReader(f, delimiter="\t") if r["Begin Path"] == audio]
-            return [(float(r["File Offset (s)"]), float(r["File Offset (s)"]) + float(r["End Time (s)"])
-                     - float(r["Begin Time (s)"]), r["Class"], float(r["Confidence"])) for r in rows]
+            return [
+                (
+                    float(r["File Offset (s)"]),
+                    float(r["File Offset (s)"]) + float(r["End Time (s)"]) - float(r["Begin Time (s)"]),
+                    r["Class"],
+                    float(r["Confidence"]),
+                )
+                for r in rows
+            ]
         rows = list(csv.DictReader(f)) if fmt == "csv" else [json.loads(x) for x in f if x.strip()]
     out = []
     for r in rows:
@@ -124,16 +156,23 @@ def _read_detections(table: Path, fmt: str, audio: str) -> list[tuple[float, flo
     return out
 
 
-def plot_detections(model_path: str | Path, inputs: str | Path, table: str | Path, fmt: str, path: str | Path,
-                    max_seconds: float = 120.0) -> None:
+def plot_detections(
+    model_path: str | Path,
+    inputs: str | Path,
+    table: str | Path,
+    fmt: str,
+    path: str | Path,
+    max_seconds: float = 120.0,
+) -> None:
     """The first readable input file's log-mel spectrogram (its first ``max_seconds``) with the detections
     of ``table`` as labelled spans: what a reviewer checks before opening Raven or Audacity."""
     import torch
 
     from ..data.audio import load_mono
     from ..data.scan import list_inputs
-    from ..nn.classifier import load_model
     from ..errors import AudioError
+    from ..nn.classifier import load_model
+
     model = load_model(model_path)
     for audio in list_inputs(inputs):
         try:
@@ -149,8 +188,9 @@ def plot_detections(model_path: str | Path, inputs: str | Path, table: str | Pat
     events = _read_detections(Path(table), fmt, audio)
     classes = list(model.classes)
     colours = plt.get_cmap("tab10")
-    fig, (ax, lane) = plt.subplots(2, 1, figsize=(min(4 + seconds / 4, 18), 5), sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, lane) = plt.subplots(
+        2, 1, figsize=(min(4 + seconds / 4, 18), 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.imshow(mel, origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[0]), cmap="magma")
     ax.set_ylabel("mel band")
     ax.set_title(f"{Path(audio).name}: detections ({fmt})")

@@ -1,5 +1,6 @@
 """Ranking finished runs by a label-free criterion, with the criterion's rank correlation to
 target accuracy (report only) where the runs logged it."""
+
 from __future__ import annotations
 
 import math

@@ -8,6 +8,7 @@ head (CDAN) the head also sees the class probabilities. As tllib's ``alignment/d
 owns the reversal, the head's loss and its accuracy; the head itself is a plain MLP saved with the
 model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,9 @@ class DomainAdversarialLoss(nn.Module):
         self.head = head
         self.correct = 0
 
-    def forward(self, z: torch.Tensor, domains: torch.Tensor, coeff: float,
-                class_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, domains: torch.Tensor, coeff: float, class_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         probs = torch.softmax(class_logits.float(), 1) if self.head.condition_classes else None
         logits = self.head(grad_reverse(z, coeff), probs)
         self.correct = domain_correct(logits.detach(), domains)

@@ -7,9 +7,11 @@ shuffled with ``derive_seed(seed, "batches/<stream>", e)``); step ``s`` takes po
 same batches as an uninterrupted one, and ``W`` ranks together see exactly the
 batches one process would.
 """
+
 from __future__ import annotations
 
 import numpy as np
+
 from ..runtime import derive_seed
 
 __all__ = ["epoch_permutation", "batch_indices"]
@@ -20,8 +22,9 @@ def epoch_permutation(n: int, seed: int, epoch: int, stream: str = "source") -> 
     return np.random.default_rng(derive_seed(seed, f"batches/{stream}", epoch)).permutation(n)
 
 
-def batch_indices(n: int, global_batch: int, step: int, seed: int, rank: int = 0, world: int = 1,
-                  stream: str = "source") -> np.ndarray:
+def batch_indices(
+    n: int, global_batch: int, step: int, seed: int, rank: int = 0, world: int = 1, stream: str = "source"
+) -> np.ndarray:
     """Indices (into a domain of ``n`` clips) of this rank's share of the batch at ``step`` of ``stream``."""
     if n <= 0:
         raise ValueError("cannot draw a batch from an empty set of clips")
@@ -35,6 +38,6 @@ def batch_indices(n: int, global_batch: int, step: int, seed: int, rank: int = 0
         epoch, offset = divmod(start + filled, n)
         perm = epoch_permutation(n, seed, epoch, stream)
         take_n = min(local - filled, n - offset)
-        out[filled:filled + take_n] = perm[offset:offset + take_n]
+        out[filled : filled + take_n] = perm[offset : offset + take_n]
         filled += take_n
     return out

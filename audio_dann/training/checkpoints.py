@@ -1,4 +1,5 @@
 """The one owner of ``model.pt`` and ``last.pt`` during a run."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,13 @@ class Checkpoints:
         if self.write:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            self.model.save(self.out / "last.pt", step=state.step, optimizer_state=optimizer.state_dict(),
-                            loop_state={"step": state.step, "history": state.history, "best": state.best,
-                                        "rng": state.rng}, **self.extra)
+            self.model.save(
+                self.out / "last.pt",
+                step=state.step,
+                optimizer_state=optimizer.state_dict(),
+                loop_state={"step": state.step, "history": state.history, "best": state.best, "rng": state.rng},
+                **self.extra,
+            )
 
     def selected(self) -> AudioClassifier:
         """The model ``model.pt`` holds."""

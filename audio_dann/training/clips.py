@@ -1,5 +1,6 @@
 """The clips of one run, read from the prepared folder: training data, source validation, the
 report-only target test clips and the unlabelled target pool."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from .loop import TrainData
 
 __all__ = ["Clips", "load_clips", "RowView", "take_rows"]
 
-_IN_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of float16 features loaded into RAM; beyond, read from the memmap
+_IN_MEMORY_LIMIT = 2 * 1024**3  # bytes of float16 features loaded into RAM; beyond, read from the memmap
 
 
 @dataclass
@@ -29,10 +30,10 @@ class Clips:
     val_y: np.ndarray
     test_x: Any
     test_y: np.ndarray
-    pool_x: Any               # the unlabelled target training clips
+    pool_x: Any  # the unlabelled target training clips
     pool_y: np.ndarray | None  # their labels where a manifest carried them (report only), else None
-    pool_files: list[str]     # the file of each pool clip
-    domains: list[str]        # the domain head's classes: the source, then the target domains
+    pool_files: list[str]  # the file of each pool clip
+    domains: list[str]  # the domain head's classes: the source, then the target domains
     latent: dict | None = None  # how latent domains were discovered (train.latent_domains)
 
 
@@ -58,13 +59,28 @@ def load_clips(prep: PreparedData, training: str, latent_domains: int, seed: int
         if latent["k"] > 1:
             domains = [prep.domains[0], *[f"{prep.domains[1]}~{j}" for j in range(latent["k"])]]
             domain_ids = 1 + labels[which]
-    data = TrainData(source_x=rows(src_rows), source_y=torch.from_numpy(prep.labels(src_rows)),
-                     target_x=target_x if adapt else None,
-                     target_domain=torch.from_numpy(np.asarray(domain_ids, dtype=np.int64)) if adapt else None)
+    data = TrainData(
+        source_x=rows(src_rows),
+        source_y=torch.from_numpy(prep.labels(src_rows)),
+        target_x=target_x if adapt else None,
+        target_domain=torch.from_numpy(np.asarray(domain_ids, dtype=np.int64)) if adapt else None,
+    )
     pool_y = prep.labels(tgt_rows)
     has_pool_labels = len(tgt_rows) > 0 and bool((pool_y >= 0).all())
-    return Clips(data, len(src_rows), len(tgt_rows), rows(val_rows), prep.labels(val_rows), rows(test_rows),
-                 prep.labels(test_rows), target_x, pool_y if has_pool_labels else None, pool_files, domains, latent)
+    return Clips(
+        data,
+        len(src_rows),
+        len(tgt_rows),
+        rows(val_rows),
+        prep.labels(val_rows),
+        rows(test_rows),
+        prep.labels(test_rows),
+        target_x,
+        pool_y if has_pool_labels else None,
+        pool_files,
+        domains,
+        latent,
+    )
 
 
 def _rows_data(prep: PreparedData, rows: np.ndarray, in_memory: bool):

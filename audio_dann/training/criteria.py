@@ -17,6 +17,7 @@ Every criterion reads source labels and *unlabelled* target clips only:
 ``score(name, value)`` turns each into "higher is better" for ranking. Reverse validation trains,
 so it lives in :mod:`.reverse`; ranking finished runs is :mod:`audio_dann.report.ranking`'s job.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,7 @@ def logistic_regression(x: torch.Tensor, y: torch.Tensor, steps: int = 200, weig
 
 def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(derive_seed(seed, "proxy-a-distance/halves")).permutation(n)
-    return perm[: n // 2], perm[n // 2:]
+    return perm[: n // 2], perm[n // 2 :]
 
 
 def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:
@@ -73,8 +74,9 @@ def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) 
     return 2.0 * (1.0 - 2.0 * min(err, 0.5))
 
 
-def dev_risk(source_train_z: torch.Tensor, target_z: torch.Tensor, val_z: torch.Tensor,
-             val_losses: torch.Tensor) -> float:
+def dev_risk(
+    source_train_z: torch.Tensor, target_z: torch.Tensor, val_z: torch.Tensor, val_losses: torch.Tensor
+) -> float:
     """Deep embedded validation risk of one model (lower is better)."""
     x = torch.cat([source_train_z, target_z]).float()
     y = torch.cat([torch.zeros(len(source_train_z)), torch.ones(len(target_z))]).long()

@@ -1,5 +1,6 @@
 """The evaluation at every ``eval_every`` steps: source validation accuracy, the label-free selection
 criteria, and report-only target accuracies (never used for training, selection or stopping)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,17 @@ class Evaluator:
             losses = F.cross_entropy(val_logits, torch.as_tensor(c.val_y), reduction="none")
             out["dev_risk"] = dev_risk(src_z, tgt_z, val_z, losses)
             if cfg.rv_steps > 0:
-                out["rv_risk"] = reverse_validation_risk(dann, self.src_x, c.data.source_y[self.sel_src], c.val_x,
-                                                         c.val_y, self.tgt_x, cfg, cfg.rv_steps, device)
+                out["rv_risk"] = reverse_validation_risk(
+                    dann,
+                    self.src_x,
+                    c.data.source_y[self.sel_src],
+                    c.val_x,
+                    c.val_y,
+                    self.tgt_x,
+                    cfg,
+                    cfg.rv_steps,
+                    device,
+                )
         out["proxy_a_distance"] = proxy_a_distance(src_z, tgt_z)
         return out
 

@@ -11,22 +11,24 @@ where the domain head sits behind a gradient reversal layer with coefficient
 no target data at all. Target labels never enter this file except as
 report-only metrics computed by the caller's ``evaluate`` hook.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..adaptation.objectives import entropy
 from ..config import TrainConfig
 from ..nn.dann import DANN
-from ..runtime import autocast_for, derive_seed, rank_world
 from ..nn.outputs import take
-from ..adaptation.objectives import entropy
+from ..runtime import autocast_for, derive_seed, rank_world
 from .adversarial import DomainAdversarialLoss
 from .batches import batch_indices
 from .schedules import grl_coeff, lr_factor, progress
@@ -79,19 +81,30 @@ def _wrap(model: DANN, cfg: TrainConfig, device: torch.device, world: int) -> nn
     net: nn.Module = model
     if cfg.sync_bn:
         if device.type != "cuda":
-            raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA devices; on CPU (gloo) each rank "
-                             "normalises with its own batch statistics (set train.sync_bn=false)")
+            raise ValueError(
+                "train.sync_bn: SyncBatchNorm needs CUDA devices; on CPU (gloo) each rank "
+                "normalises with its own batch statistics (set train.sync_bn=false)"
+            )
         net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     adversarial = cfg.method == "dann" and cfg.domain_weight > 0
-    return nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                               find_unused_parameters=not adversarial)
+    return nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=not adversarial
+    )
 
 
 class _Step:
     """One training step's batches and losses; ``__call__(step)`` returns the loss and logged terms."""
 
-    def __init__(self, net: nn.Module, data: TrainData, cfg: TrainConfig, device: torch.device, running: "_Running",
-                 rank: int, world: int) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        data: TrainData,
+        cfg: TrainConfig,
+        device: torch.device,
+        running: _Running,
+        rank: int,
+        world: int,
+    ) -> None:
         self.net, self.data, self.cfg, self.device, self.running = net, data, cfg, device, running
         self.rank, self.world = rank, world
         self.adapt = cfg.method == "dann"
@@ -117,7 +130,7 @@ class _Step:
             xt, ti = self._batch(data.target_x, len(data.target_x), step, "target")
             dom = torch.cat([torch.zeros_like(ys), self.target_d[ti]])
             logits, z = self.net(torch.cat([xs, xt]))
-            logits_s, logits_t = logits[: len(xs)], logits[len(xs):]
+            logits_s, logits_t = logits[: len(xs)], logits[len(xs) :]
             class_loss = F.cross_entropy(logits_s.float(), ys)
             loss, terms = class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
             if self.adversarial is not None:
@@ -136,11 +149,18 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.detach().argmax(1) == y).float().mean()
 
 
-def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device | str = "cpu",
-        state: TrainState | None = None, optimizer_state: dict | None = None,
-        evaluate: Callable[[DANN, int], dict] | None = None,
-        on_eval: Callable[[DANN, torch.optim.Optimizer, TrainState, dict], None] | None = None,
-        progress_cb: Callable[[int, int, dict], None] | None = None) -> TrainState:
+def fit(
+    model: DANN,
+    data: TrainData,
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    state: TrainState | None = None,
+    optimizer_state: dict | None = None,
+    evaluate: Callable[[DANN, int], dict] | None = None,
+    on_eval: Callable[[DANN, torch.optim.Optimizer, TrainState, dict], None] | None = None,
+    progress_cb: Callable[[int, int, dict], None] | None = None,
+) -> TrainState:
     """Train ``model`` in place for ``cfg.steps`` steps (continuing from ``state.step``).
 
     Args:
@@ -159,8 +179,10 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     device = torch.device(device)
     rank, world = rank_world()
     if cfg.method == "auto":
-        raise ValueError("train.method 'auto' is resolved by audio_dann.train from the prepared folder; give fit "
-                         "'dann' or 'source-only'")
+        raise ValueError(
+            "train.method 'auto' is resolved by audio_dann.train from the prepared folder; give fit "
+            "'dann' or 'source-only'"
+        )
     if cfg.method == "dann" and (data.target_x is None or len(data.target_x) == 0):
         raise ValueError("method 'dann' needs unlabelled target clips; none were given")
     if cfg.method == "dann" and cfg.domain_weight > 0 and model.domain_head is None:
@@ -200,8 +222,9 @@ def fit(model: DANN, data: TrainData, cfg: TrainConfig, *, device: torch.device 
     return state
 
 
-def _evaluate(model, optimizer, state: TrainState, running: "_Running", world: int, coeff: float,
-              evaluate, on_eval) -> None:
+def _evaluate(
+    model, optimizer, state: TrainState, running: _Running, world: int, coeff: float, evaluate, on_eval
+) -> None:
     """Log the running means and the caller's metrics at ``state.step``, then let the caller checkpoint."""
     metrics = {"step": state.step, "lambda": coeff, "lr": optimizer.param_groups[0]["lr"], **running.reduce(world)}
     if evaluate is not None:

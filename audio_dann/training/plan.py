@@ -4,6 +4,7 @@
 from the settings and the prepared folder, into a :class:`Plan` that is saved in ``last.pt``,
 ``model.pt`` and ``summary.json``; resume, reload, the console and the report read it back.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -36,14 +37,14 @@ class Plan:
         train = {"dann": "domain-adversarial (DANN) training", "source-only": "source-only training"}[self.training]
         if self.stage == "none":
             return f"method {self.asked}: {train}, no self-training stage"
-        teacher = (f", taught by the mean predictions of {len(self.ensemble) + 1} networks" if self.ensemble else "")
+        teacher = f", taught by the mean predictions of {len(self.ensemble) + 1} networks" if self.ensemble else ""
         return f"method {self.asked}: {train}, then the {self.stage} self-training stage on the target audio{teacher}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ensemble": list(self.ensemble)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         return cls(d["asked"], d["training"], d["stage"], tuple(d.get("ensemble", ())))
 
 

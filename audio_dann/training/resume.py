@@ -1,15 +1,17 @@
 """A run's configuration and where it starts: fresh from the settings asked, or from ``last.pt``
 (``--resume``), whose saved settings and plan win; asked settings that differ are refused."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import Config, config_to_dict
 from ..data.store import PreparedData
 from ..errors import BundleError, ConfigError, RunError
-from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
+from ..nn.classifier import AudioClassifier, load_checkpoint
 from .loop import TrainState
 from .plan import Plan, make_plan
 
@@ -19,16 +21,30 @@ __all__ = ["Start", "fresh_start", "resumed_start", "resolve_config", "asked_set
 class Start:
     """Where a run starts: its configuration and plan, the model and, when resumed, the loop and optimizer state."""
 
-    def __init__(self, config: Config, plan: Plan, model: AudioClassifier | None = None, state: TrainState | None = None,
-                 optimizer_state: dict | None = None) -> None:
-        self.config, self.plan, self.model, self.state, self.optimizer_state = config, plan, model, state, optimizer_state
+    def __init__(
+        self,
+        config: Config,
+        plan: Plan,
+        model: AudioClassifier | None = None,
+        state: TrainState | None = None,
+        optimizer_state: dict | None = None,
+    ) -> None:
+        self.config, self.plan, self.model, self.state, self.optimizer_state = (
+            config,
+            plan,
+            model,
+            state,
+            optimizer_state,
+        )
 
 
 def resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
     """The run's configuration: features and data settings always from the prepared folder."""
     if config.features != Config().features and config.features != prep.config.features:
-        raise ConfigError(f"{prep.root}: features.* settings differ from those the folder was prepared with; "
-                          "they are fixed at prepare time (run `audio-dann prepare` with them)")
+        raise ConfigError(
+            f"{prep.root}: features.* settings differ from those the folder was prepared with; "
+            "they are fixed at prepare time (run `audio-dann prepare` with them)"
+        )
     train_cfg = config.train
     if method is not None:
         train_cfg = replace(train_cfg, method=method)
@@ -58,8 +74,12 @@ def resumed_start(out: Path, asked: dict[str, Any], prep: PreparedData) -> Start
     config = model.config
     _check_resume_settings(out, asked, config)
     _check_same_data(out, bundle, prep, model)
-    plan = (Plan.from_dict(bundle["plan"]) if "plan" in bundle else  # runs saved before the plan: their config
-            make_plan(config.train, bool(len(prep.rows("train", source=False))), len(prep.domains) - 1))
+    plan = (
+        Plan.from_dict(bundle["plan"])
+        if "plan" in bundle
+        # runs saved before the plan: their config
+        else make_plan(config.train, bool(len(prep.rows("train", source=False))), len(prep.domains) - 1)
+    )
     ls = bundle["loop_state"]
     state = TrainState(step=int(ls["step"]), history=list(ls["history"]), best=ls["best"], rng=ls["rng"])
     return Start(config, plan, model.train(), state, bundle["optimizer_state"])
@@ -70,23 +90,32 @@ def _check_same_data(out: Path, bundle: dict, prep: PreparedData, model: AudioCl
     begun = bundle.get("prepared")
     now = [str(Path(r).resolve()) for r in (prep.roots or [prep.root])]
     if begun is not None and list(begun) != now:
-        raise RunError(f"{out}: the run was begun on {', '.join(begun)}, not {', '.join(now)}; resume it with the "
-                       "prepared folder it was trained on, or start a new --out")
+        raise RunError(
+            f"{out}: the run was begun on {', '.join(begun)}, not {', '.join(now)}; resume it with the "
+            "prepared folder it was trained on, or start a new --out"
+        )
     if model.classes != prep.classes:
-        raise RunError(f"{out}: the run's classes {model.classes} differ from {prep.root}'s {prep.classes}; resume it "
-                       "with the prepared folder it was trained on, or start a new --out")
+        raise RunError(
+            f"{out}: the run's classes {model.classes} differ from {prep.root}'s {prep.classes}; resume it "
+            "with the prepared folder it was trained on, or start a new --out"
+        )
 
 
-def asked_settings(config: Config | None, method: str | None, seed: int | None,
-                   named: Iterable[str] = ()) -> dict[str, Any]:
+def asked_settings(
+    config: Config | None, method: str | None, seed: int | None, named: Iterable[str] = ()
+) -> dict[str, Any]:
     """The model/train settings a caller asked for: those differing from the defaults, those ``named``
     (``section.key``, set explicitly, maybe to the default), and method/seed."""
     asked: dict[str, Any] = {}
     if config is not None:
         ours, default = config_to_dict(config), config_to_dict(Config())
         named = {tuple(n.split(".", 1)) for n in named if "." in n}
-        asked = {f"{sec}.{k}": v for sec in ("model", "train") for k, v in ours[sec].items()
-                 if v != default[sec][k] or (sec, k) in named}
+        asked = {
+            f"{sec}.{k}": v
+            for sec in ("model", "train")
+            for k, v in ours[sec].items()
+            if v != default[sec][k] or (sec, k) in named
+        }
     if method is not None:
         asked["train.method"] = method
     if seed is not None:
@@ -98,8 +127,13 @@ def _check_resume_settings(out: Path, asked: dict[str, Any], saved: Config) -> N
     """``--resume`` continues with the saved configuration: refuse asked settings that differ from it
     rather than ignore them."""
     have = config_to_dict(saved)
-    diffs = [f"{key} (saved {have[key.split('.', 1)[0]].get(key.split('.', 1)[1])!r}, asked {value!r})"
-             for key, value in asked.items() if have[key.split(".", 1)[0]].get(key.split(".", 1)[1]) != value]
+    diffs = [
+        f"{key} (saved {have[key.split('.', 1)[0]].get(key.split('.', 1)[1])!r}, asked {value!r})"
+        for key, value in asked.items()
+        if have[key.split(".", 1)[0]].get(key.split(".", 1)[1]) != value
+    ]
     if diffs:
-        raise RunError(f"{out}: --resume continues with the run's saved settings; these differ from them: "
-                       f"{', '.join(diffs)}. Drop them, or start a new --out")
+        raise RunError(
+            f"{out}: --resume continues with the run's saved settings; these differ from them: "
+            f"{', '.join(diffs)}. Drop them, or start a new --out"
+        )

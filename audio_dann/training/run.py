@@ -7,14 +7,15 @@ summary. The choice of ``model.pt`` belongs to :class:`~.checkpoints.Checkpoints
 never reads target labels: target accuracy is computed for the record only and stored under
 ``report_only``. Reports and plots are made after training, by the caller.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -57,11 +58,20 @@ class _Request:
     label_shift: bool = False
 
 
-def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: Config | None = None,
-          method: str | None = None, seed: int | None = None, device: str = "auto", resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None,
-          reference: str | Path | list[str | Path] | None = None, named: Iterable[str] = (),
-          label_shift: bool = False) -> dict:
+def train(
+    prepared: str | Path | list[str | Path],
+    out: str | Path,
+    *,
+    config: Config | None = None,
+    method: str | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: Callable[[int, int, dict], None] | None = None,
+    reference: str | Path | list[str | Path] | None = None,
+    named: Iterable[str] = (),
+    label_shift: bool = False,
+) -> dict:
     """Train on a prepared folder and write the run folder ``out``.
 
     Args:
@@ -87,8 +97,19 @@ def train(prepared: str | Path | list[str | Path], out: str | Path, *, config: C
         the run summary (also written to ``summary.json``).
     """
     prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
-    req = _Request(prepared, check_output_dir(out), config, method, seed, device, resume, progress,
-                   path_list(reference), tuple(named), label_shift)
+    req = _Request(
+        prepared,
+        check_output_dir(out),
+        config,
+        method,
+        seed,
+        device,
+        resume,
+        progress,
+        path_list(reference),
+        tuple(named),
+        label_shift,
+    )
     started = init_from_env(resolve_device(device).type)
     try:
         with output_lock(req.out) if is_main_process() else contextlib.nullcontext():
@@ -113,8 +134,10 @@ def _train(req: _Request) -> dict:
     cfg = replace(config.train, method=plan.training)  # what the loop runs
     clips = load_clips(prep, plan.training, cfg.latent_domains, cfg.seed)
     if plan.training == "dann" and not clips.n_target:
-        raise RunError(f"{prep.root}: method dann needs unlabelled target training clips and the prepared folder "
-                       "has none; use --method source-only")
+        raise RunError(
+            f"{prep.root}: method dann needs unlabelled target training clips and the prepared folder "
+            "has none; use --method source-only"
+        )
     seed_everything(cfg.seed)  # before the model is built: its initial weights follow the seed
     model = start.model or build_classifier(config, prep.classes, clips.domains, prep.stats)
     barrier()  # every rank has checked the run folder before rank 0 writes to it
@@ -124,9 +147,17 @@ def _train(req: _Request) -> dict:
         _start_run_folder(out, config, model, start.state)
     saved = {"plan": plan.to_dict(), "prepared": _prepared_paths(prep)}
     checkpoints = Checkpoints(out, model, cfg.select, write=rank == 0, **saved)
-    state = fit(model.dann, clips.data, cfg, device=device, state=start.state, optimizer_state=start.optimizer_state,
-                evaluate=Evaluator(clips, cfg, device), on_eval=checkpoints.on_eval,
-                progress_cb=req.progress if rank == 0 else None)
+    state = fit(
+        model.dann,
+        clips.data,
+        cfg,
+        device=device,
+        state=start.state,
+        optimizer_state=start.optimizer_state,
+        evaluate=Evaluator(clips, cfg, device),
+        on_eval=checkpoints.on_eval,
+        progress_cb=req.progress if rank == 0 else None,
+    )
     members = _train_members(req, config, plan) if plan.ensemble else []
     summary = _summary(prep, plan, cfg, clips, state, device, world, time.perf_counter() - t0)
     if rank == 0:
@@ -135,8 +166,9 @@ def _train(req: _Request) -> dict:
             summary["self_training"] = _stage(selected, clips, plan, config, device, members, req.label_shift)
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, device)
-        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(selected, clips, device, ref_models,
-                                                                                req.label_shift)
+        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(
+            selected, clips, device, ref_models, req.label_shift
+        )
         if ref_models and summary["estimated_target_accuracy"]:
             summary["estimated_target_accuracy"]["reference"] = shown_paths(req.reference)
         write_json(out / "summary.json", summary)
@@ -154,17 +186,39 @@ def _test_accuracy(model: AudioClassifier, clips: Clips, device: torch.device) -
     return float((pred == np.asarray(clips.test_y)).mean())
 
 
-def _stage(model: AudioClassifier, clips: Clips, plan: Plan, config: Config, device: torch.device,
-           members: list[tuple[str, Path]], label_shift: bool) -> dict:
+def _stage(
+    model: AudioClassifier,
+    clips: Clips,
+    plan: Plan,
+    config: Config,
+    device: torch.device,
+    members: list[tuple[str, Path]],
+    label_shift: bool,
+) -> dict:
     """The plan's self-training stage on the target pool (``model`` changes in place)."""
     cfg = config.train
-    stage = StagePlan(plan.stage, cfg.self_training_epochs, cfg.self_training_threshold, cfg.self_training_max_clips,
-                      cfg.self_training_guard, cfg.seed, cfg.ensemble_teacher)
+    stage = StagePlan(
+        plan.stage,
+        cfg.self_training_epochs,
+        cfg.self_training_threshold,
+        cfg.self_training_max_clips,
+        cfg.self_training_guard,
+        cfg.seed,
+        cfg.ensemble_teacher,
+    )
     nets = [(name, load_checkpoint(path / "model.pt")[0].dann) for name, path in members]
     test = LabelledClips(clips.test_x, clips.test_y) if len(clips.test_y) else None
-    record = run_stage(model, clips.pool_x, clips.pool_files, stage, device,
-                       source_val=LabelledClips(clips.val_x, clips.val_y), members=nets, test=test,
-                       label_shift=label_shift)
+    record = run_stage(
+        model,
+        clips.pool_x,
+        clips.pool_files,
+        stage,
+        device,
+        source_val=LabelledClips(clips.val_x, clips.val_y),
+        members=nets,
+        test=test,
+        label_shift=label_shift,
+    )
     if "report_only" in record.get("ensemble", {}):
         record["ensemble"]["report_only"]["note"] = REPORT_ONLY_NOTE
     return record
@@ -181,17 +235,35 @@ def _train_members(req: _Request, config: Config, plan: Plan) -> list[tuple[str,
         members.append((f"members/latent{k}", member_out))
         if (member_out / "summary.json").is_file():
             continue
-        member = replace(config, train=replace(config.train, method="dann", latent_domains=k, latent_ensemble=(),
-                                               self_training="adabn"))
-        tell = None if req.progress is None else (
-            lambda step, total, m, name=member_out.name: req.progress(step, total, {"member": name, **m}))
-        _train(_Request(req.prepared, member_out, member, device=req.device,
-                        resume=(member_out / "last.pt").is_file(), progress=tell))
+        member = replace(
+            config,
+            train=replace(config.train, method="dann", latent_domains=k, latent_ensemble=(), self_training="adabn"),
+        )
+        tell = (
+            None
+            if req.progress is None
+            else (lambda step, total, m, name=member_out.name: req.progress(step, total, {"member": name, **m}))
+        )
+        _train(
+            _Request(
+                req.prepared,
+                member_out,
+                member,
+                device=req.device,
+                resume=(member_out / "last.pt").is_file(),
+                progress=tell,
+            )
+        )
     return members
 
 
-def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, references: list[AudioClassifier] = (),
-               label_shift: bool = False) -> tuple[dict | None, dict | None]:
+def _calibrate(
+    model: AudioClassifier,
+    clips: Clips,
+    device: torch.device,
+    references: list[AudioClassifier] = (),
+    label_shift: bool = False,
+) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimate of its
     accuracy on the unlabelled target pool (:func:`audio_dann.adaptation.estimators.label_free_estimate`)."""
     if len(clips.val_y) == 0:
@@ -199,8 +271,12 @@ def _calibrate(model: AudioClassifier, clips: Clips, device: torch.device, refer
     calibration = calibrate(probabilities(model.dann.to(device), clips.val_x, device), clips.val_y)
     if clips.pool_x is None or len(clips.pool_x) == 0:
         return calibration, None
-    est = label_free_estimate(probabilities(model.dann, clips.pool_x, device), calibration,
-                              [probabilities(r.dann.to(device), clips.pool_x, device) for r in references], label_shift)
+    est = label_free_estimate(
+        probabilities(model.dann, clips.pool_x, device),
+        calibration,
+        [probabilities(r.dann.to(device), clips.pool_x, device) for r in references],
+        label_shift,
+    )
     return calibration, {**est, "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 
 
@@ -221,19 +297,35 @@ def _start_run_folder(out: Path, config: Config, model: AudioClassifier, state: 
         model.save(out / "init.pt", step=0)
 
 
-def _summary(prep: PreparedData, plan: Plan, cfg, clips: Clips, state: TrainState, device: torch.device, world: int,
-             seconds: float) -> dict:
+def _summary(
+    prep: PreparedData,
+    plan: Plan,
+    cfg,
+    clips: Clips,
+    state: TrainState,
+    device: torch.device,
+    world: int,
+    seconds: float,
+) -> dict:
     final = state.history[-1] if state.history else {}
     summary = {
         "prepared": _prepared_paths(prep),
-        "method": plan.training, "plan": plan.to_dict(), "method_choice": plan.describe(),
-        "steps": cfg.steps, "seed": cfg.seed, "device": str(device), "world_size": world,
+        "method": plan.training,
+        "plan": plan.to_dict(),
+        "method_choice": plan.describe(),
+        "steps": cfg.steps,
+        "seed": cfg.seed,
+        "device": str(device),
+        "world_size": world,
         "selected": {"step": state.best["step"], "criterion": cfg.select, "score": state.best["score"]},
         "final": {k: v for k, v in final.items() if k != "report_only"},
         "latent_domains": clips.latent,
-        "clips": {"source_train": clips.n_source,
-                  "target_train": clips.n_target if plan.training == "dann" or plan.stage != "none" else 0,
-                  "source_val": len(clips.val_y), "target_test": len(clips.test_y)},
+        "clips": {
+            "source_train": clips.n_source,
+            "target_train": clips.n_target if plan.training == "dann" or plan.stage != "none" else 0,
+            "source_val": len(clips.val_y),
+            "target_test": len(clips.test_y),
+        },
         "train_seconds": seconds,
     }
     if len(clips.test_y):
@@ -241,5 +333,6 @@ def _summary(prep: PreparedData, plan: Plan, cfg, clips: Clips, state: TrainStat
         summary["report_only"] = {
             "target_test_acc_selected": at_sel.get("report_only", {}).get("target_test_acc"),
             "target_test_acc_final": final.get("report_only", {}).get("target_test_acc"),
-            "note": REPORT_ONLY_NOTE}
+            "note": REPORT_ONLY_NOTE,
+        }
     return summary

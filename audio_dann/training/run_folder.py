@@ -3,6 +3,7 @@
 ``runs/NAME/``: ``model.pt`` (selected), ``last.pt`` (resume), ``init.pt`` (the initial weights),
 ``config.yaml``, ``metrics.jsonl`` (one line per evaluation), ``summary.json``, plots.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,10 @@ def read_run(run: str | Path) -> FinishedRun:
     except (OSError, ValueError) as exc:
         raise RunError(f"{run}: run folder is damaged ({exc})") from None
     if isinstance(summary, dict) and "kept" in summary and "method" in summary:
-        raise RunError(f"{run}: an `audio-dann adapt` output (no training history); report and select take "
-                       "`train` runs; evaluate or predict its model.pt")
+        raise RunError(
+            f"{run}: an `audio-dann adapt` output (no training history); report and select take "
+            "`train` runs; evaluate or predict its model.pt"
+        )
     if not isinstance(summary, dict) or "selected" not in summary:
         raise RunError(f"{run}: summary.json is not a run summary (no 'selected')")
     return FinishedRun(run, summary, history)

@@ -1,4 +1,5 @@
 """Pure schedule functions of training progress ``p = step / total`` in [0, 1]."""
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ fold1_train (labelled); each other device's fold1_train files = one unlabelled t
 test = fold1_evaluate, every device, labels for reporting only. Devices absent from fold1_train
 (s4-s6) are the unseen devices.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audio_dann.api import evaluate, prepare, train
 from audio_dann.config import load_config
-from audio_dann.api import evaluate
-from audio_dann.api import prepare
-from audio_dann.api import train
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,8 +49,14 @@ def write_manifests(dataset: Path, work: Path, source_device: str = "a") -> dict
         return meta.get(fn, {}).get("source_label") or device_of(fn)
 
     parts = {
-        "source": [(r["filename"], r["scene_label"], source_device) for r in train_rows if device(r["filename"]) == source_device],
-        "target": [(r["filename"], "", device(r["filename"])) for r in train_rows if device(r["filename"]) != source_device],
+        "source": [
+            (r["filename"], r["scene_label"], source_device)
+            for r in train_rows
+            if device(r["filename"]) == source_device
+        ],
+        "target": [
+            (r["filename"], "", device(r["filename"])) for r in train_rows if device(r["filename"]) != source_device
+        ],
         "test": [(r["filename"], r["scene_label"], device(r["filename"])) for r in test_rows],
     }
     out = {}
@@ -84,13 +89,26 @@ def main() -> None:
         for method in args.methods:
             run = args.work / "runs" / f"{method}_s{seed}"
             if not (run / "summary.json").exists():
-                train(args.work / "prepared", run, config=config, method=method, seed=seed,
-                      resume=(run / "last.pt").exists())
+                train(
+                    args.work / "prepared",
+                    run,
+                    config=config,
+                    method=method,
+                    seed=seed,
+                    resume=(run / "last.pt").exists(),
+                )
             ev = evaluate(run / "model.pt", m["test"])
             per = {d: v["accuracy"] for d, v in ev.get("per_domain", {}).items()}
-            row = {"method": method, "seed": seed, "overall": ev["accuracy"], "per_device": per,
-                   "seen": float(np.mean([per[d] for d in devices["seen"] if d in per])) if devices["seen"] else None,
-                   "unseen": float(np.mean([per[d] for d in devices["unseen"] if d in per])) if devices["unseen"] else None}
+            row = {
+                "method": method,
+                "seed": seed,
+                "overall": ev["accuracy"],
+                "per_device": per,
+                "seen": float(np.mean([per[d] for d in devices["seen"] if d in per])) if devices["seen"] else None,
+                "unseen": float(np.mean([per[d] for d in devices["unseen"] if d in per]))
+                if devices["unseen"]
+                else None,
+            }
             results.append(row)
             print(json.dumps(row), flush=True)
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
@@ -99,9 +117,12 @@ def main() -> None:
     print("|---" * (len(names) + 5) + "|")
     for r in results:
         cells = [f"{r['per_device'].get(d, float('nan')):.3f}" for d in names]
-        print(f"| {r['method']} | {r['seed']} | {r['overall']:.3f} | " + " | ".join(cells) +
-              f" | {r['seen'] if r['seen'] is None else round(r['seen'], 3)} | "
-              f"{r['unseen'] if r['unseen'] is None else round(r['unseen'], 3)} |")
+        print(
+            f"| {r['method']} | {r['seed']} | {r['overall']:.3f} | "
+            + " | ".join(cells)
+            + f" | {r['seen'] if r['seen'] is None else round(r['seen'], 3)} | "
+            f"{r['unseen'] if r['unseen'] is None else round(r['unseen'], 3)} |"
+        )
 
 
 if __name__ == "__main__":

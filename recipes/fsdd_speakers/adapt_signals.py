@@ -20,6 +20,7 @@ label-free signals computed on the pool:
 A rule "keep the adapted network when signal(adapted) > signal(AdaBN)" is graded against the pool
 accuracy (labels from file names, report only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from audio_dann.nn.augment import SpecAugment, SpecWarp
-from audio_dann.adaptation.estimators import estimate
-from audio_dann.nn.outputs import probabilities
-from audio_dann.nn.classifier import load_model
-from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adabn, adapt_network
 from adapt_table import _scores, _views  # noqa: E402 (same folder)
 from hard_shifts import ADAPTS  # noqa: E402
+
+from audio_dann.adaptation.estimators import estimate
+from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adabn, adapt_network
+from audio_dann.nn.augment import SpecAugment, SpecWarp
+from audio_dann.nn.classifier import load_model
+from audio_dann.nn.outputs import probabilities
 
 
 @torch.no_grad()
@@ -56,7 +57,7 @@ def consistency(net, x: torch.Tensor, draws: int = 3) -> float:
 @torch.no_grad()
 def embeddings(net, x: torch.Tensor) -> torch.Tensor:
     net.eval()
-    return torch.cat([net(x[s:s + 512].float())[1] for s in range(0, len(x), 512)])
+    return torch.cat([net(x[s : s + 512].float())[1] for s in range(0, len(x), 512)])
 
 
 def neighbour_agreement(z: torch.Tensor, labels: np.ndarray, k: int = 10) -> float:
@@ -64,15 +65,18 @@ def neighbour_agreement(z: torch.Tensor, labels: np.ndarray, k: int = 10) -> flo
     lab = torch.as_tensor(labels)
     share = []
     for s in range(0, len(zn), 1024):
-        idx = (zn[s:s + 1024] @ zn.T).topk(k + 1, dim=1).indices[:, 1:]
-        share.append((lab[idx] == lab[s:s + 1024, None]).float().mean(1))
+        idx = (zn[s : s + 1024] @ zn.T).topk(k + 1, dim=1).indices[:, 1:]
+        share.append((lab[idx] == lab[s : s + 1024, None]).float().mean(1))
     return float(torch.cat(share).mean())
 
 
 def signals(net, z_ref: torch.Tensor, x: torch.Tensor, calibration: dict | None) -> tuple[np.ndarray, dict]:
     p = probabilities(net, x)
-    return p, {"atc": estimate(p, calibration).get("atc-ne", float("nan")), "consistency": consistency(net, x),
-               "neighbours": neighbour_agreement(z_ref, p.argmax(1))}
+    return p, {
+        "atc": estimate(p, calibration).get("atc-ne", float("nan")),
+        "consistency": consistency(net, x),
+        "neighbours": neighbour_agreement(z_ref, p.argmax(1)),
+    }
 
 
 def one(run: Path, prep: Path, methods: list[str], seed: int) -> list[dict]:
@@ -89,21 +93,37 @@ def one(run: Path, prep: Path, methods: list[str], seed: int) -> list[dict]:
         adabn(net, pool["x"][torch.as_tensor(part)], torch.device("cpu"))
         halves.append(probabilities(net, pool["x"]))
     s_ref["stability"] = float((halves[0].argmax(1) == halves[1].argmax(1)).mean())
-    rows = [{"run": run.name, "adapt": "adabn", **{f"pool_{k}": v for k, v in _scores(p_ref, pool, model.classes).items()},
-             "signals": s_ref}]
+    rows = [
+        {
+            "run": run.name,
+            "adapt": "adabn",
+            **{f"pool_{k}": v for k, v in _scores(p_ref, pool, model.classes).items()},
+            "signals": s_ref,
+        }
+    ]
     for name in methods:
         method, settings = ADAPTS[name]
-        nets = [adapt_network(model.dann, clips, method, AdaptConfig(seed=sd, **settings))[0] for sd in (seed, seed + 100)]
+        nets = [
+            adapt_network(model.dann, clips, method, AdaptConfig(seed=sd, **settings))[0] for sd in (seed, seed + 100)
+        ]
         p, s = signals(nets[0], z_ref, pool["x"], model.calibration)
         s["stability"] = float((p.argmax(1) == probabilities(nets[1], pool["x"]).argmax(1)).mean())
-        rows.append({"run": run.name, "adapt": name, **{f"pool_{k}": v for k, v in _scores(p, pool, model.classes).items()},
-                     "signals": s})
+        rows.append(
+            {
+                "run": run.name,
+                "adapt": name,
+                **{f"pool_{k}": v for k, v in _scores(p, pool, model.classes).items()},
+                "signals": s,
+            }
+        )
     return rows
 
 
 def grade(rows: list[dict]) -> str:
-    out = ["| signal | right calls | kept minus AdaBN, mean (pool points) | worst | adapted minus AdaBN, mean |",
-           "|---|---|---|---|---|"]
+    out = [
+        "| signal | right calls | kept minus AdaBN, mean (pool points) | worst | adapted minus AdaBN, mean |",
+        "|---|---|---|---|---|",
+    ]
     ref = {r["run"]: r for r in rows if r["adapt"] == "adabn"}
     cases = [r for r in rows if r["adapt"] != "adabn"]
     for sig in ("atc", "consistency", "stability", "neighbours"):
@@ -115,8 +135,10 @@ def grade(rows: list[dict]) -> str:
             right += keep == better
             kept.append((r["pool_window_acc"] if keep else a["pool_window_acc"]) - a["pool_window_acc"])
         diffs = [r["pool_window_acc"] - ref[r["run"]]["pool_window_acc"] for r in cases]
-        out.append(f"| {sig} | {right}/{len(cases)} | {100 * np.mean(kept):+.1f} | {100 * min(kept):+.1f} | "
-                   f"{100 * np.mean(diffs):+.1f} |")
+        out.append(
+            f"| {sig} | {right}/{len(cases)} | {100 * np.mean(kept):+.1f} | {100 * min(kept):+.1f} | "
+            f"{100 * np.mean(diffs):+.1f} |"
+        )
     return "\n".join(out)
 
 

@@ -12,6 +12,7 @@ only), and every label-free estimate (ATC-NE, ATC-MC, DoC from the bundle's cali
 between two seeds' models) is compared with the pool's window accuracy. No choice reads a target label:
 ``model.pt`` is chosen on source validation, the guard on the estimate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,23 +24,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from channel_shift import channel_manifests  # noqa: E402 (same folder)
+from run_recipe import manifests  # noqa: E402 (same folder)
 
+from audio_dann.adaptation.estimators import agreement, calibrate, estimate
 from audio_dann.adaptation.methods import METHODS, AdaptConfig, TargetClips, adapt_network
 from audio_dann.api import prepare, train
 from audio_dann.config import apply_overrides, load_config
 from audio_dann.data.store import open_prepared
-from audio_dann.adaptation.estimators import agreement, calibrate, estimate
-from audio_dann.nn.outputs import probabilities
 from audio_dann.nn.classifier import load_model
-from channel_shift import channel_manifests  # noqa: E402 (same folder)
-from run_recipe import manifests  # noqa: E402 (same folder)
+from audio_dann.nn.outputs import probabilities
 
 HERE = Path(__file__).resolve().parent
 # base models: name -> (prepared folder, method, extra settings)
-BASES = {"source-only": ("flat", "source-only", []), "dann-flat": ("flat", "dann", []),
-         "dann-latent": ("flat", "dann", ["train.latent_domains=-1"]),
-         "dann-latent3": ("flat", "dann", ["train.latent_domains=3"]),
-         "dann-named": ("named", "dann", [])}
+BASES = {
+    "source-only": ("flat", "source-only", []),
+    "dann-flat": ("flat", "dann", []),
+    "dann-latent": ("flat", "dann", ["train.latent_domains=-1"]),
+    "dann-latent3": ("flat", "dann", ["train.latent_domains=3"]),
+    "dann-named": ("named", "dann", []),
+}
 
 
 def _flat(csv_in: Path, csv_out: Path) -> Path:
@@ -69,15 +73,21 @@ def _views(prep_dir: Path, names: tuple[str, ...] = ("pool", "test", "source_val
     """Pool (target training), test and source validation windows of a prepared folder, with labels from
     FSDD file names."""
     prep = open_prepared(prep_dir)
-    rows_of = {"pool": lambda: prep.rows("train", source=False), "test": lambda: prep.rows("test"),
-               "source_val": lambda: prep.rows("val", source=True)}
+    rows_of = {
+        "pool": lambda: prep.rows("train", source=False),
+        "test": lambda: prep.rows("test"),
+        "source_val": lambda: prep.rows("val", source=True),
+    }
     out = {}
     for name, rows in ((n, rows_of[n]()) for n in names):
         files = [prep.index[i]["file"] for i in rows]
         uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
-        out[name] = {"x": torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float16)),
-                     "y": np.array([_digit(f) for f in files]), "file": np.array([uniq[f] for f in files]),
-                     "paths": list(uniq)}
+        out[name] = {
+            "x": torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float16)),
+            "y": np.array([_digit(f) for f in files]),
+            "file": np.array([uniq[f] for f in files]),
+            "paths": list(uniq),
+        }
     return out
 
 
@@ -106,8 +116,15 @@ def _one(job: dict) -> list[dict]:
         run = work / "runs" / f"{job['task']}_{base}_s{job['seed']}"
         t0 = time.perf_counter()
         if not (run / "summary.json").exists():
-            train(prep, run, config=apply_overrides(config, extra), method=method_, seed=job["seed"], device=device,
-                  report=False)
+            train(
+                prep,
+                run,
+                config=apply_overrides(config, extra),
+                method=method_,
+                seed=job["seed"],
+                device=device,
+                report=False,
+            )
         train_s = time.perf_counter() - t0
         model = load_model(run / "model.pt")
         clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
@@ -115,12 +132,25 @@ def _one(job: dict) -> list[dict]:
         est_before = estimate(before, model.calibration)
         est_before.update({f"{k}-recal": v for k, v in est_before.items()})
         latent = json.loads((run / "summary.json").read_text()).get("latent_domains")
-        rows.append({"task": job["task"], "seed": job["seed"], "base": base, "method": "none", "train_s": train_s,
-                     "latent_k": latent["k"] if latent else None,
-                     **{f"pool_{k}": v for k, v in _scores(before, pool, model.classes).items()},
-                     **{f"test_{k}": v for k, v in _scores(probabilities(model.dann, views["test"]["x"], device),
-                                                           views["test"], model.classes).items()},
-                     "estimates": est_before, "probs_file": _save_probs(work, job, base, "none", before)})
+        rows.append(
+            {
+                "task": job["task"],
+                "seed": job["seed"],
+                "base": base,
+                "method": "none",
+                "train_s": train_s,
+                "latent_k": latent["k"] if latent else None,
+                **{f"pool_{k}": v for k, v in _scores(before, pool, model.classes).items()},
+                **{
+                    f"test_{k}": v
+                    for k, v in _scores(
+                        probabilities(model.dann, views["test"]["x"], device), views["test"], model.classes
+                    ).items()
+                },
+                "estimates": est_before,
+                "probs_file": _save_probs(work, job, base, "none", before),
+            }
+        )
         for method in job["methods"]:
             t0 = time.perf_counter()
             net, info = adapt_network(model.dann, clips, method, AdaptConfig(seed=job["seed"]), device)
@@ -128,17 +158,31 @@ def _one(job: dict) -> list[dict]:
             after = probabilities(net, pool["x"], device)
             est_after = estimate(after, model.calibration)
             # the same estimators recalibrated for the adapted network on held-out source clips
-            recal = calibrate(probabilities(net, views["source_val"]["x"], device),
-                              np.array([model.classes.index(str(d)) for d in views["source_val"]["y"]]))
+            recal = calibrate(
+                probabilities(net, views["source_val"]["x"], device),
+                np.array([model.classes.index(str(d)) for d in views["source_val"]["y"]]),
+            )
             est_after.update({f"{k}-recal": v for k, v in estimate(after, recal).items()})
             b, a = est_before.get("atc-ne"), est_after.get("atc-ne")
-            rows.append({"task": job["task"], "seed": job["seed"], "base": base, "method": method,
-                         "adapt_s": time.perf_counter() - t0,
-                         **{f"pool_{k}": v for k, v in _scores(after, pool, model.classes).items()},
-                         **{f"test_{k}": v for k, v in _scores(probabilities(net, views["test"]["x"], device),
-                                                               views["test"], model.classes).items()},
-                         "estimates": est_after, "guard_keeps": "original" if (a is not None and b is not None and a < b)
-                         else "adapted", "probs_file": _save_probs(work, job, base, method, after)})
+            rows.append(
+                {
+                    "task": job["task"],
+                    "seed": job["seed"],
+                    "base": base,
+                    "method": method,
+                    "adapt_s": time.perf_counter() - t0,
+                    **{f"pool_{k}": v for k, v in _scores(after, pool, model.classes).items()},
+                    **{
+                        f"test_{k}": v
+                        for k, v in _scores(
+                            probabilities(net, views["test"]["x"], device), views["test"], model.classes
+                        ).items()
+                    },
+                    "estimates": est_after,
+                    "guard_keeps": "original" if (a is not None and b is not None and a < b) else "adapted",
+                    "probs_file": _save_probs(work, job, base, method, after),
+                }
+            )
     return rows
 
 
@@ -186,9 +230,12 @@ def _ci(values) -> str:
 
 
 def tables(rows: list[dict]) -> str:
-    out = ["| task | base | method | test acc (file, mean +- 95% half-width) | pool acc (file) | pool acc (window) "
-           "| ATC-NE est. | agreement est. | agreement guard keeps adapted | pool acc (window) of the kept model | "
-           "seeds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| task | base | method | test acc (file, mean +- 95% half-width) | pool acc (file) | pool acc (window) "
+        "| ATC-NE est. | agreement est. | agreement guard keeps adapted | pool acc (window) of the kept model | "
+        "seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for task in sorted({r["task"] for r in rows}):
         for base in BASES:
             for method in ("none", *METHODS):
@@ -197,11 +244,13 @@ def tables(rows: list[dict]) -> str:
                     continue
                 est = [r["estimates"].get("atc-ne", np.nan) for r in rs]
                 agree = [r["estimates"].get("agreement", np.nan) for r in rs]
-                kept = (sum(r.get("agreement_guard_keeps") == "adapted" for r in rs) if method != "none" else "-")
-                kept_acc = (_ci([r.get("kept_pool_window_acc", np.nan) for r in rs]) if method != "none" else "-")
-                out.append(f"| {task} | {base} | {method} | {_ci([r['test_file_acc'] for r in rs])} | "
-                           f"{_ci([r['pool_file_acc'] for r in rs])} | {_ci([r['pool_window_acc'] for r in rs])} | "
-                           f"{np.mean(est):.3f} | {np.mean(agree):.3f} | {kept} | {kept_acc} | {len(rs)} |")
+                kept = sum(r.get("agreement_guard_keeps") == "adapted" for r in rs) if method != "none" else "-"
+                kept_acc = _ci([r.get("kept_pool_window_acc", np.nan) for r in rs]) if method != "none" else "-"
+                out.append(
+                    f"| {task} | {base} | {method} | {_ci([r['test_file_acc'] for r in rs])} | "
+                    f"{_ci([r['pool_file_acc'] for r in rs])} | {_ci([r['pool_window_acc'] for r in rs])} | "
+                    f"{np.mean(est):.3f} | {np.mean(agree):.3f} | {kept} | {kept_acc} | {len(rs)} |"
+                )
     out += ["", "| estimator | mean abs. error (pool windows) | worst | runs |", "|---|---|---|---|"]
     for name in ("atc-ne", "atc-mc", "doc", "atc-ne-recal", "atc-mc-recal", "doc-recal", "agreement"):
         err = [abs(r["estimates"][name] - r["pool_window_acc"]) for r in rows if name in r["estimates"]]
@@ -223,20 +272,36 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None, help="only file index < N (smoke test)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
-    config = load_config(HERE / "config.yaml", ["train.rv_steps=0", "train.self_training=none",
-                                                "train.latent_ensemble=[]", *args.overrides])
+    config = load_config(
+        HERE / "config.yaml",
+        ["train.rv_steps=0", "train.self_training=none", "train.latent_ensemble=[]", *args.overrides],
+    )
     # models are saved as trained (no AdaBN stage): the script applies AdaBN and the others itself
     args.work.mkdir(parents=True, exist_ok=True)
     jobs = []
     for task in args.tasks:
         # A, B: the speaker shift both ways; C: clean -> degraded channel (one condition: no names to give)
-        m = channel_manifests(args.fsdd, args.work / "channel") if task == "C" else manifests(
-            args.fsdd, args.work, task, args.subset)
+        m = (
+            channel_manifests(args.fsdd, args.work / "channel")
+            if task == "C"
+            else manifests(args.fsdd, args.work, task, args.subset)
+        )
         bases = [b for b in args.bases if not (task == "C" and BASES[b][0] == "named")]
         preps = prepare_layouts(m, args.work, task, config, {BASES[b][0] for b in bases})
-        jobs += [{"task": task, "seed": s, "config": config, "device": args.device, "work": str(args.work),
-                  "preps": {k: str(v) for k, v in preps.items()}, "methods": args.methods, "bases": bases,
-                  "threads": max(1, (mp.cpu_count() or 2) // max(args.jobs, 1))} for s in args.seeds]
+        jobs += [
+            {
+                "task": task,
+                "seed": s,
+                "config": config,
+                "device": args.device,
+                "work": str(args.work),
+                "preps": {k: str(v) for k, v in preps.items()},
+                "methods": args.methods,
+                "bases": bases,
+                "threads": max(1, (mp.cpu_count() or 2) // max(args.jobs, 1)),
+            }
+            for s in args.seeds
+        ]
     rows = []
     with mp.get_context("spawn").Pool(max(args.jobs, 1)) as pool:
         for part in pool.imap_unordered(_one, jobs):  # each task/seed as it finishes, so a cut-off run keeps them

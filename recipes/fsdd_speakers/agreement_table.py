@@ -26,6 +26,7 @@ and two references are the next and the previous seed.
 The prior bound needs the source class frequencies, taken from the source validation labels as
 ``train`` now stores them (``class_prior``; the older bundles here lack them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
-from audio_dann.data.store import open_prepared  # noqa: E402
-from audio_dann.adaptation.estimators import estimate, combined_estimate  # noqa: E402
+
+from audio_dann.adaptation.estimators import combined_estimate, estimate  # noqa: E402
 from audio_dann.adaptation.guard import GUARD_MARGIN  # noqa: E402
+from audio_dann.data.store import open_prepared  # noqa: E402
 from audio_dann.nn.classifier import load_model  # noqa: E402
 
-ESTIMATES = {"agreement": lambda f: f["agreement"],
-             "combined": lambda f: combined_estimate(f, f["agreement"])["value"],
-             "combined, two references": lambda f: combined_estimate(f, f["agreement, two references"])["value"],
-             "combined, no reference": lambda f: combined_estimate(f)["value"],
-             "combined, --label-shift": lambda f: combined_estimate(f, f["agreement"], label_shift=True)["value"]}
+ESTIMATES = {
+    "agreement": lambda f: f["agreement"],
+    "combined": lambda f: combined_estimate(f, f["agreement"])["value"],
+    "combined, two references": lambda f: combined_estimate(f, f["agreement, two references"])["value"],
+    "combined, no reference": lambda f: combined_estimate(f)["value"],
+    "combined, --label-shift": lambda f: combined_estimate(f, f["agreement"], label_shift=True)["value"],
+}
 
 
 def _groups(work: Path, tasks: list[str]) -> list[tuple[str, list[Path]]]:
@@ -58,8 +62,9 @@ def _groups(work: Path, tasks: list[str]) -> list[tuple[str, list[Path]]]:
 
 def _probs(work: Path, tasks: list[str]) -> None:
     """Pool probabilities (none, adabn) of every run that lacks them."""
-    from audio_dann.nn.outputs import probabilities
     from audio_dann.adaptation.methods import AdaptConfig, TargetClips, adapt_network
+    from audio_dann.nn.outputs import probabilities
+
     for group, runs in _groups(work, tasks):
         pool = _views(work / f"{group[0]}_prep_flat", ("pool",))["pool"]
         clips = TargetClips(pool["x"], pool["file"], pool["paths"], [])
@@ -67,8 +72,11 @@ def _probs(work: Path, tasks: list[str]) -> None:
             model = load_model(run / "model.pt")
             for adapt in ("none", "adabn"):
                 if not (run / f"pool_probs_{adapt}.npy").is_file():
-                    net = model.dann if adapt == "none" else adapt_network(model.dann, clips, "adabn",
-                                                                           AdaptConfig(seed=seed), "cpu")[0]
+                    net = (
+                        model.dann
+                        if adapt == "none"
+                        else adapt_network(model.dann, clips, "adabn", AdaptConfig(seed=seed), "cpu")[0]
+                    )
                     np.save(run / f"pool_probs_{adapt}.npy", probabilities(net, pool["x"], "cpu").astype(np.float16))
         print(group, flush=True)
 
@@ -94,9 +102,18 @@ def rows(work: Path, tasks: list[str], adapts: list[str]) -> list[dict]:
                 figures = estimate(p, {**models[s].calibration, "class_prior": prior})
                 agree = [float((p.argmax(1) == probs[(s + d) % 3].argmax(1)).mean()) for d in (1, 2)]
                 figures.update({"agreement": agree[0], "agreement, two references": float(np.mean(agree))})
-                out.append({"group": group, "task": task, "base": group.split("_")[-1],
-                            "adapt": adapt, "seed": s, "accuracy": float((classes[p.argmax(1)] == y).mean()),
-                            **{k: float(f(figures)) for k, f in ESTIMATES.items()}, "figures": figures})
+                out.append(
+                    {
+                        "group": group,
+                        "task": task,
+                        "base": group.split("_")[-1],
+                        "adapt": adapt,
+                        "seed": s,
+                        "accuracy": float((classes[p.argmax(1)] == y).mean()),
+                        **{k: float(f(figures)) for k, f in ESTIMATES.items()},
+                        "figures": figures,
+                    }
+                )
     return out
 
 
@@ -106,8 +123,13 @@ def summary(rs: list[dict]) -> dict:
     for name in ESTIMATES:
         err = np.array([abs(r[name] - r["accuracy"]) for r in rs])
         a = np.array([abs(r[name] - r["accuracy"]) for r in rs if r["task"] == "A"])
-        out[name] = {"mean": float(err.mean()), "worst": float(err.max()), "models": len(rs),
-                     "A_mean": float(a.mean()) if len(a) else None, "A_worst": float(a.max()) if len(a) else None}
+        out[name] = {
+            "mean": float(err.mean()),
+            "worst": float(err.max()),
+            "models": len(rs),
+            "A_mean": float(a.mean()) if len(a) else None,
+            "A_worst": float(a.max()) if len(a) else None,
+        }
     return out
 
 
@@ -121,15 +143,21 @@ def guard_replay(rs: list[dict]) -> None:
     for name in ESTIMATES:
         for margin in (0.0, GUARD_MARGIN):
             for adapt in sorted({r["adapt"] for r in rs} - {"none"}):
-                pairs = [(r, by_key[(r["group"], adapt, r["seed"])]) for r in rs
-                         if r["adapt"] == "none" and (r["group"], adapt, r["seed"]) in by_key]
+                pairs = [
+                    (r, by_key[(r["group"], adapt, r["seed"])])
+                    for r in rs
+                    if r["adapt"] == "none" and (r["group"], adapt, r["seed"]) in by_key
+                ]
                 if not pairs:
                     continue
                 keep = [a[name] < b[name] - margin for b, a in pairs]
-                lost = np.array([max(b["accuracy"], a["accuracy"]) - (b if k else a)["accuracy"]
-                                 for (b, a), k in zip(pairs, keep)])
-                print(f"| {name} | {margin:g} | {adapt} | {len(pairs)} | {sum(keep)} | {(lost > 1e-9).sum()} | "
-                      f"{lost.max():.3f} | {lost.mean():.4f} |")
+                lost = np.array(
+                    [max(b["accuracy"], a["accuracy"]) - (b if k else a)["accuracy"] for (b, a), k in zip(pairs, keep)]
+                )
+                print(
+                    f"| {name} | {margin:g} | {adapt} | {len(pairs)} | {sum(keep)} | {(lost > 1e-9).sum()} | "
+                    f"{lost.max():.3f} | {lost.mean():.4f} |"
+                )
 
 
 def from_adapt_table(path: Path) -> None:
@@ -139,19 +167,26 @@ def from_adapt_table(path: Path) -> None:
     for r in rs:  # the agreement with the previous seed is that seed's agreement with this one
         prev = seed_row[(r["task"], r["base"], r["method"], (r["seed"] - 1) % 3)]["estimates"]["agreement"]
         r["two"] = (r["estimates"]["agreement"] + prev) / 2
-    sets = {"source-only and DANN (flat, named)": ("source-only", "dann-flat", "dann-named"),
-            "DANN with latent domains": ("dann-latent", "dann-latent3")}
+    sets = {
+        "source-only and DANN (flat, named)": ("source-only", "dann-flat", "dann-named"),
+        "DANN with latent domains": ("dann-latent", "dann-latent3"),
+    }
     print("| models | estimate | n | mean abs. error | worst | task A: mean / worst |\n|---|---|---|---|---|---|")
     for label, bases in [*sets.items(), ("all", tuple({r["base"] for r in rs}))]:
         sub = [r for r in rs if r["base"] in bases]
-        for name, value in [("agreement, one reference", lambda r: r["estimates"]["agreement"]),
-                            ("min(agreement, ATC-NE), one reference",
-                             lambda r: min(r["estimates"]["agreement"], r["estimates"]["atc-ne"])),
-                            ("min(agreement, ATC-NE), two references",
-                             lambda r: min(r["two"], r["estimates"]["atc-ne"]))]:
+        for name, value in [
+            ("agreement, one reference", lambda r: r["estimates"]["agreement"]),
+            (
+                "min(agreement, ATC-NE), one reference",
+                lambda r: min(r["estimates"]["agreement"], r["estimates"]["atc-ne"]),
+            ),
+            ("min(agreement, ATC-NE), two references", lambda r: min(r["two"], r["estimates"]["atc-ne"])),
+        ]:
             err = np.array([abs(value(r) - r["pool_window_acc"]) for r in sub])
             a = np.array([abs(value(r) - r["pool_window_acc"]) for r in sub if r["task"] == "A"])
-            print(f"| {label} | {name} | {len(sub)} | {err.mean():.3f} | {err.max():.3f} | {a.mean():.3f} / {a.max():.3f} |")
+            print(
+                f"| {label} | {name} | {len(sub)} | {err.mean():.3f} | {err.max():.3f} | {a.mean():.3f} / {a.max():.3f} |"
+            )
 
 
 def main() -> None:
@@ -175,12 +210,16 @@ def main() -> None:
             g = [r for r in rs if (r["group"], r["adapt"]) == (group, adapt)]
             fmt = lambda k: " / ".join(f"{r[k]:.3f}" for r in g)  # noqa: E731
             err = {k: np.abs([r[k] - r["accuracy"] for r in g]) for k in ("agreement", "combined")}
-            print(f"| {group} | {adapt} | {fmt('accuracy')} | {fmt('agreement')} | {fmt('combined')} | "
-                  f"{err['agreement'].mean():.3f} / {err['agreement'].max():.3f} | "
-                  f"{err['combined'].mean():.3f} / {err['combined'].max():.3f} |")
-    sets = {"base grid (source-only and DANN, flat target)": [r for r in rs if "_base_" in r["group"]],
-            "variant grid (DANN variants: latent K, CDAN, wide)": [r for r in rs if "_base_" not in r["group"]],
-            "all": rs}
+            print(
+                f"| {group} | {adapt} | {fmt('accuracy')} | {fmt('agreement')} | {fmt('combined')} | "
+                f"{err['agreement'].mean():.3f} / {err['agreement'].max():.3f} | "
+                f"{err['combined'].mean():.3f} / {err['combined'].max():.3f} |"
+            )
+    sets = {
+        "base grid (source-only and DANN, flat target)": [r for r in rs if "_base_" in r["group"]],
+        "variant grid (DANN variants: latent K, CDAN, wide)": [r for r in rs if "_base_" not in r["group"]],
+        "all": rs,
+    }
     print("\n| models | estimator | n | mean abs. error | worst | task A: mean / worst |\n|---|---|---|---|---|---|")
     result = {}
     for label, sub in sets.items():

@@ -8,19 +8,20 @@ Source: all six speakers, index 5-27, clean (index 0-4 clean = source validation
 pink noise at 5-15 dB SNR, clipping), unlabelled. Test: index 0-4 through the same channel (report
 only). Different utterances on each side, so the target never holds degraded copies of source clips.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 from audio_dann.config import load_config
 from audio_dann.data.audio import read_audio
 from audio_dann.data.manifest import build_manifest, write_manifest
 from audio_dann.data.prepare import prepare
 from audio_dann.data.synth import coloured_noise, filter_spectrum
-from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,8 +68,17 @@ def main() -> None:
     m = channel_manifests(args.fsdd, args.work)
     prep = args.work / "prepared"
     prepare(m["source"], [m["target"]], prep, target_eval=m["test"], config=config)
-    score_grid(prep, args.work / "runs" / args.tag, config, args.methods, args.seeds, m["test"], m["target"],
-               args.work / f"results_{args.tag}.json")
+    score_grid(
+        prep,
+        args.work / "runs" / args.tag,
+        config,
+        args.methods,
+        args.seeds,
+        m["test"],
+        m["target"],
+        args.work / f"results_{args.tag}.json",
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ of the members' training times. ``--members 2 4`` gives variant ``latent-ensembl
 composes the runs of that variant (``warp+mixstyle``, ``warp+mixstyle+latent2``, ...; variant
 ``latent-ensemble@warp+mixstyle``); ``--member-family`` takes only the members from another.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _scores, _views  # noqa: E402
-from audio_dann.nn.outputs import probabilities  # noqa: E402
+
+from audio_dann.adaptation.methods import (
+    AdaptConfig,
+    TargetClips,
+    adapt_network,  # noqa: E402
+    ensemble_probabilities,
+)
 from audio_dann.nn.classifier import load_model  # noqa: E402
-from audio_dann.adaptation.methods import (AdaptConfig, TargetClips, adapt_network,  # noqa: E402
-                                               ensemble_probabilities)
+from audio_dann.nn.outputs import probabilities  # noqa: E402
 
 
 def member_run(runs: Path, task: str, k: int, seed: int, family: str = "base") -> Path | None:
@@ -54,18 +60,36 @@ def member_run(runs: Path, task: str, k: int, seed: int, family: str = "base") -
     return None
 
 
-def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds: list[int] | None = None,
-        family: str = "base", member_family: str | None = None, teacher_bn: str = "adabn") -> list[dict]:
+def one(
+    task: str,
+    seed: int,
+    members: list[int],
+    views: dict,
+    runs: Path,
+    seeds: list[int] | None = None,
+    family: str = "base",
+    member_family: str | None = None,
+    teacher_bn: str = "adabn",
+) -> list[dict]:
     """Rows for the ensemble of K = 0 and ``members`` at ``seed``; or, with ``seeds``, the ensemble of the
     K = 0 runs of those seeds (``seed``'s first: the student), the same cost without the K."""
     if seeds:
-        paths, variant = [member_run(runs, task, 0, s) for s in [seed, *(s for s in seeds if s != seed)]], "seed-ensemble"
+        paths, variant = (
+            [member_run(runs, task, 0, s) for s in [seed, *(s for s in seeds if s != seed)]],
+            "seed-ensemble",
+        )
     else:
         member_family = member_family or family
-        paths = [member_run(runs, task, 0, seed, family), *(member_run(runs, task, k, seed, member_family) for k in members)]
-        variant = ("latent-ensemble" + ("" if members == [2, 3, 4] else "-" + "-".join(map(str, members)))
-                   + ("" if family == "base" else f"@{family}")
-                   + ("" if member_family == family else f"/members@{member_family}"))
+        paths = [
+            member_run(runs, task, 0, seed, family),
+            *(member_run(runs, task, k, seed, member_family) for k in members),
+        ]
+        variant = (
+            "latent-ensemble"
+            + ("" if members == [2, 3, 4] else "-" + "-".join(map(str, members)))
+            + ("" if family == "base" else f"@{family}")
+            + ("" if member_family == family else f"/members@{member_family}")
+        )
     if any(p is None for p in paths):
         print(f"{task} seed {seed}: {variant} skipped, runs missing", flush=True)
         return []
@@ -85,13 +109,28 @@ def one(task: str, seed: int, members: list[int], views: dict, runs: Path, seeds
     train_s = sum(json.loads((p / "summary.json").read_text())["train_seconds"] for p in paths)
     rows = []
     for adapt, pool_p, test_p in (
-            ("teacher", teacher.numpy(), np.mean([probabilities(n, test["x"]) for n in nets], axis=0)),
-            ("distilled", probabilities(student, pool["x"]), probabilities(student, test["x"]))):
+        ("teacher", teacher.numpy(), np.mean([probabilities(n, test["x"]) for n in nets], axis=0)),
+        ("distilled", probabilities(student, pool["x"]), probabilities(student, test["x"])),
+    ):
         ps, ts = _scores(pool_p, pool, classes), _scores(test_p, test, classes)
-        rows.append({"task": task, "variant": variant, "base": "dann-flat", "adapt": adapt, "seed": seed,
-                     "members": [p.name for p in paths], "train_s": train_s, "adapt_s": adapt_s if adapt == "distilled" else 0.0,
-                     "pool_window_acc": ps["window_acc"], "pool_file_acc": ps["file_acc"], "pool_files": ps["files"],
-                     "test_window_acc": ts["window_acc"], "test_file_acc": ts["file_acc"], "test_files": ts["files"]})
+        rows.append(
+            {
+                "task": task,
+                "variant": variant,
+                "base": "dann-flat",
+                "adapt": adapt,
+                "seed": seed,
+                "members": [p.name for p in paths],
+                "train_s": train_s,
+                "adapt_s": adapt_s if adapt == "distilled" else 0.0,
+                "pool_window_acc": ps["window_acc"],
+                "pool_file_acc": ps["file_acc"],
+                "pool_files": ps["files"],
+                "test_window_acc": ts["window_acc"],
+                "test_file_acc": ts["file_acc"],
+                "test_files": ts["files"],
+            }
+        )
         print(task, seed, variant, adapt, f"test {ts['file_acc']:.3f} pool {ps['file_acc']:.3f}", flush=True)
     return rows
 
@@ -102,12 +141,19 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["A", "B", "S"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--members", nargs="+", type=int, default=[2, 3, 4], help="K of the members besides K=0")
-    ap.add_argument("--seed-ensemble", action="store_true",
-                    help="instead: the ensemble of the K=0 runs of all --seeds (the same cost, no latent domains)")
+    ap.add_argument(
+        "--seed-ensemble",
+        action="store_true",
+        help="instead: the ensemble of the K=0 runs of all --seeds (the same cost, no latent domains)",
+    )
     ap.add_argument("--family", default="base", help="the hard_shifts variant of the runs (e.g. warp+mixstyle)")
     ap.add_argument("--member-family", default=None, help="the members' variant, if not --family")
-    ap.add_argument("--teacher-bn", choices=["adabn", "latent-bn"], default="adabn",
-                    help="how each network is normalised for the teacher (train.ensemble_teacher)")
+    ap.add_argument(
+        "--teacher-bn",
+        choices=["adabn", "latent-bn"],
+        default="adabn",
+        help="how each network is normalised for the teacher (train.ensemble_teacher)",
+    )
     ap.add_argument("--rows", type=Path, default=None, help="append the rows here (jsonl)")
     args = ap.parse_args()
     for task in args.tasks:
@@ -116,8 +162,17 @@ def main() -> None:
             continue
         views = _views(args.work / f"{task}_prep_flat", ("pool", "test"))
         for seed in args.seeds:
-            rows = one(task, seed, args.members, views, args.work / "runs", args.seeds if args.seed_ensemble else None,
-                       args.family, args.member_family, args.teacher_bn)
+            rows = one(
+                task,
+                seed,
+                args.members,
+                views,
+                args.work / "runs",
+                args.seeds if args.seed_ensemble else None,
+                args.family,
+                args.member_family,
+                args.teacher_bn,
+            )
             if args.rows and rows:
                 with open(args.rows, "a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -9,13 +9,16 @@ that follow the labels would make the domain head erase label information), the 
 (what ``train.latent_domains=-1`` maximises), and the BIC of a diagonal Gaussian mixture on 8
 principal components (lower is better). FSDD file names give speakers and digits: report only.
 """
+
 import argparse
+from math import comb
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
-from audio_dann.data.store import open_prepared
+
 from audio_dann.adaptation.conditions import kmeans, silhouette
-from math import comb
+from audio_dann.data.store import open_prepared
+
 
 def ari(a, b) -> float:
     """Adjusted Rand index of two labellings."""
@@ -26,6 +29,7 @@ def ari(a, b) -> float:
     both, rows, cols = pairs(table.ravel()), pairs(table.sum(1)), pairs(table.sum(0))
     expected, top = rows * cols / comb(len(a), 2), (rows + cols) / 2
     return (both - expected) / (top - expected)
+
 
 def descs(prep):
     rows = prep.rows("train", source=False)
@@ -49,6 +53,7 @@ def descs(prep):
     dig = np.array([Path(f).name.split("_")[0] for f in uniq])
     return {k: (lambda d: (d - d.mean(0)) / (d.std(0) + 1e-6))(np.array(v)) for k, v in out.items()}, spk, dig
 
+
 def bic_gmm_diag(x, labels):
     # BIC of a diagonal gaussian mixture fitted from the k-means partition (one M step)
     n, d = x.shape
@@ -57,11 +62,12 @@ def bic_gmm_diag(x, labels):
     for j in range(K):
         xj = x[labels == j]
         mu, var, w = xj.mean(0), xj.var(0) + 1e-3, len(xj) / n
-        dens[:, j] = np.log(w) - 0.5*(np.log(2*np.pi*var).sum() + (((x-mu)**2)/var).sum(1))
+        dens[:, j] = np.log(w) - 0.5 * (np.log(2 * np.pi * var).sum() + (((x - mu) ** 2) / var).sum(1))
     mx = dens.max(1)
     ll = (mx + np.log(np.exp(dens - mx[:, None]).sum(1))).sum()
-    p = K*(2*d) + K - 1
-    return -2*ll + p*np.log(n)
+    p = K * (2 * d) + K - 1
+    return -2 * ll + p * np.log(n)
+
 
 def pca(x, k=10):
     u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
@@ -80,8 +86,15 @@ def main() -> None:
             for K in range(2, 7):
                 lab = kmeans(d, K, 0)
                 p = pca(d, 8)
-                line.append((K, round(ari(lab, spk), 2), round(ari(lab, dig), 2), round(silhouette(d, lab), 3),
-                             round(bic_gmm_diag(p, kmeans(p, K, 0)))))
+                line.append(
+                    (
+                        K,
+                        round(ari(lab, spk), 2),
+                        round(ari(lab, dig), 2),
+                        round(silhouette(d, lab), 3),
+                        round(bic_gmm_diag(p, kmeans(p, K, 0))),
+                    )
+                )
             print(f"  {name:9s}", " ".join(f"K{K}:ariS={a} ariD={b} sil={s} bic={bb}" for K, a, b, s, bb in line))
 
 

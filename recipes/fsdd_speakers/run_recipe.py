@@ -6,6 +6,7 @@
 Every step is the library call behind an `audio-dann` command (see README.md in this folder).
 Target labels are used only to report accuracy (test clips and the transductive pool).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from audio_dann.api import evaluate, prepare, train
 from audio_dann.config import config_to_dict, load_config
 from audio_dann.data.manifest import build_manifest, write_manifest
 from audio_dann.infer.metrics import wilson_interval
-from audio_dann.api import evaluate
-from audio_dann.api import prepare
-from audio_dann.api import train
 
 HERE = Path(__file__).resolve().parent
 GROUPS = {"A": (["jackson", "nicolas", "theo"], ["george", "lucas", "yweweler"])}
@@ -29,7 +28,9 @@ GROUPS["B"] = (GROUPS["A"][1], GROUPS["A"][0])
 PATTERN = "{label}_{speaker}_{index}.wav"
 
 
-def manifests(fsdd: Path, work: Path, task: str, subset: int | None, one_target_domain: bool = False) -> dict[str, Path]:
+def manifests(
+    fsdd: Path, work: Path, task: str, subset: int | None, one_target_domain: bool = False
+) -> dict[str, Path]:
     src, tgt = (",".join(s) for s in GROUPS[task])
     top = [f"index<{subset}"] if subset else []
     spec = {
@@ -55,23 +56,34 @@ def train_and_score(prep: Path, run: Path, config, method: str, seed: int, test_
     if (run / "summary.json").exists():
         summary = json.loads((run / "summary.json").read_text())
     else:
-        summary = train(prep, run, config=config, method=method, seed=seed, device="cpu",
-                        resume=(run / "last.pt").exists())
+        summary = train(
+            prep, run, config=config, method=method, seed=seed, device="cpu", resume=(run / "last.pt").exists()
+        )
     test = evaluate(run / "model.pt", test_csv)
     pool = evaluate(run / "model.pt", pool_csv)  # report only: the unlabelled pool's labels
-    return {"seed": seed, "test_acc": test["accuracy"], "test_n": test["n"], "pool_acc": pool["accuracy"],
-            "pool_n": pool["n"], "selected_step": summary["selected"]["step"],
-            "train_seconds": summary["train_seconds"], "wall_seconds": time.perf_counter() - t0}
+    return {
+        "seed": seed,
+        "test_acc": test["accuracy"],
+        "test_n": test["n"],
+        "pool_acc": pool["accuracy"],
+        "pool_n": pool["n"],
+        "selected_step": summary["selected"]["step"],
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": time.perf_counter() - t0,
+    }
 
 
-def score_grid(prep: Path, runs: Path, config, methods, seeds, test_csv: Path, pool_csv: Path,
-               out_json: Path) -> list[dict]:
+def score_grid(
+    prep: Path, runs: Path, config, methods, seeds, test_csv: Path, pool_csv: Path, out_json: Path
+) -> list[dict]:
     """``train_and_score`` for every seed and method into ``runs/{method}_s{seed}``; rows also go to ``out_json``."""
     results = []
     for seed in seeds:
         for method in methods:
-            row = {"method": method, **train_and_score(prep, runs / f"{method}_s{seed}", config, method, seed,
-                                                       test_csv, pool_csv)}
+            row = {
+                "method": method,
+                **train_and_score(prep, runs / f"{method}_s{seed}", config, method, seed, test_csv, pool_csv),
+            }
             results.append(row)
             print(json.dumps(row), flush=True)
     out_json.write_text(json.dumps(results, indent=1))
@@ -100,8 +112,11 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--tag", default="default", help="name of this configuration (run folders, results)")
     ap.add_argument("--subset", type=int, default=None, help="use only file index < N (smoke test)")
-    ap.add_argument("--one-target-domain", action="store_true",
-                    help="treat the three target speakers as one domain (binary domain head)")
+    ap.add_argument(
+        "--one-target-domain",
+        action="store_true",
+        help="treat the three target speakers as one domain (binary domain head)",
+    )
     args = ap.parse_args()
     config = load_config(HERE / "config.yaml", args.overrides)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -109,8 +124,11 @@ def main() -> None:
     for task in args.tasks:
         m = manifests(args.fsdd, args.work, task, args.subset, args.one_target_domain)
         # one prepared folder per feature setting and domain layout, so ablations never clobber each other
-        key = hashlib.sha256(json.dumps([config_to_dict(config)["features"], args.one_target_domain, args.subset],
-                                        sort_keys=True).encode()).hexdigest()[:8]
+        key = hashlib.sha256(
+            json.dumps(
+                [config_to_dict(config)["features"], args.one_target_domain, args.subset], sort_keys=True
+            ).encode()
+        ).hexdigest()[:8]
         prep = args.work / f"{task}_prepared_{key}"
         prepare(m["source"], [m["target"]], prep, target_eval=m["test"], config=config)
         oracle_prep = args.work / f"{task}_oracle_prepared_{key}"
@@ -119,8 +137,15 @@ def main() -> None:
         for seed in args.seeds:
             for method in args.methods:
                 run = args.work / "runs" / args.tag / f"{task}_{method}_s{seed}"
-                row = train_and_score(oracle_prep if method == "oracle" else prep, run, config,
-                                      "source-only" if method == "oracle" else method, seed, m["test"], m["target"])
+                row = train_and_score(
+                    oracle_prep if method == "oracle" else prep,
+                    run,
+                    config,
+                    "source-only" if method == "oracle" else method,
+                    seed,
+                    m["test"],
+                    m["target"],
+                )
                 row = {"task": task, "method": method, **row}
                 results.append(row)
                 print(json.dumps(row), flush=True)
@@ -130,10 +155,14 @@ def main() -> None:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| task | method | target test acc (mean +- std) | 95% CI (pooled seeds) | pool acc | gap closed | train s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | method | target test acc (mean +- std) | 95% CI (pooled seeds) | pool acc | gap closed | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task in sorted({r["task"] for r in results}):
-        by = {m: [r for r in results if r["task"] == task and r["method"] == m] for m in ("source-only", "dann", "oracle")}
+        by = {
+            m: [r for r in results if r["task"] == task and r["method"] == m] for m in ("source-only", "dann", "oracle")
+        }
         mean = {m: np.mean([r["test_acc"] for r in rs]) for m, rs in by.items() if rs}
         for method, rs in by.items():
             if not rs:
@@ -145,9 +174,11 @@ def table(results: list[dict]) -> str:
             gap = ""
             if method == "dann" and {"source-only", "oracle"} <= set(mean) and mean["oracle"] > mean["source-only"]:
                 gap = f"{(mean['dann'] - mean['source-only']) / (mean['oracle'] - mean['source-only']) * 100:+.0f}%"
-            lines.append(f"| {task} | {method} | {acc.mean():.3f} +- {acc.std():.3f} | {lo:.3f}-{hi:.3f} | "
-                         f"{pool.mean():.3f} +- {pool.std():.3f} | {gap} | "
-                         f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
+            lines.append(
+                f"| {task} | {method} | {acc.mean():.3f} +- {acc.std():.3f} | {lo:.3f}-{hi:.3f} | "
+                f"{pool.mean():.3f} +- {pool.std():.3f} | {gap} | "
+                f"{np.mean([r['train_seconds'] for r in rs]):.0f} |"
+            )
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ two independently trained models agree about as often as they are right (the agr
 it then says which number of latent domains (none, 2, 3, 4, 6: the variants found) agreement picks
 and which is the most accurate. Variants without all three seeds' runs are skipped.
 """
+
 import argparse
 import itertools
 import json
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_table import _views  # noqa: E402
-from audio_dann.nn.outputs import probabilities  # noqa: E402
-from audio_dann.nn.classifier import load_model  # noqa: E402
+
 from audio_dann.adaptation.methods import adabn  # noqa: E402
+from audio_dann.nn.classifier import load_model  # noqa: E402
+from audio_dann.nn.outputs import probabilities  # noqa: E402
+
 VARIANTS = ["base", "latent2", "latent3", "latent4", "latent6", "latent-auto", "cdan", "wide"]
 K_CHOICES = ("base", "latent2", "latent3", "latent4", "latent6")  # the number of latent domains only
 
@@ -56,8 +60,11 @@ def main() -> None:
         ks = {var: out[f"{task}/{var}"] for var in K_CHOICES if f"{task}/{var}" in out}
         if len(ks) > 1:
             pick, best = max(ks, key=lambda k: ks[k]["agreement"]), max(ks, key=lambda k: ks[k]["pool_acc"])
-            print(f"{task}: among {', '.join(ks)} agreement picks {pick} (pool {ks[pick]['pool_acc']:.3f}); "
-                  f"the most accurate is {best} ({ks[best]['pool_acc']:.3f})", flush=True)
+            print(
+                f"{task}: among {', '.join(ks)} agreement picks {pick} (pool {ks[pick]['pool_acc']:.3f}); "
+                f"the most accurate is {best} ({ks[best]['pool_acc']:.3f})",
+                flush=True,
+            )
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))
 

@@ -8,6 +8,7 @@ runs minus the accuracy of the run the criterion ranks first. Within runs: for e
 checkpoint each criterion would pick, and its target accuracy against the best checkpoint's.
 Target labels are used here only to grade the criteria, never to choose.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ def main(runs: list[Path]) -> None:
     finals = {run: h[-1] for run, h in histories.items()}
     for run, m in finals.items():
         vals = [m.get("selection", {}).get(key) for key in CRITERIA.values()]
-        print(f"| {run.parent.name} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in vals) +
-              f" | {m['report_only']['target_test_acc']:.4f} |")
+        print(
+            f"| {run.parent.name} | "
+            + " | ".join("-" if v is None else f"{v:.4f}" for v in vals)
+            + f" | {m['report_only']['target_test_acc']:.4f} |"
+        )
     accs = np.array([m["report_only"]["target_test_acc"] for m in finals.values()])
     print("\n| criterion | Spearman vs target acc | regret of its pick (points) |\n|---|---|---|")
     for name in CRITERIA:
@@ -41,7 +45,9 @@ def main(runs: list[Path]) -> None:
         pick = int(np.argmax(scores))
         print(f"| {name} | {spearman(scores, accs):+.2f} | {100 * (accs.max() - accs[pick]):.1f} |")
     print("\n## Within runs (checkpoint picked by each criterion, mean over runs)\n")
-    print("| criterion | target acc of its pick | best checkpoint (forbidden oracle) | regret (points) |\n|---|---|---|---|")
+    print(
+        "| criterion | target acc of its pick | best checkpoint (forbidden oracle) | regret (points) |\n|---|---|---|---|"
+    )
     for name in CRITERIA:
         picked, best = [], []
         for h in histories.values():
@@ -51,7 +57,9 @@ def main(runs: list[Path]) -> None:
             picked.append(h[int(np.argmax(s))]["report_only"]["target_test_acc"])
             best.append(max(m["report_only"]["target_test_acc"] for m in h))
         else:
-            print(f"| {name} | {np.mean(picked):.4f} | {np.mean(best):.4f} | {100 * (np.mean(best) - np.mean(picked)):.1f} |")
+            print(
+                f"| {name} | {np.mean(picked):.4f} | {np.mean(best):.4f} | {100 * (np.mean(best) - np.mean(picked)):.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Source (labelled): the ten digit words spoken by espeak-ng with random voices, v
 pitches. Target (unlabelled): all six FSDD speakers, index 5-49, one domain per speaker. Test (report
 only): FSDD index 0-4 (300 clips). Needs the `espeak-ng` program (Debian/Ubuntu: apt install espeak-ng).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -15,11 +16,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
+from audio_dann.api import prepare
 from audio_dann.config import load_config
 from audio_dann.data.manifest import build_manifest, write_manifest
-from audio_dann.api import prepare
-from run_recipe import score_grid, shift_args  # noqa: E402 (same folder)
 
 HERE = Path(__file__).resolve().parent
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -39,8 +40,11 @@ def synthesise(out: Path, per_digit: int, seed: int = 0) -> None:
             if shutil.which("espeak-ng") is None:
                 sys.exit("error: espeak-ng not found (apt install espeak-ng)")
             path.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["espeak-ng", "-w", str(path), "-v", voice, "-s", str(speed), "-p", str(pitch), word],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-w", str(path), "-v", voice, "-s", str(speed), "-p", str(pitch), word],
+                check=True,
+                capture_output=True,
+            )
 
 
 def main() -> None:
@@ -55,8 +59,17 @@ def main() -> None:
     write_manifest(build_manifest(args.fsdd, pattern, ["index<5"], domain="speaker")[0], m["test"])
     prep = args.work / "prepared"
     prepare(args.work / "espeak", [m["target"]], prep, target_eval=m["test"], config=config)
-    score_grid(prep, args.work / "runs" / args.tag, config, args.methods, args.seeds, m["test"], m["target"],
-               args.work / f"results_{args.tag}.json")
+    score_grid(
+        prep,
+        args.work / "runs" / args.tag,
+        config,
+        args.methods,
+        args.seeds,
+        m["test"],
+        m["target"],
+        args.work / f"results_{args.tag}.json",
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -9,10 +9,11 @@ All of them start from AdaBN (normalising with target statistics is the first th
 method can do) and finish with an AdaBN pass, so the adapted model runs in eval mode with target
 running statistics. :func:`adapt_network` is the one entry point: ``adapt`` and ``train``'s stage call it.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -24,17 +25,33 @@ from .latent_bn import LatentBN, ensemble_probabilities, latent_bn_probabilities
 from .shot import Shot, ShotFile
 from .tent import Tent
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "AdaptConfig", "TargetClips", "TargetMethod", "adapt_network", "adabn",
-           "latent_conditions", "latent_bn_probabilities", "ensemble_probabilities"]
+__all__ = [
+    "METHODS",
+    "DEFAULT_METHOD",
+    "AdaptConfig",
+    "TargetClips",
+    "TargetMethod",
+    "adapt_network",
+    "adabn",
+    "latent_conditions",
+    "latent_bn_probabilities",
+    "ensemble_probabilities",
+]
 
 _REGISTRY: dict[str, type[TargetMethod]] = {m.name: m for m in (AdaBN, Tent, Shot, ShotFile, LatentBN)}
 METHODS = tuple(_REGISTRY)
 DEFAULT_METHOD = "latent-bn"  # adapt's default, and the stage of train's default
 
 
-def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptConfig = AdaptConfig(),
-                  device: torch.device | str = "cpu", teacher: torch.Tensor | None = None,
-                  on_epoch: Callable[[int, int], None] | None = None) -> tuple[nn.Module, dict]:
+def adapt_network(
+    dann: nn.Module,
+    clips: TargetClips,
+    method: str,
+    cfg: AdaptConfig = AdaptConfig(),
+    device: torch.device | str = "cpu",
+    teacher: torch.Tensor | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> tuple[nn.Module, dict]:
     """An adapted copy of ``dann`` (the original is untouched) and a record of what was done.
 
     Args:
@@ -50,8 +67,10 @@ def adapt_network(dann: nn.Module, clips: TargetClips, method: str, cfg: AdaptCo
         raise OptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     kind = _REGISTRY[method]
     if teacher is not None and (not kind.takes_teacher or teacher.ndim != 2 or len(teacher) != len(clips)):
-        raise ValueError(f"a teacher needs method shot-file or latent-bn and one probability row per clip, got "
-                         f"{method!r}, {tuple(teacher.shape)} for {len(clips)} clips")
+        raise ValueError(
+            f"a teacher needs method shot-file or latent-bn and one probability row per clip, got "
+            f"{method!r}, {tuple(teacher.shape)} for {len(clips)} clips"
+        )
     device = torch.device(device)
     net = copy.deepcopy(dann).to(device)
     adabn(net, clips.x, device)

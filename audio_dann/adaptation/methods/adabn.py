@@ -1,6 +1,7 @@
 """AdaBN (Li et al., "Revisiting batch normalization for practical domain adaptation", 2016): the
 batch-norm statistics re-estimated on the target clips; nothing is trained. Every other method
 starts and ends with it."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ normalised with that cluster's statistics (AdaBN per condition, Li et al. 2016),
 probabilities are averaged over K = 1 (plain AdaBN) and each K; recomputed at every epoch. Given a
 ``teacher``, it is averaged with them at every epoch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,9 @@ def latent_conditions(clips: TargetClips, ks: tuple[int, ...] = (2, 3, 4), seed:
 
 
 @torch.no_grad()
-def latent_bn_probabilities(dann: nn.Module, x: torch.Tensor, conditions: list[np.ndarray],
-                            device: torch.device | str = "cpu") -> torch.Tensor:
+def latent_bn_probabilities(
+    dann: nn.Module, x: torch.Tensor, conditions: list[np.ndarray], device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Class probabilities ``(len(x), classes)`` of ``dann``, averaged over the clusterings in
     ``conditions`` (:func:`latent_conditions`), each cluster's clips normalised with its own batch-norm
     statistics. ``dann`` is not changed."""
@@ -71,8 +73,13 @@ def latent_bn_probabilities(dann: nn.Module, x: torch.Tensor, conditions: list[n
     return torch.stack(per_k).mean(0)
 
 
-def ensemble_probabilities(nets: list[nn.Module], clips: TargetClips, normalisation: str = "latent-bn",
-                           seed: int = 0, device: torch.device | str = "cpu") -> list[np.ndarray]:
+def ensemble_probabilities(
+    nets: list[nn.Module],
+    clips: TargetClips,
+    normalisation: str = "latent-bn",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
     """Each network's class probabilities on the target clips, normalised per latent condition
     (``latent-bn``, K = 1-4) or with the running statistics they carry (``adabn``: pass networks
     after AdaBN): the members of an ensemble teacher (``train.ensemble_teacher``)."""

@@ -10,6 +10,7 @@
   ensemble), its pseudo-labels are the teacher's probabilities averaged over each file, fixed for the
   whole stage: the network is distilled towards the teacher on the target.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,9 @@ class ShotFile(Shot):
     def begin(self, dann: nn.Module, clips: TargetClips) -> None:
         self.fixed = None  # given a teacher: its per-file labels throughout
         if self.teacher is not None:
-            self.fixed = _confident_argmax(file_mean(self.teacher.float(), clips.file_index),
-                                           self.cfg.threshold).to(self.device)
+            self.fixed = _confident_argmax(file_mean(self.teacher.float(), clips.file_index), self.cfg.threshold).to(
+                self.device
+            )
 
     def pseudo_labels(self, dann: nn.Module, clips: TargetClips) -> torch.Tensor | None:
         if self.fixed is not None:
@@ -98,14 +100,15 @@ def _confident_argmax(p: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(conf >= threshold, labels, torch.full_like(labels, -1))
 
 
-def _file_neighbour_labels(z: torch.Tensor, p: torch.Tensor, file_index: np.ndarray, k: int,
-                           threshold: float = 0.0) -> torch.Tensor:
+def _file_neighbour_labels(
+    z: torch.Tensor, p: torch.Tensor, file_index: np.ndarray, k: int, threshold: float = 0.0
+) -> torch.Tensor:
     """Probabilities averaged over each window's file and its ``k`` nearest embedding neighbours; their
     argmax, or -1 (no pseudo-label) where its probability is under ``threshold``."""
     zn = F.normalize(z, dim=1)
     smoothed = torch.empty_like(p)
     for s in range(0, len(zn), 1024):
-        sim = zn[s:s + 1024] @ zn.T
+        sim = zn[s : s + 1024] @ zn.T
         idx = sim.topk(min(k + 1, len(zn)), dim=1).indices  # itself included
-        smoothed[s:s + 1024] = p[idx].mean(1)
+        smoothed[s : s + 1024] = p[idx].mean(1)
     return _confident_argmax(0.5 * smoothed + 0.5 * file_mean(p, file_index), threshold)

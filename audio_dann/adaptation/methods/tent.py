@@ -1,6 +1,7 @@
 """TENT (Wang et al., "Tent: fully test-time adaptation by entropy minimization", ICLR 2021): the
 batch-norm scales and shifts trained to minimise the entropy of the target predictions, normalising
 with target batch statistics; then AdaBN."""
+
 from __future__ import annotations
 
 import torch
