@@ -31,3 +31,18 @@ def class_folders(
         for k in range(per_class):
             write(root / c / f"{c}_{k}.wav", tone(freqs[c] * shift * (1 + 0.03 * k), seconds, sr, seed=k), sr)
     return root
+
+
+# a tiny network and run: the settings most tests train with (as --set values); the ensemble off
+TINY_RUN = [
+    "features.n_mels=16",
+    "data.workers=0",
+    "model.channels=[4,8]",
+    "model.embedding_dim=16",
+    "model.domain_hidden=16",
+    "train.steps=12",
+    "train.eval_every=6",
+    "train.batch_size=8",
+    "train.rv_steps=0",
+    "train.latent_ensemble=[]",
+]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from audio_files import class_folders
+from audio_files import TINY_RUN, class_folders
 
 from audio_dann.adaptation import methods
 from audio_dann.adaptation.conditions import discover_domains
@@ -27,21 +27,7 @@ from audio_dann.config import Config, apply_overrides
 from audio_dann.errors import ConfigError, RunError
 from audio_dann.nn.classifier import load_checkpoint, load_model
 
-CFG = apply_overrides(
-    Config(),
-    [
-        "features.n_mels=16",
-        "data.workers=0",
-        "model.channels=[4,8]",
-        "model.embedding_dim=16",
-        "model.domain_hidden=16",
-        "train.steps=12",
-        "train.eval_every=6",
-        "train.batch_size=8",
-        "train.rv_steps=0",
-        "train.latent_ensemble=[]",
-    ],
-)  # one network per run here; the ensemble's own tests set it
+CFG = apply_overrides(Config(), TINY_RUN)  # one network per run here; the ensemble's own tests set it
 
 
 @pytest.fixture(scope="module")
@@ -329,18 +315,7 @@ def _twin(model: Path, out: Path) -> Path:
 
 def _cli_overrides() -> list[str]:
     """CFG's settings as --set values, for the CLI."""
-    return [
-        "features.n_mels=16",
-        "data.workers=0",
-        "model.channels=[4,8]",
-        "model.embedding_dim=16",
-        "model.domain_hidden=16",
-        "train.steps=12",
-        "train.eval_every=6",
-        "train.batch_size=8",
-        "train.rv_steps=0",
-        "train.latent_ensemble=[]",
-    ]
+    return list(TINY_RUN)
 
 
 def test_latent_domains_are_found_in_clear_clusters():
@@ -416,14 +391,8 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
 
     from audio_dann.cli import app
 
-    sets = [
-        "model.channels=[4,8]",
-        "model.embedding_dim=16",
-        "model.domain_hidden=16",
-        "train.steps=12",
-        "train.eval_every=6",
-        "train.batch_size=8",
-        "train.rv_steps=0",
+    sets = [s for s in TINY_RUN if s.startswith(("model.", "train."))]
+    sets = [s for s in sets if "latent_ensemble" not in s] + [
         "train.latent_ensemble=[2]",
         "train.self_training_epochs=1",
     ]
