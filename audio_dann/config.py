@@ -196,7 +196,7 @@ class TrainConfig:
     self_training_epochs: int = 10
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
-    #   clips (a seeded, uniform choice, as `adapt --max-clips`); AdaBN reads all
+    #   clips (adaptation.target.choose_windows, the rule of `adapt --max-clips`); AdaBN reads all
     self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
     seed: int = 0
 
