@@ -100,17 +100,6 @@ def _bound_text(bound: float | None, label_shift: bool | None) -> str:
     return f" (prior bound {bound:.3f}" + (", left out: --label-shift)" if label_shift else ")")
 
 
-def _not_an_input(out: Path, inputs: list[Path]) -> None:
-    """Refuse an output path that is one of the command's inputs or lies inside an input folder."""
-    o = Path(out).resolve()
-    for p in map(Path, inputs):
-        r = p.resolve()
-        if o == r or (p.is_dir() and r in o.parents):
-            raise OptionError(
-                f"--json {out}: that is {'inside ' if o != r else ''}an input ({p}); write the JSON elsewhere"
-            )
-
-
 def _warn(est: dict) -> None:
     """The label-free estimate's warning (its prior bound), if it has one, on stderr."""
     if est.get("warning"):
@@ -328,14 +317,15 @@ def evaluate(
 ) -> None:
     """Accuracy (95% CI), macro-F1, per-class recall and confusion matrix on labelled audio."""
     with _guard():
+        from .data.audio import AUDIO_EXTENSIONS
         from .files import check_output_file
         from .infer.evaluate import evaluate as run_evaluate
         from .runtime import resolve_device
 
-        if json_out:
-            check_output_file(json_out, "--json")
-        if plot:
-            check_output_file(plot, "--plot")
+        given = [model, data, *(reference or [])]
+        for path, option in ((json_out, "--json"), (plot, "--plot")):
+            if path:
+                check_output_file(path, option, inputs=given, audio_suffixes=AUDIO_EXTENSIONS)
         with _bar(quiet, "evaluate") as update:
             report = run_evaluate(
                 model,
@@ -423,9 +413,10 @@ def predict(
         from .runtime import resolve_device
 
         if plot:
+            from .data.audio import AUDIO_EXTENSIONS
             from .files import check_output_file
 
-            check_output_file(plot, "--plot")
+            check_output_file(plot, "--plot", inputs=[model, wav_dir, out], audio_suffixes=AUDIO_EXTENSIONS)
         with _bar(quiet, "predict") as update:
             counts = run_predict(
                 model,
@@ -569,11 +560,12 @@ def estimate(
     """Estimate a model's accuracy on unlabelled target audio (no label read, nothing adapted)."""
     with _guard():
         from .adaptation.estimate import estimate_accuracy
+        from .data.audio import AUDIO_EXTENSIONS
         from .files import check_output_file, write_json
 
         if json_out:
-            check_output_file(json_out, "--json")
-            _not_an_input(json_out, [model, *(reference or []), *target])
+            given = [model, *(reference or []), *target]
+            check_output_file(json_out, "--json", inputs=given, audio_suffixes=AUDIO_EXTENSIONS)
         with _bar(quiet, "estimate") as update:
             e = estimate_accuracy(
                 model,
@@ -719,10 +711,11 @@ def manifest(
 ) -> None:
     """Write a path,label,domain[,split] manifest from labels and domains held in file names."""
     with _guard():
+        from .data.audio import AUDIO_EXTENSIONS
         from .data.manifest import build_manifest, write_manifest
         from .files import check_output_file
 
-        check_output_file(out)
+        check_output_file(out, inputs=[root], audio_suffixes=AUDIO_EXTENSIONS)
         rows, unmatched = build_manifest(root, pattern, where or [], domain, label, val_where)
         write_manifest(rows, out)
         counts: dict[str, int] = {}
@@ -766,7 +759,7 @@ def select(
         if json_out:
             from .files import check_output_file
 
-            check_output_file(json_out, "--json")
+            check_output_file(json_out, "--json", inputs=runs)
         result = rank_runs(runs, criterion)
         keys = list(CRITERIA)
         table = Table("rank", "run", *keys, "target test acc (report only)", title=f"ranked by {criterion}")

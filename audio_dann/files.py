@@ -14,7 +14,15 @@ from pathlib import Path
 
 from .errors import OptionError, OutputLockedError
 
-__all__ = ["atomic_path", "atomic_write_text", "write_json", "check_output_file", "check_output_dir", "output_lock"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "write_json",
+    "check_output_file",
+    "check_output_dir",
+    "output_lock",
+    "WORK_MARKERS",
+]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -119,24 +127,77 @@ def check_distinct_paths(paths: list, option: str, own: str | Path | None = None
     return list(paths)
 
 
-def check_output_file(path: str | Path, option: str = "--out") -> Path:
-    """Refuse, before any work, an output file that is a folder or cannot be written."""
+# what other commands leave in a folder: a folder holding one of these files holds that work
+WORK_MARKERS = {
+    "prepared folder": ("prepared.json", "features.npy", "index.csv"),
+    "training run": ("last.pt", "metrics.jsonl", "init.pt"),
+    "model folder": ("model.pt", "summary.json"),
+}
+
+
+def check_output_file(path: str | Path, option: str = "--out", inputs=(), audio_suffixes: tuple[str, ...] = ()) -> Path:
+    """The output rule for a file, checked before any work. Refused: a folder; an existing path that is
+    not a regular file (a FIFO, a device) or is a symbolic link (the atomic rename would replace it);
+    one that cannot be written; one of the command's ``inputs`` (paths resolved, links followed); and,
+    inside an input folder, a name with one of ``audio_suffixes`` (a file the command reads there)."""
     path = Path(path)
+    if path.is_symlink():
+        raise OptionError(f"{option} {path}: is a symbolic link (to {os.path.realpath(path)}); give the real path")
     if path.is_dir():
         raise OptionError(f"{option} {path}: is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise OptionError(f"{option} {path}: is not a regular file (a pipe or a device); give a file name")
     if path.exists() and not os.access(path, os.W_OK):
         raise OptionError(f"{option} {path}: file is not writable (permission denied)")
     _writable_ancestor(path.parent if str(path.parent) else Path("."), option)
+    _not_an_input(path, option, inputs, audio_suffixes)
     return path
 
 
-def check_output_dir(path: str | Path, option: str = "--out") -> Path:
-    """Refuse, before any work, an output folder that is a file or cannot be written."""
+def check_output_dir(
+    path: str | Path, option: str = "--out", inputs=(), writes: tuple[str, ...] = (), own: str | None = None
+) -> Path:
+    """The output rule for a folder, checked before any work. Refused: a file; a folder that cannot be
+    written; one of the command's ``inputs`` or a folder that holds one; a folder holding another
+    command's work (:data:`WORK_MARKERS`) than ``own`` (the kind this command writes and may continue);
+    and any file it ``writes`` there that is an input."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OptionError(f"{option} {path}: exists and is not a folder")
     _writable_ancestor(path, option)
+    here = path.resolve()
+    for given in _paths(inputs):
+        real = given.resolve()
+        if real == here or here in real.parents:
+            raise OptionError(
+                f"{option} {path}: {'is' if real == here else 'holds'} an input ({given}); write to another folder"
+            )
+    if path.is_dir():
+        for kind, markers in WORK_MARKERS.items():
+            if kind != own and any((path / m).exists() for m in markers) and not _owned(path, own):
+                raise OptionError(f"{option} {path}: already holds a {kind}; choose a new --out")
+    for name in writes:
+        _not_an_input(path / name, option, inputs, ())
     return path
+
+
+def _owned(path: Path, own: str | None) -> bool:
+    """Whether ``path`` holds the ``own`` kind of work (a training run holds a model folder too)."""
+    return own is not None and any((path / m).exists() for m in WORK_MARKERS.get(own, ()))
+
+
+def _paths(inputs) -> list[Path]:
+    return [Path(p) for p in path_list(inputs) if isinstance(p, (str, Path))]
+
+
+def _not_an_input(path: Path, option: str, inputs, audio_suffixes: tuple[str, ...]) -> None:
+    here = path.resolve()
+    for given in _paths(inputs):
+        real = given.resolve()
+        if here == real:
+            raise OptionError(f"{option} {path}: that is an input ({given}); write elsewhere")
+        if given.is_dir() and real in here.parents and here.suffix.lower() in audio_suffixes:
+            raise OptionError(f"{option} {path}: an audio file inside an input folder ({given}); write elsewhere")
 
 
 def _lock_file(path: Path) -> Path:
@@ -153,7 +214,18 @@ def output_lock(path: str | Path) -> Iterator[None]:
     """
     path = Path(path)
     lock = _lock_file(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        _take_lock(path, lock)
+    except OSError as exc:  # a read-only or virtual file system (/sys, /proc): name the output, not the lock
+        raise OptionError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        yield
+    finally:
+        _release_lock(lock)
+
+
+def _take_lock(path: Path, lock: Path) -> None:
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(3):
         try:
@@ -177,11 +249,11 @@ def output_lock(path: str | Path) -> Iterator[None]:
         break
     else:
         raise OutputLockedError(f"{path}: could not take the lock {lock}")
+
+
+def _release_lock(lock: Path) -> None:
     try:
-        yield
-    finally:
-        try:
-            if json.loads(lock.read_text()).get("pid") == me["pid"]:
-                lock.unlink()
-        except (OSError, ValueError):
-            pass
+        if json.loads(lock.read_text()).get("pid") == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass

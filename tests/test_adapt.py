@@ -858,7 +858,7 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     assert f"{saved['value']:.3f}" in res.output and "[red]broken.wav:" in " ".join(res.output.split())
     assert saved["value"] <= saved["all"]["agreement"] and len(saved["reference"]) == 2
     for bad, words in [
-        (["--json", str(folder / "high" / "e.json")], "inside an input"),
+        (["--json", str(folder / "high" / "e.wav")], "an audio file inside an input folder"),
         (["--json", str(twin)], "that is an input"),
         (["--workers", "-3"], "--workers must be >= 0"),
         ([str(folder)], "given twice"),
@@ -879,7 +879,7 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
             ],
         )
         assert refused.exit_code == 2 and words in " ".join(refused.output.split()), (bad, refused.output)
-    assert not (folder / "high" / "e.json").exists() and load_model(twin).classes  # the inputs are untouched
+    assert not (folder / "high" / "e.wav").exists() and load_model(twin).classes  # the inputs are untouched
     bare = load_model(runs[0] / "model.pt")
     bare.calibration = None
     bare.save(tmp_path / "bare.pt")

@@ -54,7 +54,7 @@ def adapt(
         raise OptionError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     t0 = time.perf_counter()
     reference = path_list(reference)  # once: a generator would be spent by the first look
-    out = check_output_dir(out)
+    out = check_output_dir(out, inputs=[model, *path_list(targets), *reference], writes=("model.pt", "summary.json"))
     with output_lock(out):
         original, bundle = load_checkpoint(model)
         refs = [

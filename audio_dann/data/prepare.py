@@ -25,7 +25,7 @@ import torch
 
 from ..config import Config, config_to_dict, dump_config
 from ..errors import PrepareError, ScanError
-from ..files import check_output_dir, output_lock, write_json
+from ..files import check_output_dir, output_lock, path_list, write_json
 from ..nn.frontend import LogMel
 from ..runtime import cpu_cores, derive_seed, steady_heap
 from .scan import Item, scan_input
@@ -247,9 +247,9 @@ def prepare(
     """
     t0 = time.perf_counter()
     config = (config or Config()).validate()
-    out = check_output_dir(out)
-    _check_out(out)
     targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
+    out = check_output_dir(out, inputs=[source, *targets, *path_list(target_eval)], own="prepared folder")
+    _check_out(out)
     if not targets:
         raise PrepareError("prepare needs at least one --target folder or manifest of unlabelled clips")
     steady_heap()

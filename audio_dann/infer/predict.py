@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.audio import AUDIO_EXTENSIONS
 from ..data.scan import iter_inputs
 from ..errors import OptionError
-from ..files import atomic_path, check_output_dir, check_output_file, output_lock
+from ..files import atomic_path, check_output_dir, check_output_file, output_lock, path_list
 from ..nn.classifier import AudioClassifier, load_model
 from ..runtime import all_reduce_sum, barrier, check_amp, init_from_env, rank_world, shard_range, shutdown, steady_heap
 from .detections import DetectionSettings, detections
@@ -61,7 +62,12 @@ def predict(
     # detections are per window: a threshold or merging implies --per-window
     per_window = per_window or fmt in DETECTION_FORMATS or min_confidence > 0 or all_classes or merge
     settings = DetectionSettings(min_confidence, all_classes, merge)
-    out = check_output_dir(out) if fmt == "audacity" else check_output_file(out)  # before any work
+    given = [model, *path_list(inputs)]  # before any work: no output may replace an input
+    out = (
+        check_output_dir(out, inputs=[model])
+        if fmt == "audacity"
+        else check_output_file(out, inputs=given, audio_suffixes=AUDIO_EXTENSIONS)
+    )
     loaded = model if isinstance(model, torch.nn.Module) else load_model(model)
     digest = _digest(model)
     model = loaded

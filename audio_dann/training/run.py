@@ -99,7 +99,7 @@ def train(
     prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
     req = _Request(
         prepared,
-        check_output_dir(out),
+        check_output_dir(out, inputs=[*prepared, *path_list(reference)], own="training run"),
         config,
         method,
         seed,
