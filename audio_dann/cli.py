@@ -24,10 +24,28 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Adapt audio classifiers to new recording conditions without new labels (DANN).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Adapt audio classifiers to new recording conditions without new labels.",
 )
 out_console = Console(soft_wrap=True)  # a long line stays one line in logs and pipes
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out_console.print(f"audio-dann {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Adapt audio classifiers to new recording conditions without new labels."""
 
 
 @contextlib.contextmanager
@@ -444,6 +462,17 @@ def predict(
             f"{spent:.1f} s (real-time factor {counts['audio_seconds'] / max(spent, 1e-9):.0f}){resumed}"
             f" -> {out}"
         )
+        for path, reason in counts.get("unreadable", [])[:5]:
+            err_console.print(f"[red]{escape(str(path))}: {escape(str(reason))}[/red]", highlight=False, soft_wrap=True)
+        if len(counts.get("unreadable", [])) > 5:
+            err_console.print(f"... and {len(counts['unreadable']) - 5} more unreadable files", highlight=False)
+        for path in counts.get("left_as_they_were", []):
+            err_console.print(
+                f"[yellow]{escape(path)}: exists and was not written by audio-dann; left as it is (its labels "
+                "not written)[/yellow]",
+                highlight=False,
+                soft_wrap=True,
+            )
         if plot:
             from .report.plots import plot_detections
 

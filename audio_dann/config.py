@@ -377,6 +377,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), b
             values = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"{path}: cannot be read as a YAML text file ({type(exc).__name__})") from None
         try:
             config = config_from_dict(values, config)
         except ConfigError as exc:

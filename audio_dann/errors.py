@@ -22,6 +22,7 @@ __all__ = [
     "StoreError",
     "BundleError",
     "RunError",
+    "DivergedError",
     "OptionError",
     "ExportError",
     "OutputLockedError",
@@ -74,6 +75,10 @@ class BundleError(UserError, ValueError):
 
 class RunError(UserError, ValueError):
     """A run folder or training request cannot be used; the message names the path."""
+
+
+class DivergedError(RunError, FloatingPointError):
+    """Training diverged (the loss is not finite), e.g. from a learning rate far too high."""
 
 
 class ExportError(UserError, ValueError):

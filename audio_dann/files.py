@@ -18,6 +18,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "write_json",
+    "json_line",
     "check_output_file",
     "check_output_dir",
     "output_lock",
@@ -73,8 +74,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
-    """``obj`` as indented JSON, written atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """``obj`` as indented, valid JSON (a NaN or infinite number becomes null), written atomically."""
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n")
+
+
+def json_line(obj) -> str:
+    """``obj`` as one line of valid JSON (a NaN or infinite number becomes null), for JSON-lines files."""
+    return json.dumps(_finite(obj), allow_nan=False)
+
+
+def _finite(obj):
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _writable_ancestor(path: Path, option: str) -> None:

@@ -13,6 +13,7 @@ import os
 import sys
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,6 +113,52 @@ def cpu_cores() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+MAX_WORKERS = 1024  # more worker processes than any machine this runs on has cores: a typo, refused
+
+
+def bounded_workers(asked: int | None, work: int, option: str = "--workers") -> int:
+    """Worker processes to start: ``asked`` (None: one per core) capped at the cores this process may use
+    (:func:`cpu_cores`) and at ``work`` (the chunks there are to hand out); 0 stays 0 (all in this
+    process). Negative or absurd values are refused in one line."""
+    if asked is not None and not 0 <= asked <= MAX_WORKERS:
+        raise OptionError(
+            f"{option} {asked}: must lie in 0-{MAX_WORKERS} (it is capped at the {cpu_cores()} cores anyway)"
+        )
+    n = cpu_cores() if asked is None else asked
+    return max(0, min(n, cpu_cores(), work))
+
+
+def memory_bytes() -> int:
+    """The memory this process may still use: the smaller of the cgroup's limit (a container's) and the
+    system's available memory (``/proc/meminfo``); 8 GiB where neither can be read."""
+    limits = []
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(f).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            limits.append(int(text))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return min(limits) if limits else 8 << 30
+
+
+def check_fits_in_memory(need: int, what: str) -> None:
+    """Refuse in one line, before any work, a job whose buffers (``need`` bytes) would take more than half
+    the memory this process may use; ``what`` names the options that set the size."""
+    have = memory_bytes()
+    if need > have // 2:
+        raise OptionError(
+            f"{what}: needs about {need / 2**30:.1f} GiB of buffers, more than half the {have / 2**30:.1f} GiB "
+            "this machine has free; lower it"
+        )
 
 
 def is_main_process() -> bool:

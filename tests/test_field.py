@@ -95,7 +95,7 @@ def test_audacity_label_files_one_per_audio_file(field, tmp_path):
     model, folder = field
     predict(model, folder, tmp_path / "labels", fmt="audacity", merge=True, workers=0)
     files = sorted((tmp_path / "labels").rglob("*.txt"))
-    assert len(files) == 8 and (tmp_path / "labels" / "site1" / "rec3.txt").is_file()
+    assert len(files) == 8 and (tmp_path / "labels" / "site1" / "rec3.wav.txt").is_file()
     for f in files:
         for line in f.read_text().splitlines():
             start, end, label = line.split("\t")

@@ -25,7 +25,7 @@ import torch
 
 from ..config import Config, config_to_dict, dump_config
 from ..errors import PrepareError, ScanError
-from ..files import check_output_dir, output_lock, path_list, write_json
+from ..files import check_distinct_paths, check_output_dir, output_lock, path_list, write_json
 from ..nn.frontend import LogMel
 from ..runtime import cpu_cores, derive_seed, steady_heap
 from .scan import Item, scan_input
@@ -248,6 +248,7 @@ def prepare(
     t0 = time.perf_counter()
     config = (config or Config()).validate()
     targets = [targets] if isinstance(targets, (str, Path)) else list(targets)
+    check_distinct_paths(targets, "--target")  # a folder given twice would be read twice
     out = check_output_dir(out, inputs=[source, *targets, *path_list(target_eval)], own="prepared folder")
     _check_out(out)
     if not targets:
@@ -264,7 +265,8 @@ def _prepare(source, targets: list, out: Path, target_eval, config: Config, prog
     )
     fp, sizes = _fingerprint(config, items, classes)
     summary = PrepareSummary(out=str(out), files_total=len(items), links_skipped=counts.get("links_skipped", 0))
-    if _already_complete(out, fp, summary):
+    inputs = [str(Path(p).resolve()) for p in [source, *targets, *path_list(target_eval)]]
+    if _already_complete(out, fp, summary, inputs):
         return summary
 
     out.mkdir(parents=True, exist_ok=True)
@@ -293,14 +295,16 @@ def _prepare(source, targets: list, out: Path, target_eval, config: Config, prog
             k: v
             for k, v in asdict(summary).items()
             if k not in ("out", "already_complete", "resumed_from_file", "links_skipped", "rebuilt_because")
-        },
+        }
+        | {"inputs": inputs},
     )
     return summary
 
 
-def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary) -> bool:
-    """True (and ``summary`` filled in) when ``out`` is complete for these inputs; a folder
-    complete for other inputs or settings loses its marker, to be rebuilt."""
+def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary, inputs: list[str]) -> bool:
+    """True (and ``summary`` filled in) when ``out`` is complete for these inputs; a folder complete for
+    other input folders is refused (it would be wiped); one whose input files or settings changed since
+    loses its marker, to be rebuilt."""
     marker = out / PREPARED_MARKER
     if not marker.is_file():
         return False
@@ -308,6 +312,11 @@ def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary) -> b
         info = json.loads(marker.read_text())
     except ValueError:
         info = {}
+    if info.get("inputs") is not None and info["inputs"] != inputs:
+        raise PrepareError(
+            f"{out}: already prepared from {', '.join(info['inputs'])}; choose a new --out for other inputs "
+            "(or delete the folder)"
+        )
     if info.get("fingerprint") != fingerprint or not _files_intact(out, info):
         marker.unlink()  # other inputs or settings, or files lost since: rebuilt from the start
         (out / "progress.json").unlink(missing_ok=True)

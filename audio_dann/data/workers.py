@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import AudioError
-from ..runtime import cpu_cores
+from ..runtime import bounded_workers, cpu_cores
 
 __all__ = ["ChunkDataset", "auto_workers", "file_chunks", "file_loader"]
 
@@ -85,7 +85,9 @@ def _as_is(item):
 
 
 def file_loader(dataset: torch.utils.data.Dataset, workers: int, prefetch: int = 4) -> torch.utils.data.DataLoader:
-    """Items of ``dataset`` in order, computed in ``workers`` processes (0: in this process)."""
+    """Items of ``dataset`` in order, computed in ``workers`` processes (0: in this process), at most one
+    per core this process may use and one per item (:func:`audio_dann.runtime.bounded_workers`)."""
+    workers = bounded_workers(workers, len(dataset))
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,

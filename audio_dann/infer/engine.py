@@ -23,7 +23,7 @@ from ..data.stream import stream_length, stream_mono, stream_windows
 from ..data.workers import ChunkDataset, auto_workers, file_chunks, file_loader
 from ..errors import AudioError, OptionError
 from ..nn.classifier import AudioClassifier
-from ..runtime import autocast_for, check_amp, cpu_cores
+from ..runtime import autocast_for, bounded_workers, check_amp, check_fits_in_memory, cpu_cores
 
 __all__ = ["FileResult", "iter_predictions", "window_samples"]
 
@@ -185,9 +185,16 @@ class _FileClips(ChunkDataset):
         return _classify(self.model, results, self.window, self.sr, self.batch_size, torch.device("cpu"), self.amp)
 
 
-def window_samples(model: AudioClassifier, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
+def window_samples(
+    model: AudioClassifier,
+    window_seconds: float | None,
+    hop_seconds: float | None,
+    batch_size: int = 1,
+    workers: int | None = 0,
+) -> tuple[int, int]:
     """``(window, hop)`` in samples for ``--window-seconds`` / ``--hop-seconds`` (None: the model's own),
-    refused unless finite, positive, and long enough for the network's pooling steps."""
+    refused unless finite, positive, long enough for the network's pooling steps, and small enough that
+    ``batch_size`` windows in each of ``workers`` processes fit in memory."""
     import math
 
     feats = model.config.features
@@ -211,6 +218,13 @@ def window_samples(model: AudioClassifier, window_seconds: float | None, hop_sec
         )
     if hop < 1:
         raise OptionError(f"--hop-seconds {hop_seconds}: shorter than one sample")
+    if batch_size < 1:
+        raise OptionError(f"--batch-size {batch_size}: must be >= 1")
+    processes = max(1, bounded_workers(workers, 1 << 30))
+    # per window in flight: the waveform (4 bytes a sample) and its complex spectrogram (~4 bytes a sample per
+    # hop-length of bins), held twice over while a batch is assembled and passed on
+    per_window = window * (4 + 8 * (feats.n_fft // 2 + 1) / feats.hop_length) * 2
+    check_fits_in_memory(int(per_window * batch_size * processes), "--window-seconds x --batch-size x --workers")
     return window, hop
 
 
@@ -266,7 +280,7 @@ def iter_predictions(
         workers = 0 if len(paths) <= 1 else cpu_cores() if device.type == "cpu" else auto_workers()
     feats = model.config.features
     sr = model.sample_rate
-    window, hop = window_samples(model, window_seconds, hop_seconds)
+    window, hop = window_samples(model, window_seconds, hop_seconds, batch_size, workers)
     fast = model.for_inference().to(device)
     in_workers = device.type == "cpu" if network_in_workers is None else network_in_workers
     dataset = _FileClips(

@@ -53,7 +53,8 @@ def predict(
     resumes: rerunning the same command after a crash decodes only the files not finished (journal
     beside ``out``). ``progress(files_done, files_total, text)``.
 
-    Returns ``{"files", "ok", "errors", "resumed", "audio_seconds", "seconds", "out"}``.
+    Returns ``{"files", "ok", "errors", "resumed", "audio_seconds", "seconds", "out", "unreadable"
+    (path, reason), "left_as_they_were"}`` (label files of the user's that ``audacity`` did not overwrite).
     """
     if fmt not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -71,7 +72,7 @@ def predict(
     loaded = model if isinstance(model, torch.nn.Module) else load_model(model)
     digest = _digest(model)
     model = loaded
-    window_samples(model, window_seconds, hop_seconds)  # refused now, before a journal exists
+    window_samples(model, window_seconds, hop_seconds, batch_size, workers)  # refused now, before a journal exists
     root = Path(inputs) if isinstance(inputs, (str, Path)) and Path(inputs).is_dir() else None
     if isinstance(inputs, (list, tuple)):
         listed = [str(p) for p in inputs]
@@ -172,11 +173,12 @@ def _predict_journaled(
                 t0,
                 audio,
             )
-        write_table(journal.entries(walk()), model.classes, out, fmt, per_window, model.sample_rate, root)
+        left = write_table(journal.entries(walk()), model.classes, out, fmt, per_window, model.sample_rate, root)
     finally:
         journal.close()
     journal.close(remove=True)
-    errors = sum(1 for e in journal.entries(walk()) if e["error"] is not None)
+    unreadable = [(e["path"], e["error"]) for e in journal.entries(walk()) if e["error"] is not None]
+    errors = len(unreadable)
     return {
         "files": seen,
         "ok": seen - errors,
@@ -186,6 +188,8 @@ def _predict_journaled(
         "audio_seconds": audio,
         "seconds": time.perf_counter() - t0,
         "out": str(out),
+        "unreadable": unreadable,
+        "left_as_they_were": left,
     }
 
 

@@ -9,7 +9,7 @@ Audacity label files; written atomically.
   File Offset (s), Class, Confidence``). As in multi-file tables, ``Begin Time (s)`` runs on across
   the files in input order (each file starts where the previous one ended) and ``File Offset (s)``
   is the time within the file.
-- ``audacity``: ``out`` is a folder with one label file per audio file (its relative path, ``.txt``),
+- ``audacity``: ``out`` is a folder with one label file per audio file (its relative path + ``.txt``),
   each line ``start<TAB>end<TAB>label`` (Audacity's label-track text format).
 """
 
@@ -82,15 +82,15 @@ def write_table(
     per_window: bool,
     sample_rate: int,
     root: Path | None = None,
-) -> None:
-    """Write the entries of every file, in input order, in ``fmt`` (atomically)."""
+) -> list[str]:
+    """Write the entries of every file, in input order, in ``fmt`` (atomically). Returns the outputs left
+    as they were because audio-dann did not write them (``audacity``: a user's own label files)."""
     if fmt == "audacity":
-        _write_audacity(entries, out, root)
-        return
+        return _write_audacity(entries, out, root)
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
         if fmt == "raven":
             _write_raven(entries, f, sample_rate)
-            return
+            return []
         columns = (
             ["path"]
             + (["begin_s", "end_s"] if per_window else [])
@@ -103,6 +103,7 @@ def write_table(
             writer.writeheader()
         for row in _table_rows(entries, classes, per_window):
             (writer.writerow(row) if writer else f.write(json.dumps(row) + "\n"))
+    return []
 
 
 def _write_raven(entries: Iterable[dict], f, sample_rate: int) -> None:
@@ -131,17 +132,31 @@ def _write_raven(entries: Iterable[dict], f, sample_rate: int) -> None:
         offset += e.get("seconds") or 0.0
 
 
-def _write_audacity(entries: Iterable[dict], out: Path, root: Path | None) -> None:
+LEDGER = ".audio-dann-labels"  # in an audacity folder: the label files audio-dann wrote there, one a line
+
+
+def _write_audacity(entries: Iterable[dict], out: Path, root: Path | None) -> list[str]:
+    """One label file per audio file, named after the whole file name (``rec.wav.txt``, ``rec.flac.txt``:
+    never two audio files on one label file). A label file that exists and that audio-dann did not write
+    (it is not in the folder's ledger) is left as it is; its name is returned."""
     out.mkdir(parents=True, exist_ok=True)
+    ledger = out / LEDGER
+    ours = set(ledger.read_text().splitlines()) if ledger.is_file() else set()
+    kept = []
     for e in entries:
         if e["error"] is not None:
             continue
-        rel = (
-            Path(e["path"]).relative_to(root)
-            if root is not None and Path(e["path"]).is_relative_to(root)
-            else Path(Path(e["path"]).name)
-        )
+        path = Path(e["path"])
+        rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
+        name = str(rel) + ".txt"
+        if (out / name).exists() and name not in ours:
+            kept.append(str(out / name))
+            continue
         buf = io.StringIO()
         for b, end, label, _, _ in e["events"]:
             buf.write(f"{b:.6f}\t{end:.6f}\t{label}\n")
-        atomic_write_text(out / rel.with_suffix(".txt"), buf.getvalue())
+        if name not in ours:  # recorded before the label file exists: a crash leaves no file of ours unlisted
+            ours.add(name)
+            atomic_write_text(ledger, "".join(f"{n}\n" for n in sorted(ours)))
+        atomic_write_text(out / name, buf.getvalue())
+    return kept

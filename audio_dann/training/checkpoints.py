@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from ..files import json_line
 from ..nn.classifier import AudioClassifier, load_checkpoint
 from .criteria import score as criterion_score
 from .loop import TrainState
@@ -31,7 +31,7 @@ class Checkpoints:
                 self.model.save(self.out / "model.pt", step=state.step, selected_by=self.select, **self.extra)
         if self.write:
             with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+                f.write(json_line(metrics) + "\n")
             self.model.save(
                 self.out / "last.pt",
                 step=state.step,

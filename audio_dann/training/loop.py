@@ -26,6 +26,7 @@ from torch import nn
 
 from ..adaptation.objectives import entropy
 from ..config import TrainConfig
+from ..errors import DivergedError
 from ..nn.dann import DANN
 from ..nn.outputs import take
 from ..runtime import autocast_for, derive_seed, rank_world
@@ -212,7 +213,7 @@ def fit(
         scaler.step(optimizer)
         scaler.update()
         if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"training diverged at step {step}: loss is {float(loss)}; lower train.lr")
+            raise DivergedError(f"training diverged at step {step}: the loss is {float(loss)}; lower train.lr")
         running.add(terms)
         state.step = step + 1
         if progress_cb is not None:

@@ -26,7 +26,7 @@ from ..adaptation.stage import LabelledClips, StagePlan, run_stage
 from ..config import Config, dump_config
 from ..data.store import PreparedData, open_prepared_many
 from ..errors import RunError
-from ..files import atomic_write_text, check_output_dir, output_lock, path_list, shown_paths, write_json
+from ..files import atomic_write_text, check_output_dir, json_line, output_lock, path_list, shown_paths, write_json
 from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
 from ..nn.outputs import predict_logits, probabilities
 from ..runtime import barrier, init_from_env, is_main_process, rank_world, resolve_device, seed_everything, shutdown
@@ -292,7 +292,7 @@ def _start_run_folder(out: Path, config: Config, model: AudioClassifier, state: 
     after last.pt), and the initial weights for the report's before/after maps."""
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in (state.history if state else [])))
+    atomic_write_text(out / "metrics.jsonl", "".join(json_line(h) + "\n" for h in (state.history if state else [])))
     if state is None:
         model.save(out / "init.pt", step=0)
 
