@@ -336,11 +336,12 @@ def evaluate(
     """Accuracy (95% CI), macro-F1, per-class recall and confusion matrix on labelled audio."""
     with _guard():
         from .data.audio import AUDIO_EXTENSIONS
+        from .data.scan import read_paths
         from .files import check_output_file
         from .infer.evaluate import evaluate as run_evaluate
         from .runtime import resolve_device
 
-        given = [model, data, *(reference or [])]
+        given = read_paths([model, data, *(reference or [])])
         for path, option in ((json_out, "--json"), (plot, "--plot")):
             if path:
                 check_output_file(path, option, inputs=given, audio_suffixes=AUDIO_EXTENSIONS)
@@ -590,10 +591,11 @@ def estimate(
     with _guard():
         from .adaptation.estimate import estimate_accuracy
         from .data.audio import AUDIO_EXTENSIONS
+        from .data.scan import read_paths
         from .files import check_output_file, write_json
 
         if json_out:
-            given = [model, *(reference or []), *target]
+            given = read_paths([model, *(reference or []), *target])
             check_output_file(json_out, "--json", inputs=given, audio_suffixes=AUDIO_EXTENSIONS)
         with _bar(quiet, "estimate") as update:
             e = estimate_accuracy(

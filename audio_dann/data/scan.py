@@ -27,6 +27,7 @@ __all__ = [
     "iter_audio",
     "list_inputs",
     "iter_inputs",
+    "read_paths",
 ]
 
 
@@ -211,3 +212,19 @@ def iter_inputs(path: str | Path, counts: dict[str, int] | None = None) -> Itera
         yield str(p)
     if empty:
         raise ScanError(f"{path}: folder holds no audio files")
+
+
+def read_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Every path a command reads for ``inputs`` (folders, files, ``.csv`` manifests): the inputs
+    themselves and, for a manifest, the files it lists, for the output rule to compare against."""
+    paths: list[Path] = []
+    for given in inputs:
+        if not isinstance(given, (str, Path)):
+            continue
+        paths.append(Path(given))
+        if Path(given).is_file() and Path(given).suffix.lower() == ".csv":
+            try:
+                paths += [Path(it.path) for it in read_manifest(given, "", require_label=False)]
+            except (ScanError, OSError, UnicodeDecodeError, csv.Error):
+                pass  # not a manifest the command could read either: it will say so itself
+    return paths

@@ -227,6 +227,8 @@ def _evaluate(
     model, optimizer, state: TrainState, running: _Running, world: int, coeff: float, evaluate, on_eval
 ) -> None:
     """Log the running means and the caller's metrics at ``state.step``, then let the caller checkpoint."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last step's update overflowed
+        raise DivergedError(f"training diverged before step {state.step}: the weights are not finite; lower train.lr")
     metrics = {"step": state.step, "lambda": coeff, "lr": optimizer.param_groups[0]["lr"], **running.reduce(world)}
     if evaluate is not None:
         metrics.update(evaluate(model, state.step))
