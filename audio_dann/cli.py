@@ -24,11 +24,17 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no value placeholders on flags, no boxes in logs
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Adapt audio classifiers to new recording conditions without new labels.",
 )
 out_console = Console(soft_wrap=True)  # a long line stays one line in logs and pipes
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _flag(*names: str, help: str, **kwargs):
+    """An on/off option, shown in --help without a value placeholder."""
+    return typer.Option(False, *names, help=help, metavar=" ", **kwargs)
 
 
 def _show_version(value: bool) -> None:
@@ -41,9 +47,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(
-        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
-    ),
+    version: bool = _flag("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Adapt audio classifiers to new recording conditions without new labels."""
 
@@ -91,12 +95,10 @@ ReferenceOpt = typer.Option(
     "--reference",
     help=(
         "A second model of the task (e.g. another seed; repeat for several; same classes and features): the label-free "
-        "estimate becomes the lowest of ATC-NE, the prior bound and the mean agreement with them (adapt adapts each "
-        "alike); measured about 5 points off on FSDD, against about 15 without."
+        "estimate also reads how often the model agrees with them (adapt adapts each alike). Default: none."
     ),
 )
-LabelShiftOpt = typer.Option(
-    False,
+LabelShiftOpt = _flag(
     "--label-shift",
     help=(
         "The target's classes may be far more skewed than the source's: leave the prior bound out of the "
@@ -137,7 +139,7 @@ AmpOpt = typer.Option(
     "--amp",
     help="off (float32) | bf16 | fp16: faster on GPUs and AMX/AVX-512-BF16 CPUs, probabilities differ slightly",
 )
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+QuietOpt = _flag("--quiet", "-q", help="No progress bar.")
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]")
 WorkersOpt = typer.Option(
     None,
@@ -225,7 +227,7 @@ def train(
     set_: list[str] = SetOpt,
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: str = DeviceOpt,
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    resume: bool = _flag("--resume", help="Continue the run in --out from its last.pt."),
     reference: Optional[list[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     quiet: bool = QuietOpt,
@@ -323,8 +325,8 @@ def _print_train_summary(summary: dict, out: Path) -> None:
 def evaluate(
     model: Path = typer.Argument(..., help="model.pt bundle."),
     data: Path = typer.Argument(..., help="Labelled folder (DIR/<class>/**) or CSV manifest."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the metrics as JSON."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the confusion matrix as PNG."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
     reference: Optional[list[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
@@ -399,7 +401,7 @@ def evaluate(
 def predict(
     model: Path = typer.Argument(..., help="model.pt bundle."),
     wav_dir: Path = typer.Argument(..., help="Folder of audio files (recursive) or one file."),
-    out: Path = typer.Option(..., "--out", "-o", help="predictions.csv (or .jsonl)."),
+    out: str = typer.Option(..., "--out", "-o", help="predictions.csv (or .jsonl)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Windows per forward pass."),
     workers: Optional[int] = WorkersOpt,
     amp: str = AmpOpt,
@@ -407,20 +409,17 @@ def predict(
         None, "--window-seconds", help="Window length (default: the model's clip length)."
     ),
     hop_seconds: Optional[float] = typer.Option(None, "--hop-seconds", help="Hop between windows of long files."),
-    per_window: bool = typer.Option(
-        False, "--per-window", help="One row per window (begin_s, end_s) instead of per file."
-    ),
-    fmt: str = typer.Option(
-        "csv",
+    per_window: bool = _flag("--per-window", help="One row per window (begin_s, end_s) instead of per file."),
+    fmt: Optional[str] = typer.Option(
+        None,
         "--format",
-        help="csv | jsonl | raven (one Raven Pro selection table) | audacity (--out is a folder of label files)",
+        help="csv | jsonl | raven (one Raven Pro selection table) | audacity (--out is a folder of label files). "
+        "Default: jsonl for an --out ending in .jsonl, else csv.",
     ),
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep windows whose top class reaches this."),
-    all_classes: bool = typer.Option(
-        False, "--all-classes", help="With --min-confidence: every class that reaches it."
-    ),
-    merge: bool = typer.Option(False, "--merge", help="Join consecutive windows of one class into one event."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: the first file's spectrogram with its detections."),
+    all_classes: bool = _flag("--all-classes", help="With --min-confidence: every class that reaches it."),
+    merge: bool = _flag("--merge", help="Join consecutive windows of one class into one event."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="PNG: the first file's spectrogram with its detections."),
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -477,7 +476,7 @@ def predict(
         if plot:
             from .report.plots import plot_detections
 
-            plot_detections(model, wav_dir, out, fmt, plot)
+            plot_detections(model, wav_dir, out, counts.get("format") or fmt or "csv", plot)
             out_console.print(f"detections plotted -> {plot}")
 
 
@@ -486,19 +485,22 @@ def adapt(
     model: Path = typer.Argument(..., help="model.pt bundle (source-only or DANN) to adapt."),
     target: list[Path] = typer.Argument(..., help="Unlabelled target folder(s) or manifest(s)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (model.pt, summary.json)."),
-    method: str = typer.Option("latent-bn", "--method", "-m", help="latent-bn | shot-file | shot | tent | adabn"),
+    method: str = typer.Option(
+        "latent-bn",
+        "--method",
+        "-m",
+        help="latent-bn (per-condition batch-norm statistics, then self-training) | shot-file | shot | tent | adabn",
+    ),
     epochs: int = typer.Option(10, "--epochs", help="Passes over the target clips (trained methods)."),
     lr: float = typer.Option(0.005, "--lr", help="Learning rate (SGD; TENT uses Adam at lr/5)."),
     threshold: float = typer.Option(
         0.0,
         "--threshold",
-        help="shot-file, latent-bn: pseudo-label only windows "
-        "whose smoothed probability reaches this (shot-file at 0.9: +23 points on "
-        "FSDD A, below AdaBN on B).",
+        help="shot-file, latent-bn: pseudo-label only windows whose smoothed probability reaches this.",
     ),
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
-    no_guard: bool = typer.Option(False, "--no-guard", help="Keep the adapted model even when the estimate drops."),
+    no_guard: bool = _flag("--no-guard", help="Keep the adapted model even when the estimate drops."),
     reference: Optional[list[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
@@ -543,6 +545,10 @@ def adapt(
 
 def _print_adapt_summary(s: dict, model: Path, method: str, no_guard: bool) -> None:
     """What `adapt` prints once the adapted bundle is written."""
+    for skip in s.get("skipped", [])[:5]:
+        err_console.print(f"[red]{escape(skip['file'])}: {escape(skip['reason'])}[/red] (skipped)", highlight=False)
+    if len(s.get("skipped", [])) > 5:
+        err_console.print(f"... and {len(s['skipped']) - 5} more unreadable files skipped", highlight=False)
     e = s["estimated_accuracy"]
     if e["before"] is not None:
         by = e.get("limited_by", {})
@@ -582,7 +588,7 @@ def estimate(
     reference: Optional[list[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the estimate and every figure as JSON."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the estimate and every figure as JSON."),
     workers: Optional[int] = WorkersOpt,
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
@@ -639,7 +645,7 @@ def estimate(
 @app.command()
 def export(
     model: Path = typer.Argument(..., help="model.pt bundle."),
-    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write."),
+    out: str = typer.Option(..., "--out", "-o", help="ONNX file to write."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (11-21)."),
     quantize: Optional[str] = typer.Option(
         None, "--quantize", help="int8: onnxruntime dynamic quantization (top-1 agreement and speed-up are reported)."
@@ -674,7 +680,7 @@ def export(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for data, runs and demo_results.json."),
-    quick: bool = typer.Option(False, "--quick", help="A seconds-long smoke version (tiny data, few steps)."),
+    quick: bool = _flag("--quick", help="A seconds-long smoke version (tiny data, few steps)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
@@ -728,7 +734,7 @@ def manifest(
     pattern: str = typer.Option(
         ..., "--pattern", "-p", help='File-name pattern, e.g. "{label}_{speaker}_{index}.wav".'
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV manifest to write."),
+    out: str = typer.Option(..., "--out", "-o", help="CSV manifest to write."),
     where: list[str] = typer.Option(
         None, "--where", help='Keep rows where e.g. "speaker in a,b" or "index>=5" (repeatable).'
     ),
@@ -765,7 +771,7 @@ def report(
     prepared: Optional[Path] = typer.Option(
         None, "--prepared", help="Prepared folder (default: the one the run used)."
     ),
-    tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Also t-SNE maps (needs scikit-learn; slower)."),
+    tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Also t-SNE maps (slower).", metavar=" "),
 ) -> None:
     """Write RUN/report.md: curves, embedding maps before/after, A-distance, confusion, selection table."""
     with _guard():
@@ -778,7 +784,7 @@ def report(
 def select(
     runs: list[Path] = typer.Argument(..., help="Finished run folders to rank."),
     criterion: str = typer.Option("dev", "--criterion", help="source-val | dev | snd | rv"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the table as JSON."),
 ) -> None:
     """Rank finished runs by a label-free criterion (target accuracy shown as report only)."""
     with _guard():

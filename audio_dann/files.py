@@ -157,6 +157,8 @@ def check_output_file(path: str | Path, option: str = "--out", inputs=(), audio_
     not a regular file (a FIFO, a device) or is a symbolic link (the atomic rename would replace it);
     one that cannot be written; one of the command's ``inputs`` (paths resolved, links followed); and,
     inside an input folder, a name with one of ``audio_suffixes`` (a file the command reads there)."""
+    if str(path).endswith(("/", os.sep)):
+        raise OptionError(f"{option} {path}: names a folder (it ends with '/'); give a file name")
     path = Path(path)
     if path.is_symlink():
         raise OptionError(f"{option} {path}: is a symbolic link (to {os.path.realpath(path)}); give the real path")

@@ -9,6 +9,11 @@ the normalisation. Each file is read, mixed to mono, resampled when needed, cut 
 (short files tiled or zero-padded to one window; long ones every hop, the last window ending at the
 file's end), and its prediction is the mean of its windows' probabilities: the same labels as
 ``audio-dann predict`` (checked by the test suite and on the FSDD recordings).
+
+What it does not do: ``audio-dann predict`` refuses files whose samples are not finite, silent
+files, and headers that claim a sample rate or more audio than the file holds (an error row with
+the reason); this example, kept to the few lines a device needs, classifies whatever soundfile
+decodes. Check such files upstream, or run ``audio-dann predict`` where it matters.
 """
 
 from __future__ import annotations

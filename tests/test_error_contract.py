@@ -283,3 +283,71 @@ def test_summaries_are_valid_json_and_the_cli_has_version_and_short_help(project
     assert res.exit_code == 0 and __version__ in res.output
     assert runner.invoke(app, ["-h"]).exit_code == 0 and "Usage" in runner.invoke(app, ["predict", "-h"]).output
     assert json.loads(text)["clips"]["target_train"] == 0  # pure source-only: no target clip used
+
+
+def test_jsonl_by_name_with_numbers_a_folder_name_refused_and_unreadable_files_named(project, tmp_path):
+    import json
+
+    folder = tmp_path / "rec"
+    write(folder / "a.wav", tone(300, 1.0, 16000), 16000)
+    (folder / "broken.wav").write_bytes(b"not audio at all")
+    model = str(project / "run" / "model.pt")
+    res = runner.invoke(app, ["predict", model, str(folder), "--out", str(tmp_path / "p.jsonl"), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]  # JSON lines, not CSV
+    ok = next(r for r in rows if r["status"] == "ok")
+    assert isinstance(ok["confidence"], float) and 0 <= ok["confidence"] <= 1
+    assert "broken.wav" in " ".join(res.output.split())  # named on the console, whatever the format
+    raven = runner.invoke(
+        app, ["predict", model, str(folder), "--out", str(tmp_path / "r.txt"), "--format", "raven", "--workers", "0"]
+    )
+    assert raven.exit_code == 0 and "broken.wav" in " ".join(raven.output.split())
+    _one_line_refusal(
+        runner.invoke(app, ["predict", model, str(folder), "--out", str(tmp_path / "newdir") + "/"]), "names a folder"
+    )
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_adapt_names_skipped_files_and_auto_counts_the_target_clips_its_stage_used(project, tmp_path):
+    import json
+
+    tgt = tmp_path / "tgt"
+    for k in range(4):
+        write(tgt / f"t{k}.wav", tone(400 + 100 * k, 0.6, 16000, seed=k), 16000)
+    (tgt / "broken.wav").write_bytes(b"RIFF nonsense")
+    res = runner.invoke(
+        app,
+        [
+            "adapt",
+            str(project / "run" / "model.pt"),
+            str(tgt),
+            "--out",
+            str(tmp_path / "a"),
+            "--method",
+            "adabn",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0 and "broken.wav" in " ".join(res.output.split()), res.output
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["skipped"][0]["file"].endswith("broken.wav")
+    auto = train(
+        project / "prep",
+        tmp_path / "auto",
+        config=apply_overrides(CFG, ["train.self_training_epochs=1"]),
+        device="cpu",
+        report=False,
+    )
+    assert auto["self_training"]["clips"] > 0 and auto["clips"]["target_train"] == auto["self_training"]["pool_clips"]
+
+
+def test_select_refuses_runs_of_different_tasks(project, tmp_path):
+    other_prep = tmp_path / "prep"
+    prepare(project / "src", [class_folders(tmp_path / "t2", per_class=2, shift=0.7)], other_prep, config=CFG)
+    train(other_prep, tmp_path / "run", config=CFG, method="source-only", device="cpu", report=False)
+    _one_line_refusal(
+        runner.invoke(app, ["select", str(project / "run"), str(tmp_path / "run")]), "different prepared folders"
+    )
+    assert runner.invoke(app, ["select", str(project / "run")]).exit_code == 0

@@ -315,7 +315,7 @@ def _children(pid: int) -> list[int]:
 def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     src = class_folders(tmp_path / "src", per_class=2)
     tgt = tmp_path / "tgt"
-    for k in range(300):  # enough work that the workers are busy when the parent dies
+    for k in range(900):  # enough work that the workers are busy when the parent dies (a fast machine: seconds)
         write(tgt / f"t{k}.wav", tone(300 + k, 2.0, 16000, seed=k), 16000)
     proc = subprocess.Popen(
         [
@@ -339,7 +339,7 @@ def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     deadline = time.time() + 120  # a loaded machine takes long to import torch in each process
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.2)
+        time.sleep(0.02)
         workers = _children(proc.pid)
     assert len(workers) >= 2, ("the workers never started", proc.poll(), (tmp_path / "err.txt").read_text()[-2000:])
     os.kill(proc.pid, signal.SIGKILL)

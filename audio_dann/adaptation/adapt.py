@@ -78,6 +78,7 @@ def adapt(
             "clips": len(clips),
             "files": len(clips.paths),
             "files_skipped": len(clips.skipped),
+            "skipped": [{"file": str(f), "reason": r} for f, r in clips.skipped],
             "settings": asdict(config),
             "estimated_accuracy": {
                 **_estimate_record(est, decision["kept"], reference, label_shift),

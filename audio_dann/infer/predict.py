@@ -36,7 +36,7 @@ def predict(
     window_seconds: float | None = None,
     hop_seconds: float | None = None,
     per_window: bool = False,
-    fmt: str = "csv",
+    fmt: str | None = None,
     min_confidence: float = 0.0,
     all_classes: bool = False,
     merge: bool = False,
@@ -46,7 +46,8 @@ def predict(
 ) -> dict:
     """Predict every audio file of ``inputs`` (a folder, a file or a list) into ``out``.
 
-    ``fmt``: ``csv``, ``jsonl``, ``raven`` or ``audacity`` (see :mod:`.writers`; the last two always
+    ``fmt``: ``csv``, ``jsonl``, ``raven`` or ``audacity`` (None: ``jsonl`` for an ``out`` ending in
+    ``.jsonl``, else ``csv``) (see :mod:`.writers`; the last two always
     list detections, and ``audacity`` makes ``out`` a folder). With ``per_window`` (or a detection
     format) each window whose top class (``all_classes``: any class) reaches ``min_confidence`` is a
     row with ``begin_s`` and ``end_s``; ``merge`` joins consecutive windows of one class. A folder run
@@ -56,6 +57,7 @@ def predict(
     Returns ``{"files", "ok", "errors", "resumed", "audio_seconds", "seconds", "out", "unreadable"
     (path, reason), "left_as_they_were"}`` (label files of the user's that ``audacity`` did not overwrite).
     """
+    fmt = fmt or ("jsonl" if str(out).lower().endswith(".jsonl") else "csv")
     if fmt not in FORMATS:
         raise OptionError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     check_amp(amp)
@@ -188,6 +190,7 @@ def _predict_journaled(
         "audio_seconds": audio,
         "seconds": time.perf_counter() - t0,
         "out": str(out),
+        "format": fmt,
         "unreadable": unreadable,
         "left_as_they_were": left,
     }

@@ -74,6 +74,17 @@ def _table_rows(entries: Iterable[dict], classes: list[str], per_window: bool) -
                 }
 
 
+def _typed(row: dict) -> dict:
+    """A table row for JSON: numbers as numbers, empty cells as null."""
+    out = {}
+    for k, v in row.items():
+        if k in ("path", "label", "status"):
+            out[k] = v
+        else:
+            out[k] = float(v) if v != "" else None
+    return out
+
+
 def write_table(
     entries: Iterable[dict],
     classes: list[str],
@@ -102,7 +113,7 @@ def write_table(
         if writer:
             writer.writeheader()
         for row in _table_rows(entries, classes, per_window):
-            (writer.writerow(row) if writer else f.write(json.dumps(row) + "\n"))
+            (writer.writerow(row) if writer else f.write(json.dumps(_typed(row)) + "\n"))
     return []
 
 

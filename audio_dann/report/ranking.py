@@ -8,6 +8,7 @@ import math
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..errors import RunError
 from ..training.criteria import CRITERIA, score
 from ..training.run_folder import read_run
 
@@ -21,13 +22,21 @@ def rank_runs(runs, criterion: str) -> dict:
     correlation between the criterion and that accuracy and the regret (best accuracy among the
     runs minus the accuracy of the run the criterion picks).
     """
-    rows = []
-    for run in map(read_run, runs):
+    rows, finished = [], [read_run(r) for r in runs]
+    tasks = {tuple(f.summary.get("prepared") or ()) for f in finished}
+    if len(tasks) > 1:
+        raise RunError(
+            "the runs were trained on different prepared folders ("
+            + "; ".join(", ".join(t) or "?" for t in sorted(tasks))
+            + "): rank runs of one task at a time"
+        )
+    for run in finished:
         at = run.selected()
         row = {"run": str(run.path), "step": at.get("step")}
         for name in CRITERIA:
             row[name] = at.get("selection", {}).get(CRITERIA[name], at.get(CRITERIA[name]))
-        row["target_test_acc"] = at.get("report_only", {}).get("target_test_acc")
+        shipped = run.summary.get("report_only", {}).get("target_test_acc_shipped")  # after the stage, if any
+        row["target_test_acc"] = shipped if shipped is not None else at.get("report_only", {}).get("target_test_acc")
         row["_score"] = score(criterion, at)
         rows.append(row)
     rows.sort(key=lambda r: -math.inf if r["_score"] is None else r["_score"], reverse=True)
