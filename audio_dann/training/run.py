@@ -17,26 +17,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..adaptation.estimators import calibrate, label_free_estimate
 from ..adaptation.references import load_references
-from ..adaptation.stage import LabelledClips, StagePlan, run_stage
-from ..config import Config, dump_config
-from ..data.store import PreparedData, open_prepared_many
+from ..config import Config
+from ..data.store import open_prepared_many
 from ..errors import RunError
-from ..files import atomic_write_text, check_output_dir, json_line, output_lock, path_list, shown_paths, write_json
-from ..nn.classifier import AudioClassifier, build_classifier, load_checkpoint
-from ..nn.outputs import predict_logits, probabilities
+from ..files import check_output_dir, output_lock, path_list, shown_paths, write_json
+from ..nn.classifier import build_classifier
 from ..runtime import barrier, init_from_env, is_main_process, rank_world, resolve_device, seed_everything, shutdown
 from .checkpoints import Checkpoints
-from .clips import Clips, load_clips
+from .clips import load_clips
 from .evaluation import Evaluator
-from .loop import TrainState, fit
+from .finish import calibrate_and_estimate, prepared_paths, run_summary, self_training_stage, test_accuracy
+from .loop import fit
 from .plan import Plan
 from .resume import asked_settings, fresh_start, resolve_config, resumed_start
-from .run_folder import REPORT_ONLY_NOTE
+from .run_folder import start_run_folder
 
 __all__ = ["train"]
 
@@ -144,8 +141,8 @@ def _train(req: _Request) -> dict:
     device = _device(req.device, world)
     model.to(device)
     if rank == 0:
-        _start_run_folder(out, config, model, start.state)
-    saved = {"plan": plan.to_dict(), "prepared": _prepared_paths(prep)}
+        start_run_folder(out, config, model, start.state)
+    saved = {"plan": plan.to_dict(), "prepared": prepared_paths(prep)}
     checkpoints = Checkpoints(out, model, cfg.select, write=rank == 0, **saved)
     state = fit(
         model.dann,
@@ -159,14 +156,16 @@ def _train(req: _Request) -> dict:
         progress_cb=req.progress if rank == 0 else None,
     )
     members = _train_members(req, config, plan) if plan.ensemble else []
-    summary = _summary(prep, plan, cfg, clips, state, device, world, time.perf_counter() - t0)
+    summary = run_summary(prep, plan, cfg, clips, state, device, world, time.perf_counter() - t0)
     if rank == 0:
         selected = checkpoints.selected()
         if plan.stage != "none":
-            summary["self_training"] = _stage(selected, clips, plan, config, device, members, req.label_shift)
+            summary["self_training"] = self_training_stage(
+                selected, clips, plan, config, device, members, req.label_shift
+            )
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
-                summary["report_only"]["target_test_acc_shipped"] = _test_accuracy(selected, clips, device)
-        selected.calibration, summary["estimated_target_accuracy"] = _calibrate(
+                summary["report_only"]["target_test_acc_shipped"] = test_accuracy(selected, clips, device)
+        selected.calibration, summary["estimated_target_accuracy"] = calibrate_and_estimate(
             selected, clips, device, ref_models, req.label_shift
         )
         if ref_models and summary["estimated_target_accuracy"]:
@@ -174,54 +173,6 @@ def _train(req: _Request) -> dict:
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
     return summary
-
-
-def _prepared_paths(prep: PreparedData) -> list[str]:
-    return [str(Path(r).resolve()) for r in (prep.roots or [prep.root])]
-
-
-def _test_accuracy(model: AudioClassifier, clips: Clips, device: torch.device) -> float:
-    """Clip accuracy of ``model`` on the target test clips (report only), on one process."""
-    pred = predict_logits(model.dann.to(device), clips.test_x, device=device).argmax(1).numpy()
-    return float((pred == np.asarray(clips.test_y)).mean())
-
-
-def _stage(
-    model: AudioClassifier,
-    clips: Clips,
-    plan: Plan,
-    config: Config,
-    device: torch.device,
-    members: list[tuple[str, Path]],
-    label_shift: bool,
-) -> dict:
-    """The plan's self-training stage on the target pool (``model`` changes in place)."""
-    cfg = config.train
-    stage = StagePlan(
-        plan.stage,
-        cfg.self_training_epochs,
-        cfg.self_training_threshold,
-        cfg.self_training_max_clips,
-        cfg.self_training_guard,
-        cfg.seed,
-        cfg.ensemble_teacher,
-    )
-    nets = [(name, load_checkpoint(path / "model.pt")[0].dann) for name, path in members]
-    test = LabelledClips(clips.test_x, clips.test_y) if len(clips.test_y) else None
-    record = run_stage(
-        model,
-        clips.pool_x,
-        clips.pool_files,
-        stage,
-        device,
-        source_val=LabelledClips(clips.val_x, clips.val_y),
-        members=nets,
-        test=test,
-        label_shift=label_shift,
-    )
-    if "report_only" in record.get("ensemble", {}):
-        record["ensemble"]["report_only"]["note"] = REPORT_ONLY_NOTE
-    return record
 
 
 def _train_members(req: _Request, config: Config, plan: Plan) -> list[tuple[str, Path]]:
@@ -257,82 +208,8 @@ def _train_members(req: _Request, config: Config, plan: Plan) -> list[tuple[str,
     return members
 
 
-def _calibrate(
-    model: AudioClassifier,
-    clips: Clips,
-    device: torch.device,
-    references: list[AudioClassifier] = (),
-    label_shift: bool = False,
-) -> tuple[dict | None, dict | None]:
-    """The selected model's calibration on source validation clips, and the label-free estimate of its
-    accuracy on the unlabelled target pool (:func:`audio_dann.adaptation.estimators.label_free_estimate`)."""
-    if len(clips.val_y) == 0:
-        return None, None
-    calibration = calibrate(probabilities(model.dann.to(device), clips.val_x, device), clips.val_y)
-    if clips.pool_x is None or len(clips.pool_x) == 0:
-        return calibration, None
-    est = label_free_estimate(
-        probabilities(model.dann, clips.pool_x, device),
-        calibration,
-        [probabilities(r.dann.to(device), clips.pool_x, device) for r in references],
-        label_shift,
-    )
-    return calibration, {**est, "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
-
-
 def _device(name: str, world: int) -> torch.device:
     device = resolve_device(name)
     if device.type == "cuda" and world > 1:
         return torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def _start_run_folder(out: Path, config: Config, model: AudioClassifier, state: TrainState | None) -> None:
-    """config.yaml, metrics.jsonl as far as the saved history goes (a resumed run drops lines logged
-    after last.pt), and the initial weights for the report's before/after maps."""
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out / "config.yaml")
-    atomic_write_text(out / "metrics.jsonl", "".join(json_line(h) + "\n" for h in (state.history if state else [])))
-    if state is None:
-        model.save(out / "init.pt", step=0)
-
-
-def _summary(
-    prep: PreparedData,
-    plan: Plan,
-    cfg,
-    clips: Clips,
-    state: TrainState,
-    device: torch.device,
-    world: int,
-    seconds: float,
-) -> dict:
-    final = state.history[-1] if state.history else {}
-    summary = {
-        "prepared": _prepared_paths(prep),
-        "method": plan.training,
-        "plan": plan.to_dict(),
-        "method_choice": plan.describe(),
-        "steps": cfg.steps,
-        "seed": cfg.seed,
-        "device": str(device),
-        "world_size": world,
-        "selected": {"step": state.best["step"], "criterion": cfg.select, "score": state.best["score"]},
-        "final": {k: v for k, v in final.items() if k != "report_only"},
-        "latent_domains": clips.latent,
-        "clips": {
-            "source_train": clips.n_source,
-            "target_train": clips.n_target if plan.training == "dann" or plan.stage != "none" else 0,
-            "source_val": len(clips.val_y),
-            "target_test": len(clips.test_y),
-        },
-        "train_seconds": seconds,
-    }
-    if len(clips.test_y):
-        at_sel = next((h for h in state.history if h["step"] == state.best["step"]), {})
-        summary["report_only"] = {
-            "target_test_acc_selected": at_sel.get("report_only", {}).get("target_test_acc"),
-            "target_test_acc_final": final.get("report_only", {}).get("target_test_acc"),
-            "note": REPORT_ONLY_NOTE,
-        }
-    return summary

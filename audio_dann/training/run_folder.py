@@ -1,4 +1,4 @@
-"""The run folder ``train`` writes, read back: its summary and its evaluation history.
+"""The run folder ``train`` writes: begun (:func:`start_run_folder`) and read back (:func:`read_run`).
 
 ``runs/NAME/``: ``model.pt`` (selected), ``last.pt`` (resume), ``init.pt`` (the initial weights),
 ``config.yaml``, ``metrics.jsonl`` (one line per evaluation), ``summary.json``, plots.
@@ -9,10 +9,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..config import Config, dump_config
 from ..errors import RunError
+from ..files import atomic_write_text, json_line
 
-__all__ = ["REPORT_ONLY_NOTE", "FinishedRun", "read_run"]
+if TYPE_CHECKING:
+    from ..nn.classifier import AudioClassifier
+    from .loop import TrainState
+
+__all__ = ["REPORT_ONLY_NOTE", "FinishedRun", "read_run", "start_run_folder"]
 
 REPORT_ONLY_NOTE = "target labels: reported only, never used for training, selection or stopping"
 
@@ -50,3 +57,13 @@ def read_run(run: str | Path) -> FinishedRun:
     if not isinstance(summary, dict) or "selected" not in summary:
         raise RunError(f"{run}: summary.json is not a run summary (no 'selected')")
     return FinishedRun(run, summary, history)
+
+
+def start_run_folder(out: Path, config: Config, model: AudioClassifier, state: TrainState | None) -> None:
+    """config.yaml, metrics.jsonl as far as the saved history goes (a resumed run drops lines logged
+    after last.pt), and the initial weights for the report's before/after maps."""
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out / "config.yaml")
+    atomic_write_text(out / "metrics.jsonl", "".join(json_line(h) + "\n" for h in (state.history if state else [])))
+    if state is None:
+        model.save(out / "init.pt", step=0)
