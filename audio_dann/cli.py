@@ -681,6 +681,7 @@ def export(
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for data, runs and demo_results.json."),
     quick: bool = _flag("--quick", help="A seconds-long smoke version (tiny data, few steps)."),
+    data_only: bool = _flag("--data-only", help="Only write the synthetic data (studio/, field/, field_test.csv)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
@@ -697,7 +698,13 @@ def demo(
                 device=device,
                 log=lambda m: err_console.print(m) if not quiet else None,
                 progress=lambda name, s, t: update(s, t, name),
+                data_only=data_only,
             )
+        if data_only:
+            out_console.print(
+                f"synthetic data -> {out / 'data'}: studio/ (labelled), field/ (unlabelled), field_test.csv"
+            )
+            return
         table = Table(
             "method",
             "studio test acc",

@@ -17,6 +17,7 @@ from pathlib import Path
 from .api import evaluate, prepare, train
 from .config import Config, apply_overrides
 from .data.synth import SynthSpec, write_dataset
+from .errors import OptionError
 from .files import write_json
 from .training.run_folder import REPORT_ONLY_NOTE
 
@@ -61,18 +62,21 @@ def run_demo(
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    data_only: bool = False,
 ) -> dict:
-    """Run the demo into ``out`` and return the results written to ``demo_results.json``."""
+    """Run the demo into ``out`` and return the results written to ``demo_results.json``; with
+    ``data_only``, write its synthetic data only (``out/data/studio/<class>/``, ``out/data/field/``,
+    ``out/data/field_test.csv``) and return their paths."""
     out = Path(out)
     log = log or (lambda _msg: None)
     spec, config = demo_config(quick)
     spec = replace(spec, seed=seed)
     t0 = time.perf_counter()
-    for part in ("data", "prepared", "runs"):  # the demo always starts afresh
-        if (out / part).is_dir():
-            shutil.rmtree(out / part)
+    _start_afresh(out)
     log(f"writing synthetic studio/field data to {out / 'data'}")
     parts = write_dataset(out / "data", spec)
+    if data_only:
+        return {"data": {k: str(v) for k, v in parts.items()}}
     log("preparing features")
     prep = prepare(parts["studio"], [parts["field"]], out / "prepared", target_eval=parts["field_test"], config=config)
     results: dict = {"note": f"field test accuracy: {REPORT_ONLY_NOTE}", "seed": seed, "quick": quick}
@@ -97,3 +101,20 @@ def run_demo(
     results["prepared_clips"] = prep.clips_written
     write_json(out / "demo_results.json", results)
     return results
+
+
+_MARKER = ".audio-dann-demo"  # in a folder the demo wrote: it may start it afresh
+
+
+def _start_afresh(out: Path) -> None:
+    """Remove what an earlier demo wrote in ``out``; refuse a folder whose data, prepared or runs
+    sub-folders the demo did not write (they would be deleted)."""
+    parts = [out / p for p in ("data", "prepared", "runs") if (out / p).exists()]
+    if parts and not (out / _MARKER).is_file():
+        raise OptionError(f"--out {out}: holds {parts[0].name}/, which the demo did not write; choose a new --out")
+    for part in parts:
+        shutil.rmtree(part)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text(
+        "written by audio-dann demo; it removes and rewrites this folder's data, prepared, runs\n"
+    )
