@@ -182,7 +182,7 @@ class TrainConfig:
     selection_clips: int = 1000  # at most this many source / target clips per criterion
     sync_bn: bool = False  # DDP only: SyncBatchNorm (statistics over the global batch)
     latent_domains: int = 0  # a target with no domain names: 0 one domain, K>1 K clusters, -1 K by silhouette
-    #   (-1 measured worse than 0 on FSDD: recipes/fsdd_speakers/README.md)
+    #   (-1 measured worse than 0 on FSDD: experiments/fsdd_speakers/NOTES.md)
     latent_ensemble: tuple[int, ...] = (2, 3, 4)  # DANN, one unnamed target domain: one more network per K
     #   listed (0 = one domain; latent_domains' own K skipped), trained in
     #   RUN/members/; their mean target predictions with this run's are the

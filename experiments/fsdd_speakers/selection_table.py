@@ -1,6 +1,6 @@
 """How well does each label-free criterion choose runs and checkpoints? (issue: model selection)
 
-    python recipes/fsdd_speakers/selection_table.py data/fsdd/runs/sweep_*/B_dann_s0
+    python experiments/fsdd_speakers/selection_table.py data/fsdd/runs/sweep_*/B_dann_s0
 
 Across runs: each criterion's value at every run's final checkpoint against the run's target test
 accuracy (report only): Spearman rank correlation, and the regret = best target accuracy among the

@@ -1,6 +1,6 @@
 """Issue 16: a latent-domain ensemble as the teacher of the self-training stage (``train.latent_ensemble``).
 
-    python recipes/fsdd_speakers/latent_ensemble.py [--work data/fsdd_hard] [--tasks A B S] [--members 2 3 4] \
+    python experiments/fsdd_speakers/latent_ensemble.py [--work data/fsdd_hard] [--tasks A B S] [--members 2 3 4] \
         [--rows results/hard_shifts_cpu_2026-11-29.jsonl]
 
 Reads the flat-target DANN runs that ``hard_shifts.py`` trained (variants ``base`` = one target domain,
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "fsdd_speakers"))  # the recipe's helpers
 from adapt_table import _scores, _views  # noqa: E402
 
 from audio_dann.adaptation.methods import (

@@ -1,10 +1,10 @@
 """Issue 17: the label-free estimates of target accuracy for the models ``hard_shifts.py`` trained and adapted.
 
-    python recipes/fsdd_speakers/agreement_table.py [--work data/fsdd_hard] [--tasks A B C S] \
+    python experiments/fsdd_speakers/agreement_table.py [--work data/fsdd_hard] [--tasks A B C S] \
         [--adapts none adabn shot-file latent-bn] [--json results/agreement_table_cpu_2026-11-29.json]
 
 ``hard_shifts.py`` saves each model's pool probabilities (``RUN/pool_probs_{adapt}.npy``); for the
-variant models that only kept ``model.pt``, ``python recipes/fsdd_speakers/agreement_table.py --probs``
+variant models that only kept ``model.pt``, ``python experiments/fsdd_speakers/agreement_table.py --probs``
 computes them first (no adaptation, and AdaBN). For seed s, as ``audio-dann adapt --reference`` does,
 the second model is the next seed's, adapted the same way. No target label goes into any estimate;
 labels from the FSDD file names grade them (error = estimate - pool window accuracy):
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "fsdd_speakers"))  # the recipe's helpers
 from adapt_table import _views  # noqa: E402
 
 from audio_dann.adaptation.estimators import combined_estimate, estimate  # noqa: E402

@@ -1,8 +1,8 @@
 """Can a label-free signal tell when self-training beat AdaBN? Measured on models hard_shifts.py trained.
 
-    python recipes/fsdd_speakers/hard_shifts.py --work data/fsdd_hard --tasks A B S --variants base \
+    python experiments/fsdd_speakers/hard_shifts.py --work data/fsdd_hard --tasks A B S --variants base \
         --bases source-only --methods adabn          # trains the source-only models (CPU: ~2 min each)
-    python recipes/fsdd_speakers/adapt_signals.py --work data/fsdd_hard --tasks A B S [--methods shot-file]
+    python experiments/fsdd_speakers/adapt_signals.py --work data/fsdd_hard --tasks A B S [--methods shot-file]
 
 For every source-only model of ``--work`` and each self-training method, the script adapts the model
 (on the flat pool, as ``audio-dann adapt``), and compares the adapted network with the AdaBN network on
@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "fsdd_speakers"))  # noqa: E402
 from adapt_table import _scores, _views  # noqa: E402 (same folder)
 from hard_shifts import ADAPTS  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Choosing a configuration without labels by the agreement of its seeds (issue 16: which K?).
 
-    python recipes/fsdd_speakers/seed_agreement.py [--work data/fsdd_hard]
+    python experiments/fsdd_speakers/seed_agreement.py [--work data/fsdd_hard]
 
 Reads the flat-target DANN runs that ``hard_shifts.py`` trained (3 seeds per variant), applies the
 AdaBN stage to each, and prints per variant the mean target-pool accuracy (FSDD file names: report
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes" / "fsdd_speakers"))  # the recipe's helpers
 from adapt_table import _views  # noqa: E402
 
 from audio_dann.adaptation.methods import adabn  # noqa: E402

@@ -1,7 +1,7 @@
 """How well per-file descriptors recover the target speakers of a flat folder, and which K each
 label-free criterion would choose (issue 16: latent domains without knowing K).
 
-    python recipes/fsdd_speakers/latent_k.py data/fsdd_hard/A_prep_flat data/fsdd_hard/B_prep_flat
+    python experiments/fsdd_speakers/latent_k.py data/fsdd_hard/A_prep_flat data/fsdd_hard/B_prep_flat
 
 For each descriptor set (standardised per dimension) and K = 2..6: k-means as ``train.latent_domains``
 runs it, the adjusted Rand index against the speakers (ariS) and against the digits (ariD: clusters
