@@ -120,8 +120,13 @@ def _bound_text(bound: float | None, label_shift: bool | None) -> str:
     return f" (prior bound {bound:.3f}" + (", left out: --label-shift)" if label_shift else ")")
 
 
-def _warn(est: dict) -> None:
-    """The label-free estimate's warning (its prior bound), if it has one, on stderr."""
+def _warn(est: dict, classes: list[str] | None = None) -> None:
+    """The estimated target class shares (with ``classes``), and the label-free estimate's warning (its
+    prior bound), if it has one, on stderr."""
+    shares = est.get("class_shares")
+    if shares and classes and len(classes) == len(shares["estimate"]):
+        text = ", ".join(f"{c} {v:.0%}" for c, v in zip(classes, shares["estimate"]))
+        out_console.print(escape(f"estimated target class shares ({shares['by']}, no label read): {text}"))
     if est.get("warning"):
         err_console.print(f"[yellow]{escape(est['warning'])}[/yellow]", highlight=False, soft_wrap=True)
 
@@ -302,7 +307,7 @@ def _print_train_summary(summary: dict, out: Path) -> None:
             f"estimated target accuracy ({_limited(est)}, no target label read): "
             f"{est['value']:.3f}" + _bound_text(bound, est.get("label_shift"))
         )
-        _warn(est)
+        _warn(est, summary.get("classes"))
     if "report_only" in summary:
         r = summary["report_only"]
         shipped = ""
@@ -377,7 +382,7 @@ def evaluate(
                 f"{_bound_text(est.get('prior_bound'), est.get('label_shift'))}; "
                 f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)"
             )
-            _warn(est)
+            _warn(est, report["classes"])
         if report["skipped"]:
             out_console.print(
                 escape(
@@ -630,7 +635,7 @@ def estimate(
         out_console.print(
             escape("most predicted: " + ", ".join(f"{c} {v:.0%}" for c, v in top)), highlight=False, soft_wrap=True
         )
-        _warn(e)
+        _warn(e, list(e["predicted_share"]))
         for s in e["skipped"][:5]:
             err_console.print(escape(f"skipped {s['file']}: {s['reason']}"), highlight=False, soft_wrap=True)
         if e["files_skipped"] > 5:

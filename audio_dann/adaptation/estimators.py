@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .label_shift import class_shares
+
 __all__ = [
     "ESTIMATORS",
     "COMBINED",
@@ -78,6 +80,8 @@ def calibrate(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     acc = float((probs.argmax(1) == labels).mean())
     s = scores(probs)
     prior = np.bincount(labels.astype(np.int64), minlength=probs.shape[1])[: probs.shape[1]] / max(len(labels), 1)
+    joint = np.zeros((probs.shape[1], probs.shape[1]))
+    np.add.at(joint, (probs.argmax(1), labels.astype(np.int64)), 1.0 / max(len(labels), 1))
     return {
         "source_accuracy": acc,
         "source_mean_confidence": float(s["mc"].mean()),
@@ -85,6 +89,7 @@ def calibrate(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "atc_ne_threshold": _threshold(s["ne"], acc),
         "n": int(len(labels)),
         "class_prior": [float(v) for v in prior],
+        "joint": joint.tolist(),  # share of (predicted i, true j): what BBSE inverts (label_shift.py)
     }
 
 
@@ -183,4 +188,7 @@ def label_free_estimate(
     if agreed is not None:
         figures["agreement"] = agreed
     combined = combined_estimate(figures, agreed, label_shift)
-    return {**combined, "all": figures} if combined else {}
+    if not combined:
+        return {}
+    shares = class_shares(probs, calibration)
+    return {**combined, "all": figures, **({"class_shares": shares} if shares else {})}

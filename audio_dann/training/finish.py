@@ -108,6 +108,7 @@ def run_summary(
     final = state.history[-1] if state.history else {}
     summary = {
         "prepared": prepared_paths(prep),
+        "classes": list(prep.classes),
         "method": plan.training,
         "plan": plan.to_dict(),
         "method_choice": plan.describe(),
