@@ -1,5 +1,6 @@
 """The library API, one function per command: what a notebook calls and what the CLI wraps.
 
+```python
 import audio_dann as ad
 ad.prepare("studio/", ["field/"], "prepared/")
 summary = ad.train("prepared/", "runs/dann", method="dann")
@@ -7,7 +8,8 @@ model = ad.load_model("runs/dann/model.pt")
 ad.estimate("runs/dann/model.pt", "field/", reference="runs/dann_seed1/model.pt")["value"]
 ad.evaluate(model, "field_labelled.csv")["accuracy"]
 ad.predict(model, "recordings/", "predictions.csv")
-ad.export("runs/dann/model.pt", "model.onnx")    # needs the [export] extra
+ad.export("runs/dann/model.pt", "model.onnx")  # needs the [export] extra
+```
 """
 
 from __future__ import annotations

@@ -294,8 +294,9 @@ def _print_train_summary(summary: dict, out: Path) -> None:
         )
     ens = summary.get("self_training", {}).get("ensemble")
     if ens:
+        members = ens.get("members") or ens.get("runs", [])  # "runs": summaries written before the plan
         out_console.print(
-            f"self-trained on the mean predictions of {len(ens['members'])} networks (the others in "
+            f"self-trained on the mean predictions of {len(members)} networks (the others in "
             f"{out / 'members'}); "
             f"their agreement with that mean: "
             f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}"

@@ -110,7 +110,7 @@ def _start_afresh(out: Path) -> None:
     """Remove what an earlier demo wrote in ``out``; refuse a folder whose data, prepared or runs
     sub-folders the demo did not write (they would be deleted)."""
     parts = [out / p for p in ("data", "prepared", "runs") if (out / p).exists()]
-    if parts and not (out / _MARKER).is_file():
+    if parts and not (out / _MARKER).is_file() and not (out / "demo_results.json").is_file():
         raise OptionError(f"--out {out}: holds {parts[0].name}/, which the demo did not write; choose a new --out")
     for part in parts:
         shutil.rmtree(part)

@@ -45,7 +45,7 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, tidy: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
     On an exception the temporary file is removed and ``path`` keeps its old content. The temp
@@ -53,7 +53,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
+    if tidy:
+        _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -68,8 +69,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_text(path: str | Path, text: str, tidy: bool = True) -> None:
+    """``text`` into ``path`` atomically; ``tidy=False`` skips the search for a killed run's temp files
+    (for many small files written into one large folder, where each search lists the folder)."""
+    with atomic_path(path, tidy) as tmp:
         tmp.write_text(text)
 
 
@@ -174,12 +177,18 @@ def check_output_file(path: str | Path, option: str = "--out", inputs=(), audio_
 
 
 def check_output_dir(
-    path: str | Path, option: str = "--out", inputs=(), writes: tuple[str, ...] = (), own: str | None = None
+    path: str | Path,
+    option: str = "--out",
+    inputs=(),
+    writes: tuple[str, ...] = (),
+    own: str | None = None,
+    beside_others: bool = False,
 ) -> Path:
     """The output rule for a folder, checked before any work. Refused: a file; a folder that cannot be
     written; one of the command's ``inputs`` or a folder that holds one; a folder holding another
-    command's work (:data:`WORK_MARKERS`) than ``own`` (the kind this command writes and may continue);
-    and any file it ``writes`` there that is an input."""
+    command's work (:data:`WORK_MARKERS`) than ``own`` (the kind this command writes and may continue),
+    unless its files go ``beside_others`` under names no other command uses; and any file it ``writes``
+    there that is an input."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OptionError(f"{option} {path}: exists and is not a folder")
@@ -191,7 +200,7 @@ def check_output_dir(
             raise OptionError(
                 f"{option} {path}: {'is' if real == here else 'holds'} an input ({given}); write to another folder"
             )
-    if path.is_dir():
+    if path.is_dir() and not beside_others:
         for kind, markers in WORK_MARKERS.items():
             if kind != own and any((path / m).exists() for m in markers) and not _owned(path, own):
                 raise OptionError(f"{option} {path}: already holds a {kind}; choose a new --out")

@@ -351,3 +351,17 @@ def test_select_refuses_runs_of_different_tasks(project, tmp_path):
         runner.invoke(app, ["select", str(project / "run"), str(tmp_path / "run")]), "different prepared folders"
     )
     assert runner.invoke(app, ["select", str(project / "run")]).exit_code == 0
+
+
+def test_resuming_a_run_saved_before_the_plan_accepts_the_method_it_was_begun_with():
+    from dataclasses import replace
+
+    from audio_dann.training.resume import _check_resume_settings
+
+    # runs saved before the plan hold `auto` resolved: source-only with the latent-bn stage
+    saved = replace(Config(), train=replace(Config().train, method="source-only", self_training="latent-bn"))
+    _check_resume_settings(Path("run"), {"train.method": "auto"}, saved)
+    _check_resume_settings(Path("run"), {"train.method": "auto", "train.self_training": "auto"}, saved)
+    for other in ({"train.method": "dann"}, {"train.self_training": "none"}):
+        with pytest.raises(RunError, match="differ from them"):
+            _check_resume_settings(Path("run"), other, saved)

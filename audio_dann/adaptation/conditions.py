@@ -7,7 +7,8 @@ percentile over time: the channel's colouring and its noise floor, cf. Mancini e
 and each cluster becomes a domain. The number of clusters is given, or chosen by the silhouette
 score among 2..``max_k`` (no label is read; on FSDD it picked 2 and 6 where 3 speakers were mixed,
 and both did worse than no latent domains). scikit-learn's k-means and silhouette, seeded, so a
-resumed run finds the same clusters.
+resumed run finds the same clusters (a run begun before this version, with the hand-written k-means,
+may number them differently).
 """
 
 from __future__ import annotations

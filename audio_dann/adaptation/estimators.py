@@ -24,7 +24,7 @@ rarely underestimates: agreement where the two models make the same mistakes (so
 synthetic -> real speech: 0.72-0.80 for 0.29-0.64), ATC-NE wherever training or adaptation made the
 target predictions confident (DANN's entropy term, every self-training stage: 0.9-1.0 whatever the
 accuracy), the bound nowhere under its assumption. Their minimum measured 4.8 points off on average over
-the 72 models of the CPU grid against 10.2 for the agreement alone (recipes/fsdd_speakers,
+the 72 models of the CPU grid against 10.2 for the agreement alone (experiments/fsdd_speakers,
 ``agreement_table.py``). ``limited_by`` names the figure that set it.
 
 ATC and DoC need a calibration measured on labelled source clips *for the model being estimated*:

@@ -85,10 +85,11 @@ def choose_windows(file_index: np.ndarray, limit: int, seed: int) -> np.ndarray:
     file_index = np.asarray(file_index)
     if len(file_index) <= limit:
         return np.arange(len(file_index))
+    order = np.argsort(file_index, kind="stable")  # each file's windows together, in their own order
+    files, starts, counts = np.unique(file_index[order], return_index=True, return_counts=True)
     keys = np.empty(len(file_index))
-    for f in np.unique(file_index):
-        where = np.flatnonzero(file_index == f)
-        keys[where] = window_keys(seed, int(f), len(where))
+    for f, s, n in zip(files, starts, counts):
+        keys[order[s : s + n]] = window_keys(seed, int(f), int(n))
     return np.sort(np.argpartition(keys, limit - 1)[:limit])
 
 

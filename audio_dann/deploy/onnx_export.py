@@ -149,7 +149,7 @@ def export(
     if not 11 <= opset <= 21:
         raise ExportError(f"--opset must lie in 11-21, got {opset}")
     onnx, ort = _runtime()
-    model_path, out = Path(model_path), check_output_file(out, inputs=[model_path])
+    model_path, out = Path(model_path), check_output_file(out, inputs=[model_path, *([check] if check else [])])
     model, bundle = load_checkpoint(model_path)
     windows = check_windows(model, check, check_windows_n)
     with torch.no_grad():

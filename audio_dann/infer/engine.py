@@ -23,7 +23,7 @@ from ..data.stream import stream_length, stream_mono, stream_windows
 from ..data.workers import ChunkDataset, auto_workers, file_chunks, file_loader
 from ..errors import AudioError, OptionError
 from ..nn.classifier import AudioClassifier
-from ..runtime import autocast_for, bounded_workers, check_amp, check_fits_in_memory, cpu_cores
+from ..runtime import autocast_for, bounded_workers, check_amp, check_fits_in_memory, cpu_cores, memory_bytes
 
 __all__ = ["FileResult", "iter_predictions", "window_samples"]
 
@@ -220,12 +220,19 @@ def window_samples(
         raise OptionError(f"--hop-seconds {hop_seconds}: shorter than one sample")
     if batch_size < 1:
         raise OptionError(f"--batch-size {batch_size}: must be >= 1")
-    processes = max(1, bounded_workers(workers, 1 << 30))
+    processes = 1 if workers is None else max(1, bounded_workers(workers, 1 << 30))  # None: fitted to memory below
     # per window in flight: the waveform (4 bytes a sample) and its complex spectrogram (~4 bytes a sample per
     # hop-length of bins), held twice over while a batch is assembled and passed on
-    per_window = window * (4 + 8 * (feats.n_fft // 2 + 1) / feats.hop_length) * 2
-    check_fits_in_memory(int(per_window * batch_size * processes), "--window-seconds x --batch-size x --workers")
+    buffers = _buffer_bytes(model, window, batch_size)
+    check_fits_in_memory(buffers * processes, "--window-seconds x --batch-size x --workers")
     return window, hop
+
+
+def _buffer_bytes(model: AudioClassifier, window: int, batch_size: int) -> int:
+    """Bytes one process holds for a batch of windows: the waveforms (4 bytes a sample) and their complex
+    spectrograms (~8 bytes a bin), twice over while a batch is assembled and passed on."""
+    feats = model.config.features
+    return int(window * (4 + 8 * (feats.n_fft // 2 + 1) / feats.hop_length) * 2 * batch_size)
 
 
 def _declared_seconds(path: str) -> float:
@@ -276,11 +283,12 @@ def iter_predictions(
     if workers is not None and workers < 0:
         raise OptionError(f"--workers must be >= 0, got {workers}")
     device = torch.device(device)
-    if workers is None:  # one file (one long recording, say): this process, with every core's threads
-        workers = 0 if len(paths) <= 1 else cpu_cores() if device.type == "cpu" else auto_workers()
     feats = model.config.features
     sr = model.sample_rate
     window, hop = window_samples(model, window_seconds, hop_seconds, batch_size, workers)
+    if workers is None:  # one file (one long recording, say): this process, with every core's threads
+        workers = 0 if len(paths) <= 1 else cpu_cores() if device.type == "cpu" else auto_workers()
+        workers = min(workers, max(1, memory_bytes() // 2 // _buffer_bytes(model, window, batch_size)))
     fast = model.for_inference().to(device)
     in_workers = device.type == "cpu" if network_in_workers is None else network_in_workers
     dataset = _FileClips(

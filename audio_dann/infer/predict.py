@@ -67,7 +67,7 @@ def predict(
     settings = DetectionSettings(min_confidence, all_classes, merge)
     given = [model, *path_list(inputs)]  # before any work: no output may replace an input
     out = (
-        check_output_dir(out, inputs=[model])
+        check_output_dir(out, inputs=[model], beside_others=True)  # label files named after audio files
         if fmt == "audacity"
         else check_output_file(out, inputs=given, audio_suffixes=AUDIO_EXTENSIONS)
     )

@@ -168,6 +168,7 @@ def _write_audacity(entries: Iterable[dict], out: Path, root: Path | None) -> li
             buf.write(f"{b:.6f}\t{end:.6f}\t{label}\n")
         if name not in ours:  # recorded before the label file exists: a crash leaves no file of ours unlisted
             ours.add(name)
-            atomic_write_text(ledger, "".join(f"{n}\n" for n in sorted(ours)))
-        atomic_write_text(out / name, buf.getvalue())
+            with open(ledger, "a") as f:  # appended, one line a file: linear in the folder's size
+                f.write(f"{name}\n")
+        atomic_write_text(out / name, buf.getvalue(), tidy=False)
     return kept

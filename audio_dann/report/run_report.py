@@ -163,10 +163,11 @@ def _estimate_lines(summary: dict) -> list[str]:
                 "",
             ]
         ens = stage.get("ensemble")
+        members = (ens or {}).get("members") or (ens or {}).get("runs", [])  # "runs": summaries before the plan
         if ens:
             lines += [
-                f"Its pseudo-labels were the mean predictions of {len(ens['members'])} networks: this one and "
-                f"{', '.join(ens['members'][1:])} (`train.latent_ensemble`; "
+                f"Its pseudo-labels were the mean predictions of {len(members)} networks: this one and "
+                f"{', '.join(map(str, members[1:]))} (`train.latent_ensemble`; "
                 f"the others under `members/`), each after AdaBN; agreement of each with that mean: "
                 f"{', '.join(f'{a:.3f}' for a in ens['agreement_with_teacher'])}."
                 + (

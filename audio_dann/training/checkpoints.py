@@ -16,8 +16,8 @@ __all__ = ["Checkpoints"]
 class Checkpoints:
     """After each evaluation: keeps the best model by the label-free criterion ``select`` in ``model.pt``
     (ties go to the later step), appends ``metrics.jsonl`` and writes ``last.pt``. ``extra`` (the run's
-    plan) is saved in both. Only the writing process (rank 0) touches files; every rank tracks the same
-    choice."""
+    plan and prepared folders) is saved in both. Only the writing process (rank 0) touches files; every
+    rank tracks the same choice."""
 
     def __init__(self, out: Path, model: AudioClassifier, select: str, write: bool = True, **extra) -> None:
         self.out, self.model, self.select, self.write, self.extra = out, model, select, write, extra

@@ -28,9 +28,9 @@ def prepared_paths(prep: PreparedData) -> list[str]:
     return [str(Path(r).resolve()) for r in (prep.roots or [prep.root])]
 
 
-def test_accuracy(model: AudioClassifier, clips: Clips, device: torch.device) -> float:
+def test_accuracy(model: AudioClassifier, clips: Clips, device: torch.device, amp: str = "off") -> float:
     """Clip accuracy of ``model`` on the target test clips (report only), on one process."""
-    pred = predict_logits(model.dann.to(device), clips.test_x, device=device).argmax(1).numpy()
+    pred = predict_logits(model.dann.to(device), clips.test_x, device=device, amp=amp).argmax(1).numpy()
     return float((pred == np.asarray(clips.test_y)).mean())
 
 

@@ -130,10 +130,20 @@ def _check_resume_settings(out: Path, asked: dict[str, Any], saved: Config) -> N
     diffs = [
         f"{key} (saved {have[key.split('.', 1)[0]].get(key.split('.', 1)[1])!r}, asked {value!r})"
         for key, value in asked.items()
-        if have[key.split(".", 1)[0]].get(key.split(".", 1)[1]) != value
+        if have[key.split(".", 1)[0]].get(key.split(".", 1)[1]) != value and not _same_plan(key, asked, saved)
     ]
     if diffs:
         raise RunError(
             f"{out}: --resume continues with the run's saved settings; these differ from them: "
             f"{', '.join(diffs)}. Drop them, or start a new --out"
         )
+
+
+def _same_plan(key: str, asked: dict[str, Any], saved: Config) -> bool:
+    """Whether an asked ``train.method`` / ``train.self_training`` resolves to what the saved run does: runs
+    saved before the plan existed hold ``auto`` already resolved (``source-only`` + ``latent-bn``)."""
+    if key not in ("train.method", "train.self_training"):
+        return False
+    wanted = {k.split(".", 1)[1]: v for k, v in asked.items() if k in ("train.method", "train.self_training")}
+    mine, theirs = make_plan(replace(saved.train, **wanted), True), make_plan(saved.train, True)
+    return (mine.training, mine.stage, mine.ensemble) == (theirs.training, theirs.stage, theirs.ensemble)

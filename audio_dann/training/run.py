@@ -164,7 +164,7 @@ def _train(req: _Request) -> dict:
                 selected, clips, plan, config, device, members, req.label_shift
             )
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
-                summary["report_only"]["target_test_acc_shipped"] = test_accuracy(selected, clips, device)
+                summary["report_only"]["target_test_acc_shipped"] = test_accuracy(selected, clips, device, cfg.amp)
         selected.calibration, summary["estimated_target_accuracy"] = calibrate_and_estimate(
             selected, clips, device, ref_models, req.label_shift
         )

@@ -1,6 +1,6 @@
 """Can a label-free signal tell when self-training beat AdaBN? Measured on models hard_shifts.py trained.
 
-    python experiments/fsdd_speakers/hard_shifts.py --work data/fsdd_hard --tasks A B S --variants base \
+    python recipes/fsdd_speakers/hard_shifts.py --work data/fsdd_hard --tasks A B S --variants base \
         --bases source-only --methods adabn          # trains the source-only models (CPU: ~2 min each)
     python experiments/fsdd_speakers/adapt_signals.py --work data/fsdd_hard --tasks A B S [--methods shot-file]
 

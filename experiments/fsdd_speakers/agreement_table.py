@@ -10,7 +10,7 @@ the second model is the next seed's, adapted the same way. No target label goes 
 labels from the FSDD file names grade them (error = estimate - pool window accuracy):
 
 - ``agreement``: the share of pool windows on which the two models agree;
-- ``combined`` (the toolkit's estimate, :func:`audio_dann.nn.calibration.combined_estimate`): the lowest of
+- ``combined`` (the toolkit's estimate, :func:`audio_dann.adaptation.estimators.combined_estimate`): the lowest of
   the agreement, ATC-NE (the bundle's calibration) and the prior bound;
 - ``combined, two references``: the same with the mean agreement with both other seeds (``--reference``
   given twice);
