@@ -198,6 +198,8 @@ class TrainConfig:
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
     #   clips (adaptation.target.choose_windows, the rule of `adapt --max-clips`); AdaBN reads all
     self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
+    class_weights: str = "none"  # source loss weights: none | balanced (each class weighted by the inverse
+    #   of its share of the source training clips, so a rare class counts as much as a common one)
     seed: int = 0
 
     def validate(self) -> None:
@@ -206,6 +208,7 @@ class TrainConfig:
         _choice(self, "amp", ("auto", "off", "bf16", "fp16"))
         _choice(self, "select", ("source-val", "dev", "snd", "rv"))
         _choice(self, "ensemble_teacher", ("latent-bn", "adabn"))
+        _choice(self, "class_weights", ("none", "balanced"))
         _choice(self, "self_training", ("auto", "none", "adabn", "tent", "shot", "shot-file", "latent-bn"))
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")

@@ -174,3 +174,13 @@ def test_batches_are_a_pure_function_of_step_and_shard_exactly():
     assert sorted(one[:10].tolist()) == list(range(10))
     with pytest.raises(ValueError, match="divisible"):
         batch_indices(n, 5, 0, 1, 0, 2)
+
+
+def test_balanced_class_weights_count_a_rare_class_as_much_as_a_common_one():
+    from audio_dann.training.loop import class_weights
+
+    y = torch.tensor([0] * 90 + [1] * 10)
+    assert class_weights(y, "none") is None
+    w = class_weights(y, "balanced")
+    assert w[1] / w[0] == pytest.approx(9.0) and float(w.mean()) == pytest.approx(1.0)
+    assert float((w[y]).sum()) == pytest.approx(float(w[y][y == 0].sum()) * 2)  # each class's total weight equal

@@ -110,6 +110,8 @@ class _Step:
         self.rank, self.world = rank, world
         self.adapt = cfg.method == "dann"
         self.source_y = data.source_y.to(device)
+        weight = class_weights(data.source_y, cfg.class_weights)
+        self.class_weight = None if weight is None else weight.to(device)
         self.target_d = data.target_domain.to(device) if self.adapt else None
         head = getattr(net, "module", net).domain_head
         self.adversarial = DomainAdversarialLoss(head) if self.adapt and cfg.domain_weight > 0 else None
@@ -126,13 +128,13 @@ class _Step:
         with autocast_for(self.device, cfg.amp):
             if not self.adapt:
                 logits_s = self.net(xs)[0]
-                class_loss = F.cross_entropy(logits_s.float(), ys)
+                class_loss = F.cross_entropy(logits_s.float(), ys, weight=self.class_weight)
                 return class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
             xt, ti = self._batch(data.target_x, len(data.target_x), step, "target")
             dom = torch.cat([torch.zeros_like(ys), self.target_d[ti]])
             logits, z = self.net(torch.cat([xs, xt]))
             logits_s, logits_t = logits[: len(xs)], logits[len(xs) :]
-            class_loss = F.cross_entropy(logits_s.float(), ys)
+            class_loss = F.cross_entropy(logits_s.float(), ys, weight=self.class_weight)
             loss, terms = class_loss, {"class_loss": class_loss.detach(), "train_acc": _accuracy(logits_s, ys)}
             if self.adversarial is not None:
                 d_loss = self.adversarial(z, dom, coeff, logits)
@@ -144,6 +146,16 @@ class _Step:
                 loss = loss + cfg.entropy_weight * ent
                 terms["entropy"] = ent.detach()
         return loss, terms
+
+
+def class_weights(source_y: torch.Tensor, rule: str = "none") -> torch.Tensor | None:
+    """The source loss's class weights: None (``none``), or (``balanced``) the inverse of each class's
+    share of the source training clips, scaled to a mean of one over the classes present."""
+    if rule == "none":
+        return None
+    counts = torch.bincount(source_y.long()).double()
+    weights = torch.where(counts > 0, counts.sum() / counts.clamp_min(1), torch.zeros_like(counts))
+    return (weights / weights[counts > 0].mean()).float()
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -83,9 +83,9 @@ def run(args, task: str, seed: int, config, rows_out) -> None:
     prepare(m["source"], [m["pool"]], prep, target_eval=m["test"], config=config)
     for method in args.methods:
         t0 = time.perf_counter()
-        run_dir = m["dir"] / f"{method}_s{seed}"
+        run_dir = m["dir"] / f"{method}{args.tag}_s{seed}"
         base = "source-only" if method == "adabn" else method
-        base_dir = m["dir"] / f"{base}_s{seed}"
+        base_dir = m["dir"] / f"{base}{args.tag}_s{seed}"
         if not (base_dir / "summary.json").is_file():
             train(prep, base_dir, config=config, method=base, seed=seed, device="cpu", report=False)
         model = base_dir / "model.pt"
@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["source-only", "adabn", "auto", "dann"])
     ap.add_argument("--rows", type=Path, default=Path("data/heart/rows.jsonl"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--tag", default="", help="appended to the run folders' names (runs with other --set values)")
     args = ap.parse_args()
     config = apply_overrides(load_config(HERE / "config.yaml"), args.overrides)
     args.rows.parent.mkdir(parents=True, exist_ok=True)
