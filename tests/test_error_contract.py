@@ -202,38 +202,14 @@ def test_audacity_never_overwrites_a_users_label_file_and_keeps_names_unique(pro
     write(folder / "rec.flac", tone(2000, 1.0, 16000), 16000)
     (folder / "rec.txt").write_text("0\t1\tmy own label\n")  # a label track the user made in Audacity
     (folder / "rec.flac.txt").write_text("0\t1\tmine too\n")
-    res = runner.invoke(
-        app,
-        [
-            "predict",
-            str(project / "run" / "model.pt"),
-            str(folder),
-            "--out",
-            str(folder),
-            "--format",
-            "audacity",
-            "--workers",
-            "0",
-        ],
-    )
+    args = ["predict", str(project / "run" / "model.pt"), str(folder), "--out", str(folder)]
+    args += ["--format", "audacity", "--workers", "0"]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (folder / "rec.txt").read_text() == "0\t1\tmy own label\n"
     assert (folder / "rec.flac.txt").read_text() == "0\t1\tmine too\n" and "rec.flac.txt" in res.output
     assert (folder / "rec.wav.txt").read_text().count("\t") >= 2  # ours, named after the whole file name
-    again = runner.invoke(
-        app,
-        [
-            "predict",
-            str(project / "run" / "model.pt"),
-            str(folder),
-            "--out",
-            str(folder),
-            "--format",
-            "audacity",
-            "--workers",
-            "0",
-        ],
-    )
+    again = runner.invoke(app, args)
     assert again.exit_code == 0 and (folder / "rec.flac.txt").read_text() == "0\t1\tmine too\n"
 
 
