@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from audio_files import tone, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,25 @@ def test_studio_to_field_recipe_matches_the_demo():
     from audio_dann.demo import demo_config
 
     assert load_config(ROOT / "recipes" / "studio_to_field" / "config.yaml") == demo_config(quick=False)[1]
+
+
+def test_heart_sound_manifests_keep_each_recording_on_one_side(tmp_path):
+    import csv
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("heart", ROOT / "recipes" / "heart_sounds" / "run_recipe.py")
+    heart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(heart)
+    data = tmp_path / "physionet"
+    data.mkdir()
+    rows = [(f"{db}{k:04d}", "abnormal" if k % 4 == 0 else "normal", db) for db in "eb" for k in range(40)]
+    (data / "labels.csv").write_text("record,label,database\n" + "".join(f"{r},{lab},{d}\n" for r, lab, d in rows))
+    m = heart.manifests(data, "e:b", tmp_path / "work", seed=0)
+    read = lambda p: list(csv.DictReader(open(p)))  # noqa: E731
+    source, pool, test = read(m["source"]), read(m["pool"]), read(m["test"])
+    stem = lambda r: Path(r["path"]).stem  # noqa: E731
+    assert {stem(r)[0] for r in source} == {"e"} and {stem(r)[0] for r in pool + test} == {"b"}
+    assert not {stem(r) for r in pool} & {stem(r) for r in test} and len(pool) + len(test) == 40
+    assert {r["split"] for r in source} == {"train", "val"} and sum(r["split"] == "val" for r in source) == 4
+    assert m["pool_abnormal"] == pytest.approx(sum(r["label"] == "abnormal" for r in pool) / len(pool))
+    assert read(heart.manifests(data, "e:b", tmp_path / "again", seed=0)["pool"]) == pool  # seeded
