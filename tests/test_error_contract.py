@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from audio_files import TINY_RUN, class_folders, tone, write
+from processes import descendants
 from typer.testing import CliRunner
 
 from audio_dann.api import prepare, train
@@ -119,20 +120,7 @@ def _peak_children(proc: subprocess.Popen) -> int:
     """The most processes below ``proc`` at once, sampled until it exits."""
     peak = 0
     while proc.poll() is None:
-        kids = set()
-        frontier = {proc.pid}
-        while frontier:
-            nxt = set()
-            for stat in Path("/proc").glob("[0-9]*/stat"):
-                try:
-                    parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                if parent in frontier:
-                    nxt.add(int(stat.parent.name))
-            kids |= nxt
-            frontier = nxt - {proc.pid}
-        peak = max(peak, len(kids))
+        peak = max(peak, len(descendants(proc.pid)))
         time.sleep(0.05)
     return peak
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio_files import class_folders, tone, write
+from processes import children
 from typer.testing import CliRunner
 
 from audio_dann.api import predict, prepare
@@ -299,18 +300,6 @@ def test_temp_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
     assert not stale.exists() and mine.exists() and (tmp_path / "out.csv").read_text() == "x\n"
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
 def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     src = class_folders(tmp_path / "src", per_class=2)
@@ -340,7 +329,7 @@ def test_decoder_workers_die_with_a_killed_prepare(tmp_path):
     workers: list[int] = []
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.02)
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
     assert len(workers) >= 2, ("the workers never started", proc.poll(), (tmp_path / "err.txt").read_text()[-2000:])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +18,15 @@ from .plan import Plan, make_plan
 __all__ = ["Start", "fresh_start", "resumed_start", "resolve_config", "asked_settings"]
 
 
+@dataclass
 class Start:
     """Where a run starts: its configuration and plan, the model and, when resumed, the loop and optimizer state."""
 
-    def __init__(
-        self,
-        config: Config,
-        plan: Plan,
-        model: AudioClassifier | None = None,
-        state: TrainState | None = None,
-        optimizer_state: dict | None = None,
-    ) -> None:
-        self.config, self.plan, self.model, self.state, self.optimizer_state = (
-            config,
-            plan,
-            model,
-            state,
-            optimizer_state,
-        )
+    config: Config
+    plan: Plan
+    model: AudioClassifier | None = None
+    state: TrainState | None = None
+    optimizer_state: dict | None = None
 
 
 def resolve_config(config: Config, prep: PreparedData, method: str | None, seed: int | None) -> Config:
