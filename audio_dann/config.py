@@ -198,6 +198,9 @@ class TrainConfig:
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
     #   clips (adaptation.target.choose_windows, the rule of `adapt --max-clips`); AdaBN reads all
     self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
+    diversity_target: str = "uniform"  # the stage's diversity term pulls the target predictions towards:
+    #   uniform (equal class shares, SHOT's) | estimated (the target's class shares estimated without labels,
+    #   adaptation/label_shift.py, from the model before the stage)
     class_weights: str = "none"  # source loss weights: none | balanced (each class weighted by the inverse
     #   of its share of the source training clips, so a rare class counts as much as a common one)
     seed: int = 0
@@ -209,6 +212,7 @@ class TrainConfig:
         _choice(self, "select", ("source-val", "dev", "snd", "rv"))
         _choice(self, "ensemble_teacher", ("latent-bn", "adabn"))
         _choice(self, "class_weights", ("none", "balanced"))
+        _choice(self, "diversity_target", ("uniform", "estimated"))
         _choice(self, "self_training", ("auto", "none", "adabn", "tent", "shot", "shot-file", "latent-bn"))
         if self.latent_domains < -1 or self.latent_domains == 1:
             raise ConfigError(f"train.latent_domains: 0 (off), -1 (choose K) or K >= 2, got {self.latent_domains}")
@@ -319,6 +323,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-7 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         if not math.isfinite(value):

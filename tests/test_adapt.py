@@ -494,6 +494,7 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     s = train(root / "prep", tmp_path / "auto", config=cfg, seed=0, device="cpu", report=False)  # method: default
     assert s["method"] == "source-only" and s["method_choice"].startswith("method auto")
     assert s["self_training"]["method"] == "latent-bn" and s["self_training"]["clips"] == 10
+    assert list(s["self_training"]["settings"]["class_shares"]) == []  # equal shares unless asked
     model = load_model(tmp_path / "auto" / "model.pt")
     assert model.config.train.method == "auto"  # saved as asked; the plan says what it became
     assert s["plan"] == {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}
@@ -912,3 +913,12 @@ def test_target_windows_beyond_the_cap_are_a_uniform_choice_made_in_bounded_memo
     assert np.array_equal(x, every[choose_windows(file_of, 50, 7)])  # the one rule, as if all were held
     assert len(np.unique(choose_windows(file_of, 50, 7))) == 50 and len(choose_windows(file_of, 5000, 7)) == len(every)
     assert most <= 2 * 50 + 8 and np.all(np.diff(f) >= 0)  # never more than twice the cap (plus one file)
+
+
+def test_the_stage_can_pull_towards_the_estimated_class_shares(trained, tmp_path):
+    root, _, _ = trained
+    cfg = apply_overrides(CFG, ["train.self_training_epochs=1", "train.diversity_target=estimated"])
+    s = train(root / "prep", tmp_path / "est", config=cfg, seed=0, device="cpu", report=False)
+    shares = s["self_training"]["settings"]["class_shares"]
+    assert len(shares) == len(s["classes"]) and sum(shares) == pytest.approx(1.0)
+

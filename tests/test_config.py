@@ -28,6 +28,8 @@ def test_dotted_overrides_parse_yaml_values():
     assert cfg.train.lr == 0.05 and cfg.train.method == "source-only" and cfg.train.sync_bn is True
     # an int where a float is expected is accepted and widened
     assert apply_overrides(Config(), ["train.lr=1"]).train.lr == 1.0
+    # YAML 1.1 reads 1e-7 (no dot) as a string: still a number
+    assert apply_overrides(Config(), ["features.log_floor=1e-7"]).features.log_floor == 1e-7
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,7 @@ def test_dotted_overrides_parse_yaml_values():
         ("train.stepz=3", r"train\.stepz: unknown key"),
         ("trian.steps=3", r"trian: unknown section"),
         ("train.steps=abc", r"train\.steps: expected an integer"),
+        ("train.lr=fast", r"train\.lr: expected a number"),
         ("train.steps=2.5", r"train\.steps: expected an integer"),
         ("train.sync_bn=3", r"train\.sync_bn: expected true or false"),
         ("train.method=magic", r"train\.method: must be one of"),

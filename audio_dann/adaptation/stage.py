@@ -21,6 +21,7 @@ from ..nn.classifier import AudioClassifier
 from ..nn.outputs import probabilities
 from .estimators import agreement, calibrate, label_free_estimate
 from .guard import guard_decision
+from .label_shift import class_shares
 from .methods import AdaptConfig, TargetClips, adapt_network, ensemble_probabilities
 from .target import choose_windows
 
@@ -38,6 +39,7 @@ class StagePlan:
     guard: bool = True
     seed: int = 0
     teacher_normalisation: str = "latent-bn"
+    diversity_target: str = "uniform"  # or "estimated": the target's class shares, estimated before the stage
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def run_stage(
     teacher, ensemble = None, None
     if members:
         teacher, ensemble = ensemble_teacher(model.dann, members, target, plan, device, test)
-    settings = AdaptConfig(epochs=plan.epochs, threshold=plan.threshold, seed=plan.seed)
+    shares = _diversity_shares(model.dann, x, source_val, device) if plan.diversity_target == "estimated" else ()
+    settings = AdaptConfig(epochs=plan.epochs, threshold=plan.threshold, seed=plan.seed, class_shares=shares)
     net, info = adapt_network(model.dann, target, plan.method, settings, device, teacher=teacher)
     guard = _stage_guard(model.dann, net, x, source_val, device, label_shift) if plan.guard else None
     if guard is None or guard["kept"] == "adapted":
@@ -101,6 +104,13 @@ def run_stage(
         record["ensemble"] = ensemble
     model.adaptation = [*model.adaptation, record]
     return record
+
+
+def _diversity_shares(dann: nn.Module, x, source_val: LabelledClips, device: torch.device) -> tuple[float, ...]:
+    """The target's class shares estimated from ``dann``'s probabilities on ``x`` (no label read), with the
+    source validation clips as its calibration; empty (equal shares) where no estimate can be made."""
+    shares = class_shares(_probs(dann, x, device), calibrate(_probs(dann, source_val.x, device), source_val.y))
+    return tuple(float(v) for v in shares["estimate"]) if shares else ()
 
 
 def _probs(dann: nn.Module, x, device: torch.device) -> np.ndarray:

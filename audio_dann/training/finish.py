@@ -53,6 +53,7 @@ def self_training_stage(
         cfg.self_training_guard,
         cfg.seed,
         cfg.ensemble_teacher,
+        cfg.diversity_target,
     )
     nets = [(name, load_checkpoint(path / "model.pt")[0].dann) for name, path in members]
     test = LabelledClips(clips.test_x, clips.test_y) if len(clips.test_y) else None

@@ -22,28 +22,35 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from audio_dann.adaptation.estimators import label_free_estimate
+from audio_dann.adaptation.target import load_target_clips
 from audio_dann.api import adapt, evaluate, prepare, train
 from audio_dann.config import apply_overrides, load_config
+from audio_dann.nn.classifier import load_checkpoint
+from audio_dann.nn.outputs import probabilities
 
 HERE = Path(__file__).resolve().parent
 
 
 def manifests(data: Path, task: str, work: Path, seed: int = 0) -> dict[str, Path]:
     """``source.csv`` (with its val split), ``pool.csv`` and ``test.csv`` for ``task`` = ``s:t``."""
-    src_db, tgt_db = task.split(":")
+    src_dbs, tgt_db = task.split(":")
     rows = list(csv.DictReader(open(data / "labels.csv")))
+    if src_dbs == "rest":  # leave one database out: every other database is the source
+        src_dbs = "".join(sorted({r["database"] for r in rows} - {tgt_db}))
     rng = np.random.default_rng(seed)
     out = work / task.replace(":", "_to_")
     out.mkdir(parents=True, exist_ok=True)
-    src = [r for r in rows if r["database"] == src_db]
+    src = [r for r in rows if r["database"] in set(src_dbs)]
     tgt = [r for r in rows if r["database"] == tgt_db]
     val = set(rng.permutation([r["record"] for r in src])[: max(1, len(src) // 10)])
     order = rng.permutation(len(tgt))
     pool, test = [tgt[i] for i in order[: len(tgt) // 2]], [tgt[i] for i in order[len(tgt) // 2 :]]
     audio = (data / "recordings").resolve()
 
-    def write(name: str, items: list[dict], split: bool = False) -> Path:
+    def write(name: str, items: list[dict], split: bool = False, val: set = val) -> Path:
         with open(out / name, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "label", *(["split"] if split else [])])
@@ -57,8 +64,10 @@ def manifests(data: Path, task: str, work: Path, seed: int = 0) -> dict[str, Pat
                 )
         return out / name
 
+    pool_val = set(rng.permutation([r["record"] for r in pool])[: max(1, len(pool) // 10)])
     return {
         "source": write("source.csv", src, split=True),
+        "oracle": write("oracle.csv", pool, split=True, val=pool_val),
         "pool": write("pool.csv", pool),
         "test": write("test.csv", test),
         "pool_abnormal": float(np.mean([r["label"] == "abnormal" for r in pool])),
@@ -77,17 +86,45 @@ def scores(model: Path, test: Path) -> dict:
     }
 
 
+def pool_figures(model: Path, pool: Path, out: Path) -> dict:
+    """The model's probabilities on the pool's windows (saved as ``out``, with each window's label for
+    grading offline), every label-free figure and the pool windows' true accuracy and MAcc (report only)."""
+    bundle = load_checkpoint(model)[0]
+    clips = load_target_clips(bundle.config, [pool], max_clips=20000, seed=0, workers=None)
+    probs = probabilities(bundle.dann, clips.x, torch.device("cpu"))
+    by_path = {str(Path(r["path"]).resolve()): r["label"] for r in csv.DictReader(open(pool))}
+    labels = np.array([bundle.classes.index(by_path[str(Path(clips.paths[i]).resolve())]) for i in clips.file_index])
+    np.savez(out, probs=probs, labels=labels, file_index=clips.file_index, prior=bundle.calibration["class_prior"])
+    pred = probs.argmax(1)
+    recall = [float((pred[labels == c] == c).mean()) for c in range(probs.shape[1]) if (labels == c).any()]
+    est = label_free_estimate(probs, bundle.calibration)
+    return {
+        "pool_window_accuracy": float((pred == labels).mean()),
+        "pool_window_macc": float(np.mean(recall)),
+        "estimate": {k: est.get(k) for k in ("value", "limited_by")},
+        "figures": est.get("all"),
+        "class_shares": est.get("class_shares"),
+    }
+
+
 def run(args, task: str, seed: int, config, rows_out) -> None:
     m = manifests(args.data, task, args.work, seed)
-    prep = m["dir"] / f"prepared_s{seed}"
+    prep = m["dir"] / f"prepared{args.tag}_s{seed}"
     prepare(m["source"], [m["pool"]], prep, target_eval=m["test"], config=config)
     for method in args.methods:
+        if method == "oracle":  # the target pool with its labels: a ceiling, report only
+            prep_oracle = m["dir"] / f"prepared_oracle{args.tag}_s{seed}"
+            prepare(m["oracle"], [m["pool"]], prep_oracle, target_eval=m["test"], config=config)
+            prep_for = prep_oracle
+        else:
+            prep_for = prep
         t0 = time.perf_counter()
         run_dir = m["dir"] / f"{method}{args.tag}_s{seed}"
         base = "source-only" if method == "adabn" else method
+        train_as = "source-only" if base == "oracle" else base
         base_dir = m["dir"] / f"{base}{args.tag}_s{seed}"
         if not (base_dir / "summary.json").is_file():
-            train(prep, base_dir, config=config, method=base, seed=seed, device="cpu", report=False)
+            train(prep_for, base_dir, config=config, method=train_as, seed=seed, device="cpu", report=False)
         model = base_dir / "model.pt"
         if method == "adabn":
             if not (run_dir / "summary.json").is_file():
@@ -108,6 +145,7 @@ def run(args, task: str, seed: int, config, rows_out) -> None:
                 k: v[abnormal] for k, v in shares.items() if isinstance(v, list) and abnormal is not None
             },
             "estimated_accuracy": est.get("value"),
+            "pool": pool_figures(model, m["pool"], run_dir.with_name(run_dir.name + "_pool.npz")),
             "seconds": time.perf_counter() - t0,
         }
         rows_out.write(json.dumps(row) + "\n")

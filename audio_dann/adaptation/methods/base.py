@@ -50,6 +50,8 @@ class AdaptConfig:
     warp: float = 0.0  # train on clips stretched by up to +-warp in mel and time (pseudo-labels
     #   come from the clips as they are: weak/strong views, FixMatch-style)
     latent_ks: tuple[int, ...] = (2, 3, 4)  # latent-bn: the numbers of target conditions, besides 1, averaged
+    class_shares: tuple[float, ...] = ()  # shot, shot-file, latent-bn: the diversity term's class shares
+    #   (empty: equal shares, SHOT's own; e.g. the target's estimated shares under label shift)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,13 +64,15 @@ class AdaptConfig:
             "threshold": 0.0 <= self.threshold <= 1.0,
             "warp": 0.0 <= self.warp < 0.5,
             "latent_ks": all(isinstance(k, int) and k >= 2 for k in self.latent_ks),
+            "class_shares": all(v >= 0 for v in self.class_shares)
+            and (not self.class_shares or sum(self.class_shares) > 0),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise OptionError(
                 f"adapt settings out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
                 "(epochs, batch_size >= 1; lr > 0; threshold in [0, 1]; warp in [0, 0.5); "
-                "latent_ks integers >= 2)"
+                "latent_ks integers >= 2; class_shares >= 0, not all 0)"
             )
 
 

@@ -50,7 +50,8 @@ class Shot(TargetMethod):
         return _centroid_labels(z, p)
 
     def loss(self, logits: torch.Tensor, pseudo: torch.Tensor | None) -> torch.Tensor:
-        loss = entropy(logits) + diversity(logits)
+        shares = torch.tensor(self.cfg.class_shares, device=logits.device) if self.cfg.class_shares else None
+        loss = entropy(logits) + diversity(logits, shares)
         if pseudo is not None and bool((pseudo >= 0).any()):
             loss = loss + self.cfg.pseudo_weight * F.cross_entropy(logits, pseudo, ignore_index=-1)
         return loss
