@@ -138,6 +138,7 @@ def run(args, task: str, seed: int, config, rows_out) -> None:
         row = {
             "task": task,
             "method": method,
+            **({"tag": args.tag} if args.tag else {}),
             "seed": seed,
             **scores(model, m["test"]),
             "pool_abnormal_share": m["pool_abnormal"],

@@ -1,0 +1,107 @@
+"""Grade the label-free figures on every heart-sound model the recipe trained: the estimated abnormal share
+(EM, BBSE) and the estimated window accuracy (ATC-NE, the prior bound on the source's shares, the bound on
+the estimated shares, their combinations) against the truth of the target pool's windows.
+
+    python recipes/heart_sounds/grade_estimates.py --data ../shared/data/physionet2016 --work data/heart \\
+        [--json data/heart/estimates.json]
+
+Each model's pool probabilities are computed once (``RUN_pool.npz`` beside the run, as ``run_recipe.py``
+saves them); the pool's labels grade the figures and are never an input to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from run_recipe import manifests, pool_figures
+
+from audio_dann.adaptation.estimators import prior_bound, scores
+from audio_dann.adaptation.label_shift import bbse_class_shares, em_class_shares
+from audio_dann.nn.classifier import load_checkpoint
+
+
+def _models(work: Path) -> list[tuple[str, int, Path]]:
+    """(task, seed, run folder) for every finished model under ``work``, oracles left out."""
+    out = []
+    for task_dir in sorted(p for p in work.glob("*_to_*") if p.is_dir()):
+        task = task_dir.name.replace("_to_", ":")
+        for run in sorted(task_dir.glob("*_s[0-9]")):
+            if (run / "model.pt").is_file() and not run.name.startswith(("oracle", "prepared")):
+                out.append((task, int(re.search(r"_s(\d+)$", run.name).group(1)), run))
+    return out
+
+
+def grade(model: Path, npz: Path) -> dict:
+    """Every figure for one model from its saved pool probabilities, and the truth."""
+    saved = np.load(npz)
+    probs, labels = saved["probs"], saved["labels"]
+    cal = load_checkpoint(model)[0].calibration
+    c = probs.shape[1]
+    true_shares = np.bincount(labels, minlength=c) / len(labels)
+    em = em_class_shares(probs, np.asarray(cal["class_prior"]))
+    bbse = bbse_class_shares(probs, np.asarray(cal["joint"]))
+    atc = float((scores(probs)["ne"] > cal["atc_ne_threshold"]).mean())
+    shares_bound = {
+        name: float(np.minimum(np.bincount(probs.argmax(1), minlength=c) / len(probs), s).sum())
+        for name, s in (("em", em), ("bbse", bbse))
+        if s is not None
+    }
+    figures = {"atc-ne": atc, "prior-bound": prior_bound(probs, cal)}
+    figures.update({f"bound on {k} shares": v for k, v in shares_bound.items()})
+    figures["combined (today)"] = min(atc, figures["prior-bound"])
+    figures.update({f"combined, bound on {k} shares": min(atc, v) for k, v in shares_bound.items()})
+    return {
+        "truth": float((probs.argmax(1) == labels).mean()),
+        "figures": figures,
+        "true_shares": true_shares.tolist(),
+        "shares": {"em": em.tolist(), "bbse": None if bbse is None else bbse.tolist()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/physionet2016"))
+    ap.add_argument("--work", type=Path, default=Path("data/heart"))
+    ap.add_argument("--json", type=Path, default=Path("data/heart/estimates.json"))
+    args = ap.parse_args()
+    rows = []
+    for task, seed, run in _models(args.work):
+        npz = run.with_name(run.name + "_pool.npz")
+        if not npz.is_file():
+            # the same seeded draw as the run's, written aside (the runs' own manifests hold the last seed's)
+            pool = manifests(args.data, task, args.work / "grading" / f"s{seed}", seed)["pool"]
+            pool_figures(run / "model.pt", pool, npz)
+        rows.append({"task": task, "seed": seed, "model": run.name, **grade(run / "model.pt", npz)})
+        r = rows[-1]
+        print(
+            f"{task} {run.name}: truth {r['truth']:.3f} "
+            + " ".join(f"{k} {v:+.3f}" for k, v in r["figures"].items() if v is not None and "combined" in k)
+            + f" | abnormal share true {r['true_shares'][0]:.2f} em {r['shares']['em'][0]:.2f} bbse "
+            + ("-" if r["shares"]["bbse"] is None else f"{r['shares']['bbse'][0]:.2f}"),
+            flush=True,
+        )
+    names = sorted({k for r in rows for k in r["figures"]})
+    summary = {}
+    for k in names:
+        err = np.array([r["figures"][k] - r["truth"] for r in rows if r["figures"].get(k) is not None])
+        summary[k] = {"mean_abs": float(np.abs(err).mean()), "worst": float(err[np.abs(err).argmax()]), "n": len(err)}
+        print(f"{k:35s} mean |error| {summary[k]['mean_abs']:.3f} worst {summary[k]['worst']:+.3f} ({len(err)} models)")
+    for s in ("em", "bbse"):
+        err = np.array([r["shares"][s][0] - r["true_shares"][0] for r in rows if r["shares"][s] is not None])
+        summary[f"abnormal share, {s}"] = {
+            "mean_abs": float(np.abs(err).mean()),
+            "within_10": int((np.abs(err) <= 0.1).sum()),
+            "n": len(err),
+        }
+        print(
+            f"abnormal share {s}: mean |error| {np.abs(err).mean():.3f}, within 10 points {(np.abs(err) <= 0.1).sum()}/{len(err)}"
+        )
+    args.json.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
