@@ -206,6 +206,8 @@ def prepare(
             out_console.print("clips: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.clips_by_split.items())))
             if summary.files_skipped:
                 out_console.print(f"skipped files and reasons: {out / 'skipped.csv'}")
+        if (summary.level_check or {}).get("warning"):
+            err_console.print(escape(summary.level_check["warning"]), highlight=False)
         if summary.links_skipped:
             out_console.print(
                 f"{summary.links_skipped} links skipped: folders or files reached a second time "

@@ -921,4 +921,3 @@ def test_the_stage_can_pull_towards_the_estimated_class_shares(trained, tmp_path
     s = train(root / "prep", tmp_path / "est", config=cfg, seed=0, device="cpu", report=False)
     shares = s["self_training"]["settings"]["class_shares"]
     assert len(shares) == len(s["classes"]) and sum(shares) == pytest.approx(1.0)
-

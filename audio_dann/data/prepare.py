@@ -28,6 +28,7 @@ from ..errors import PrepareError, ScanError
 from ..files import check_distinct_paths, check_output_dir, output_lock, path_list, write_json
 from ..nn.frontend import LogMel
 from ..runtime import cpu_cores, derive_seed, steady_heap
+from .level_check import prepared_level_check
 from .scan import Item, scan_input
 from .store import PREPARED_MARKER
 from .store_writer import StoreWriter
@@ -63,6 +64,7 @@ class PrepareSummary:
     already_complete: bool = False
     links_skipped: int = 0
     rebuilt_because: str | None = None
+    level_check: dict | None = None  # can the source's classes be told apart by level alone? (level_check.py)
 
     def line(self) -> str:
         return (
@@ -288,6 +290,7 @@ def _prepare(source, targets: list, out: Path, target_eval, config: Config, prog
     summary.clips_written = n_clips
     summary.audio_seconds = writer.state["audio_seconds"]
     summary.clips_by_split = by_split
+    summary.level_check = prepared_level_check(out)
     summary.seconds = time.perf_counter() - t0
     writer.finish(
         n_clips,
@@ -330,7 +333,7 @@ def _already_complete(out: Path, fingerprint: str, summary: PrepareSummary, inpu
     summary.__dict__.update(
         {
             k: info[k]
-            for k in ("files_read", "files_skipped", "clips_written", "audio_seconds", "clips_by_split")
+            for k in ("files_read", "files_skipped", "clips_written", "audio_seconds", "clips_by_split", "level_check")
             if k in info
         }
     )
