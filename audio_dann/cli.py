@@ -284,6 +284,8 @@ def _print_train_summary(summary: dict, out: Path) -> None:
     )
     if summary.get("method_choice"):
         out_console.print(summary["method_choice"])
+    for warning in summary.get("source_warnings", []):
+        err_console.print(escape(warning), highlight=False)
     guard = summary.get("self_training", {}).get("guard")
     if guard and guard["kept"] == "original":
         err_console.print(

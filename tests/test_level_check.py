@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
-from audio_files import class_folders, tone, write
+from audio_files import TINY_RUN, class_folders, tone, write
 from typer.testing import CliRunner
 
 from audio_dann.cli import app
@@ -47,7 +49,14 @@ def test_prepare_warns_when_the_classes_differ_in_level(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "told apart by recording level alone" in res.output
-    import json
-
     info = json.loads((tmp_path / "prep" / "prepared.json").read_text())
     assert info["level_check"]["balanced_accuracy"] > 0.9
+    # train repeats it, on the console and in summary.json
+    sets = [a for o in TINY_RUN if not o.startswith("features.") for a in ("--set", o)]
+    res = CliRunner().invoke(
+        app, ["train", str(tmp_path / "prep"), "--out", str(tmp_path / "run"), "--method", "source-only", *sets]
+    )
+    assert res.exit_code == 0, res.output
+    assert "told apart by recording level alone" in res.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "recording level alone" in summary["source_warnings"][0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class PreparedData:
     domains: list[str]  # domains[0] is the source
     stats: dict[str, list[float]]
     roots: list[Path] | None = None  # all folders when several are opened together
+    level_checks: list[dict] = field(default_factory=list)  # prepare's level checks (data/level_check.py)
 
     def rows(self, split: str, domain: str | None = None, source: bool | None = None) -> np.ndarray:
         """Row numbers of clips in ``split`` (optionally one domain, or source / non-source)."""
@@ -131,6 +132,7 @@ def open_prepared_many(roots: list[str | Path]) -> PreparedData:
         domains,
         {"mean": mean.tolist(), "std": std.tolist()},
         roots=[p.root for p in parts],
+        level_checks=[c for p in parts for c in p.level_checks],
     )
 
 
@@ -162,4 +164,5 @@ def open_prepared(root: str | Path) -> PreparedData:
         raise StoreError(f"{root}: prepared folder is damaged ({exc})") from None
     if len(index) != len(features):
         raise StoreError(f"{root}: index.csv has {len(index)} rows but features.npy has {len(features)}")
-    return PreparedData(root, config, features, index, classes, domains, stats)
+    checks = [info["level_check"]] if info.get("level_check") else []
+    return PreparedData(root, config, features, index, classes, domains, stats, level_checks=checks)

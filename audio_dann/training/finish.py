@@ -128,6 +128,9 @@ def run_summary(
         },
         "train_seconds": seconds,
     }
+    warnings = [c["warning"] for c in prep.level_checks if c.get("warning")]
+    if warnings:
+        summary["source_warnings"] = warnings
     if len(clips.test_y):
         at_sel = next((h for h in state.history if h["step"] == state.best["step"]), {})
         summary["report_only"] = {
