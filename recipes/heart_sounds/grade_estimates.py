@@ -25,12 +25,12 @@ from audio_dann.nn.classifier import load_checkpoint
 
 
 def _models(work: Path) -> list[tuple[str, int, Path]]:
-    """(task, seed, run folder) for every finished model under ``work``, oracles left out."""
+    """(task, seed, run folder) for every finished run (its summary.json written) under ``work``, oracles left out."""
     out = []
     for task_dir in sorted(p for p in work.glob("*_to_*") if p.is_dir()):
         task = task_dir.name.replace("_to_", ":")
         for run in sorted(task_dir.glob("*_s[0-9]")):
-            if (run / "model.pt").is_file() and not run.name.startswith(("oracle", "prepared")):
+            if (run / "summary.json").is_file() and not run.name.startswith(("oracle", "prepared")):
                 out.append((task, int(re.search(r"_s(\d+)$", run.name).group(1)), run))
     return out
 
@@ -55,6 +55,7 @@ def grade(model: Path, npz: Path) -> dict:
     figures["combined (today)"] = min(atc, figures["prior-bound"])
     figures.update({f"combined, bound on {k} shares": min(atc, v) for k, v in shares_bound.items()})
     return {
+        "predicted_shares": (np.bincount(probs.argmax(1), minlength=c) / len(probs)).tolist(),
         "truth": float((probs.argmax(1) == labels).mean()),
         "figures": figures,
         "true_shares": true_shares.tolist(),
@@ -84,12 +85,18 @@ def main() -> None:
             + ("-" if r["shares"]["bbse"] is None else f"{r['shares']['bbse'][0]:.2f}"),
             flush=True,
         )
+    for r in rows:  # the bound on the shares estimated by the same task and seed's source-only model
+        pre = next((q for q in rows if q["task"] == r["task"] and q["model"] == f"source-only_s{r['seed']}"), None)
+        for k in ("em", "bbse"):
+            if pre is not None and pre["shares"][k] is not None:
+                bound = float(np.minimum(r["predicted_shares"], pre["shares"][k]).sum())
+                r["figures"][f"combined, bound on source-only's {k} shares"] = min(r["figures"]["atc-ne"], bound)
     names = sorted({k for r in rows for k in r["figures"]})
     summary = {}
     for k in names:
         err = np.array([r["figures"][k] - r["truth"] for r in rows if r["figures"].get(k) is not None])
         summary[k] = {"mean_abs": float(np.abs(err).mean()), "worst": float(err[np.abs(err).argmax()]), "n": len(err)}
-        print(f"{k:35s} mean |error| {summary[k]['mean_abs']:.3f} worst {summary[k]['worst']:+.3f} ({len(err)} models)")
+        print(f"{k:50s} mean |error| {summary[k]['mean_abs']:.3f} worst {summary[k]['worst']:+.3f} ({len(err)} models)")
     for s in ("em", "bbse"):
         err = np.array([r["shares"][s][0] - r["true_shares"][0] for r in rows if r["shares"][s] is not None])
         summary[f"abnormal share, {s}"] = {
