@@ -113,7 +113,7 @@ def test_heart_sound_manifests_keep_each_recording_on_one_side(tmp_path):
     spec.loader.exec_module(heart)
     data = tmp_path / "physionet"
     data.mkdir()
-    rows = [(f"{db}{k:04d}", "abnormal" if k % 4 == 0 else "normal", db) for db in "eb" for k in range(40)]
+    rows = [(f"{db}{k:04d}", "abnormal" if k % 4 == 0 else "normal", db) for db in "ebf" for k in range(40)]
     (data / "labels.csv").write_text("record,label,database\n" + "".join(f"{r},{lab},{d}\n" for r, lab, d in rows))
     m = heart.manifests(data, "e:b", tmp_path / "work", seed=0)
     read = lambda p: list(csv.DictReader(open(p)))  # noqa: E731
@@ -124,3 +124,21 @@ def test_heart_sound_manifests_keep_each_recording_on_one_side(tmp_path):
     assert {r["split"] for r in source} == {"train", "val"} and sum(r["split"] == "val" for r in source) == 4
     assert m["pool_abnormal"] == pytest.approx(sum(r["label"] == "abnormal" for r in pool) / len(pool))
     assert read(heart.manifests(data, "e:b", tmp_path / "again", seed=0)["pool"]) == pool  # seeded
+    # leave one database out: every other database is the source; the oracle is the labelled pool
+    lodo = heart.manifests(data, "rest:b", tmp_path / "lodo", seed=0)
+    assert {stem(r)[0] for r in read(lodo["source"])} == {"e", "f"}
+    oracle = read(lodo["oracle"])
+    assert [stem(r) for r in oracle] == [stem(r) for r in read(lodo["pool"])] and {r["split"] for r in oracle} == {
+        "train",
+        "val",
+    }
+
+
+def test_heart_sound_table_intervals():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("table", ROOT / "recipes" / "heart_sounds" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.interval([0.5, 0.6, 0.7]) == "0.600 ± 0.248"  # t(0.975, 2) = 4.303, sd 0.1 / sqrt(3)
+    assert table.interval([0.5]) == "0.500"
