@@ -84,10 +84,13 @@ def run_stage(
     teacher, ensemble = None, None
     if members:
         teacher, ensemble = ensemble_teacher(model.dann, members, target, plan, device, test)
-    shares = _diversity_shares(model.dann, x, source_val, device) if plan.diversity_target == "estimated" else ()
+    estimated = plan.diversity_target == "estimated"
+    # the network before the stage, calibrated once on source validation: the guard's ATC and the shares
+    calibration = _calibration(model.dann, source_val, device) if plan.guard or estimated else None
+    shares = _diversity_shares(model.dann, x, calibration, device) if estimated else ()
     settings = AdaptConfig(epochs=plan.epochs, threshold=plan.threshold, seed=plan.seed, class_shares=shares)
     net, info = adapt_network(model.dann, target, plan.method, settings, device, teacher=teacher)
-    guard = _stage_guard(model.dann, net, x, source_val, device, label_shift) if plan.guard else None
+    guard = _stage_guard(model.dann, net, x, calibration, device, label_shift) if plan.guard else None
     if guard is None or guard["kept"] == "adapted":
         model.dann = net
     record = {
@@ -106,10 +109,15 @@ def run_stage(
     return record
 
 
-def _diversity_shares(dann: nn.Module, x, source_val: LabelledClips, device: torch.device) -> tuple[float, ...]:
-    """The target's class shares estimated from ``dann``'s probabilities on ``x`` (no label read), with the
-    source validation clips as its calibration; empty (equal shares) where no estimate can be made."""
-    shares = class_shares(_probs(dann, x, device), calibrate(_probs(dann, source_val.x, device), source_val.y))
+def _calibration(dann: nn.Module, source_val: LabelledClips, device: torch.device) -> dict | None:
+    """``dann``'s calibration on the source validation clips; None where there are none."""
+    return calibrate(_probs(dann, source_val.x, device), source_val.y) if len(source_val.y) else None
+
+
+def _diversity_shares(dann: nn.Module, x, calibration: dict | None, device: torch.device) -> tuple[float, ...]:
+    """The target's class shares estimated from ``dann``'s probabilities on ``x`` (no label read) and its
+    ``calibration``; empty (equal shares) where there is no calibration to estimate them with."""
+    shares = class_shares(_probs(dann, x, device), calibration) if calibration else None
     return tuple(float(v) for v in shares["estimate"]) if shares else ()
 
 
@@ -123,15 +131,15 @@ def _probs(dann: nn.Module, x, device: torch.device) -> np.ndarray:
 
 
 def _stage_guard(
-    before: nn.Module, after: nn.Module, x, source_val: LabelledClips, device: torch.device, label_shift: bool
+    before: nn.Module, after: nn.Module, x, calibration: dict | None, device: torch.device, label_shift: bool
 ) -> dict:
     """The guard for the stage: the label-free estimate of the network ``before`` and ``after`` on the
-    stage's clips ``x`` (ATC-NE from the calibration of the network before, as ``adapt`` keeps its
-    original's, and the prior bound; no reference, which would have to go through the stage too).
-    Without source validation clips to calibrate on, the stage is kept and the record says why."""
-    if len(source_val.y) == 0:
+    stage's clips ``x`` (ATC-NE from ``calibration``, the network before's on source validation, as
+    ``adapt`` keeps its original's, and the prior bound; no reference, which would have to go through the
+    stage too). Without a calibration (no source validation clips), the stage is kept and the record says
+    why."""
+    if calibration is None:
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
-    calibration = calibrate(_probs(before, source_val.x, device), source_val.y)
     est = {
         k: label_free_estimate(_probs(net, x, device), calibration, label_shift=label_shift)
         for k, net in (("before", before), ("after", after))

@@ -19,7 +19,9 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from ..errors import AudioError
+from .audio import DECODE_ERRORS, open_audio
 
 __all__ = ["LEVEL_WARNING", "level_check", "prepared_level_check", "recording_level"]
 
@@ -28,7 +30,7 @@ LEVEL_WARNING = 0.6  # warn at chance + 0.6 x (1 - chance): 0.80 for two classes
 
 def recording_level(path: str | Path, seconds: float = 60.0) -> tuple[float, float]:
     """The level of a recording's first ``seconds`` in dB: ``(root mean square, peak)``."""
-    with sf.SoundFile(str(path)) as f:
+    with open_audio(path) as f:
         x = f.read(int(seconds * f.samplerate), dtype="float32", always_2d=True).mean(1)
     if not len(x):
         return -120.0, -120.0
@@ -78,7 +80,7 @@ def prepared_level_check(out: Path, max_files: int = 1000, seed: int = 0) -> dic
     for path in files:
         try:
             levels.append(recording_level(path))
-        except (OSError, RuntimeError, sf.LibsndfileError):
+        except (AudioError, *DECODE_ERRORS):  # read by prepare, unreadable since: left out
             continue
         kept.append(labels[path])
     return level_check(np.array(levels), np.array(kept)) if kept else None

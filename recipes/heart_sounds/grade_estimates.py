@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from run_recipe import manifests, pool_figures
 
-from audio_dann.adaptation.estimators import prior_bound, scores
-from audio_dann.adaptation.label_shift import bbse_class_shares, em_class_shares
+from audio_dann.adaptation.estimators import combined_estimate, estimate, prior_bound
+from audio_dann.adaptation.label_shift import class_shares
 from audio_dann.nn.classifier import load_checkpoint
 
 
@@ -42,24 +42,20 @@ def grade(model: Path, npz: Path) -> dict:
     cal = load_checkpoint(model)[0].calibration
     c = probs.shape[1]
     true_shares = np.bincount(labels, minlength=c) / len(labels)
-    em = em_class_shares(probs, np.asarray(cal["class_prior"]))
-    bbse = bbse_class_shares(probs, np.asarray(cal["joint"]))
-    atc = float((scores(probs)["ne"] > cal["atc_ne_threshold"]).mean())
-    shares_bound = {
-        name: float(np.minimum(np.bincount(probs.argmax(1), minlength=c) / len(probs), s).sum())
-        for name, s in (("em", em), ("bbse", bbse))
-        if s is not None
-    }
-    figures = {"atc-ne": atc, "prior-bound": prior_bound(probs, cal)}
-    figures.update({f"bound on {k} shares": v for k, v in shares_bound.items()})
-    figures["combined (today)"] = min(atc, figures["prior-bound"])
-    figures.update({f"combined, bound on {k} shares": min(atc, v) for k, v in shares_bound.items()})
+    shares = {k: class_shares(probs, cal).get(k) for k in ("em", "bbse")}  # lists, or None
+    figures = {k: v for k, v in estimate(probs, cal).items() if k in ("atc-ne", "prior-bound")}
+    atc = figures["atc-ne"]
+    figures["combined (today)"] = combined_estimate(figures)["value"]  # the toolkit's, without a reference
+    for name, s in shares.items():
+        if s is not None:  # the prior bound with these shares in place of the source's
+            figures[f"bound on {name} shares"] = prior_bound(probs, {"class_prior": s})
+            figures[f"combined, bound on {name} shares"] = min(atc, figures[f"bound on {name} shares"])
     return {
         "predicted_shares": (np.bincount(probs.argmax(1), minlength=c) / len(probs)).tolist(),
         "truth": float((probs.argmax(1) == labels).mean()),
         "figures": figures,
         "true_shares": true_shares.tolist(),
-        "shares": {"em": em.tolist(), "bbse": None if bbse is None else bbse.tolist()},
+        "shares": shares,
     }
 
 
@@ -89,7 +85,7 @@ def main() -> None:
         pre = next((q for q in rows if q["task"] == r["task"] and q["model"] == f"source-only_s{r['seed']}"), None)
         for k in ("em", "bbse"):
             if pre is not None and pre["shares"][k] is not None:
-                bound = float(np.minimum(r["predicted_shares"], pre["shares"][k]).sum())
+                bound = float(np.minimum(r["predicted_shares"], pre["shares"][k]).sum())  # prior_bound's rule
                 r["figures"][f"combined, bound on source-only's {k} shares"] = min(r["figures"]["atc-ne"], bound)
     names = sorted({k for r in rows for k in r["figures"]})
     summary = {}

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,11 @@ class Shot(TargetMethod):
         params = [p for n, p in dann.named_parameters() if p.requires_grad and not n.startswith("domain_head")]
         return torch.optim.SGD(params, lr=self.cfg.lr, momentum=0.9, weight_decay=5e-4)
 
+    @functools.cached_property
+    def _shares(self) -> torch.Tensor | None:
+        """The diversity term's class shares (None: equal shares), built once."""
+        return torch.tensor(self.cfg.class_shares, device=self.device) if self.cfg.class_shares else None
+
     def pseudo_labels(self, dann: nn.Module, clips: TargetClips) -> torch.Tensor | None:
         if self.cfg.pseudo_weight <= 0:
             return None
@@ -50,8 +57,7 @@ class Shot(TargetMethod):
         return _centroid_labels(z, p)
 
     def loss(self, logits: torch.Tensor, pseudo: torch.Tensor | None) -> torch.Tensor:
-        shares = torch.tensor(self.cfg.class_shares, device=logits.device) if self.cfg.class_shares else None
-        loss = entropy(logits) + diversity(logits, shares)
+        loss = entropy(logits) + diversity(logits, self._shares)
         if pseudo is not None and bool((pseudo >= 0).any()):
             loss = loss + self.cfg.pseudo_weight * F.cross_entropy(logits, pseudo, ignore_index=-1)
         return loss
