@@ -113,6 +113,29 @@ def _limited(est: dict) -> str:
     return f"{est['estimator']}, set by {by}" if isinstance(by, str) else est["estimator"]
 
 
+# a point estimate this far above its lower bound is worth a plain-words caution
+UNCERTAIN_SPREAD = 0.15
+
+
+def _lower_text(est: dict) -> str:
+    """``, lower bound 0.640`` for the console (nothing for estimates without one)."""
+    lower = est.get("lower_bound")
+    return "" if lower is None else f", lower bound {lower:.3f}"
+
+
+def _uncertain(value: float | None, lower: float | None) -> None:
+    """On stderr, what to do when the lower bound lies far under the estimate."""
+    if value is None or lower is None or value - lower <= UNCERTAIN_SPREAD:
+        return
+    err_console.print(
+        f"[yellow]the target accuracy could be as low as {lower:.3f} though the estimate is {value:.3f}: "
+        "before relying on this model there, label a few dozen target files and check it with "
+        "`audio-dann evaluate`[/yellow]",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _bound_text(bound: float | None, label_shift: bool | None) -> str:
     """`` (prior bound 0.375)``, or with ``--label-shift`` `` (prior bound 0.375, left out: --label-shift)``."""
     if bound is None:
@@ -289,8 +312,8 @@ def _print_train_summary(summary: dict, out: Path) -> None:
     guard = summary.get("self_training", {}).get("guard")
     if guard and guard["kept"] == "original":
         err_console.print(
-            f"[yellow]the {summary['self_training']['method']} stage was undone: its label-free "
-            f"estimate (ATC-NE and the prior bound; --reference models are not used for the stage) "
+            f"[yellow]the {summary['self_training']['method']} stage was undone: the lower bound of its "
+            f"label-free estimate (--reference models are not used for the stage) "
             f"fell from {guard['before']:.3f} to {guard['after']:.3f}, so model.pt is the network "
             "before it (train.self_training_guard=false keeps the stage)[/yellow]",
             highlight=False,
@@ -310,8 +333,9 @@ def _print_train_summary(summary: dict, out: Path) -> None:
         bound = est.get("prior_bound")
         out_console.print(
             f"estimated target accuracy ({_limited(est)}, no target label read): "
-            f"{est['value']:.3f}" + _bound_text(bound, est.get("label_shift"))
+            f"{est['value']:.3f}{_lower_text(est)}" + _bound_text(bound, est.get("label_shift"))
         )
+        _uncertain(est["value"], est.get("lower_bound"))
         _warn(est, summary.get("classes"))
     if "report_only" in summary:
         r = summary["report_only"]
@@ -562,11 +586,16 @@ def _print_adapt_summary(s: dict, model: Path, method: str, no_guard: bool) -> N
     e = s["estimated_accuracy"]
     if e["before"] is not None:
         by = e.get("limited_by", {})
+        low = e.get("lower_bound") or {}
+        lows = {k: f", lower bound {low[k]:.3f}" if low.get(k) is not None else "" for k in ("before", "after")}
         out_console.print(
             f"estimated target accuracy ({e['estimator']}, no target label read): "
-            f"{e['before']:.3f} before (set by {by.get('before')}), {e['after']:.3f} after {method} "
-            f"(set by {by.get('after')})" + (" (prior bound left out: --label-shift)" if e.get("label_shift") else "")
+            f"{e['before']:.3f} before (set by {by.get('before')}{lows['before']}), {e['after']:.3f} after "
+            f"{method} (set by {by.get('after')}{lows['after']}); the guard compares the lower bounds"
+            + (" (prior bound left out: --label-shift)" if e.get("label_shift") else "")
         )
+        kept = "before" if s["kept"] == "original" else "after"
+        _uncertain(e[kept], low.get(kept))
         if no_guard and e["dropped"]:
             err_console.print(
                 "note: the estimate dropped after adaptation; --no-guard kept the adapted model",
@@ -630,12 +659,14 @@ def estimate(
         out_console.print(
             escape(
                 f"estimated accuracy ({_limited(e)}): {e['value']:.3f} (+-{noise:.3f} from sampling "
-                f"{e['windows']} windows alone){_bound_text(e.get('prior_bound'), e.get('label_shift'))}"
+                f"{e['windows']} windows alone){_lower_text(e)}"
+                f"{_bound_text(e.get('prior_bound'), e.get('label_shift'))}"
                 f"; {e['on']}"
             ),
             highlight=False,
             soft_wrap=True,
         )
+        _uncertain(e["value"], e.get("lower_bound"))
         top = sorted(e["predicted_share"].items(), key=lambda kv: -kv[1])[:3]
         out_console.print(
             escape("most predicted: " + ", ".join(f"{c} {v:.0%}" for c, v in top)), highlight=False, soft_wrap=True

@@ -228,6 +228,20 @@ def _wiping(real):
     return wiping
 
 
+def _flipping(real):
+    """An adaptation that runs ``real``'s AdaBN, then negates the label head: every confident prediction
+    turns into another class, on the source as on the target."""
+
+    def flipping(dann, clips, method, cfg, device, **_):
+        net, info = real(dann, clips, "adabn", cfg, device)
+        with torch.no_grad():
+            net.label_head.fc.weight.neg_()
+            net.label_head.fc.bias.neg_()
+        return net, info
+
+    return flipping
+
+
 def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(trained, tmp_path, monkeypatch):
     root, tgt, runs = trained
     import audio_dann.adaptation.adapt as adapt_module
@@ -260,7 +274,7 @@ def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_
     from audio_dann.cli import app
 
     root, _, _ = trained
-    monkeypatch.setattr(run_module, "adapt_network", _wiping(run_module.adapt_network))
+    monkeypatch.setattr(run_module, "adapt_network", _flipping(run_module.adapt_network))
     res = CliRunner().invoke(
         app,
         [
@@ -490,7 +504,8 @@ def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(
 
 def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     root, _, runs = trained
-    cfg = apply_overrides(CFG, ["train.self_training_epochs=2"])
+    # the guard off: this checks the plan and the stage's training (the guard has its own tests)
+    cfg = apply_overrides(CFG, ["train.self_training_epochs=2", "train.self_training_guard=false"])
     s = train(root / "prep", tmp_path / "auto", config=cfg, seed=0, device="cpu", report=False)  # method: default
     assert s["method"] == "source-only" and s["method_choice"].startswith("method auto")
     assert s["self_training"]["method"] == "latent-bn" and s["self_training"]["clips"] == 10
@@ -499,6 +514,9 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     assert model.config.train.method == "auto"  # saved as asked; the plan says what it became
     assert s["plan"] == {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}
     assert model.adaptation[-1]["stage"] == "train.self_training"
+    sample = model.source_sample  # the source validation clips the estimate's critic reads, kept in the bundle
+    assert sample["x"].dtype == torch.float16 and len(sample["x"]) == len(sample["y"]) == len(sample["files"]) > 0
+    assert s["estimated_target_accuracy"]["lower_bound"] <= s["estimated_target_accuracy"]["value"]
     trained_alike = lambda run: load_checkpoint(run / "last.pt")[0].state_dict()  # noqa: E731  before any stage
     torch.testing.assert_close(trained_alike(tmp_path / "auto"), trained_alike(runs[0]))  # the pure source-only run
     shipped, pure = model.state_dict(), load_model(runs[0] / "model.pt").state_dict()
@@ -784,7 +802,7 @@ def test_a_thresholded_self_training_stage_from_train_and_from_the_cli(trained, 
     assert e["label_shift"] and set(e["limited_by"].values()) <= {"atc-ne", "agreement"}
     assert e["prior_bound"]["before"] is not None and len(e["reference"]) == 2
     assert 0.5 <= adapted["all_estimates"]["before"]["agreement"] <= 1.0  # the mean of 1.0 (its twin) and another
-    assert f"(set by {e['limited_by']['before']})" in " ".join(res.output.split())
+    assert f"(set by {e['limited_by']['before']}, lower bound " in " ".join(res.output.split())
     again = CliRunner().invoke(
         app,
         [
@@ -833,8 +851,12 @@ def test_estimate_reads_no_label_skips_a_corrupt_file_and_takes_the_lowest_figur
     assert e["value"] == min(e["all"]["atc-ne"], e["all"]["prior-bound"]) and e["limited_by"] != "agreement"
     assert e["files"] == 10 and e["files_skipped"] == 1 and e["skipped"][0]["file"].endswith("[red]broken.wav")
     assert sum(e["predicted_share"].values()) == pytest.approx(1.0) and e["reference"] == str(twin)
-    alone = estimate(runs[0] / "model.pt", folder, workers=0, device="cpu")  # no reference: ATC-NE and the bound
-    assert alone["value"] == e["value"] and alone["combines"] == ["atc-ne", "prior-bound"]
+    alone = estimate(runs[0] / "model.pt", folder, workers=0, device="cpu")  # no reference: the critic and the bound
+    assert alone["combines"] == ["critic", "prior-bound"] and alone["value"] == min(
+        alone["all"]["critic"], alone["all"]["prior-bound"]
+    )
+    assert alone["lower_bound"] == min(alone["value"], alone["all"]["critic-bound"])
+    assert e["lower_bound"] == min(e["value"], e["all"]["critic-bound"])  # with a reference: its value, bounded
     res = CliRunner().invoke(
         app,
         [

@@ -15,6 +15,7 @@ from ..files import check_output_dir, output_lock, path_list, shown_paths, write
 from ..nn.classifier import load_checkpoint
 from ..nn.outputs import probabilities
 from ..runtime import resolve_device
+from .critic import critic_estimate
 from .estimators import agreement, label_free_estimate
 from .guard import guard_decision
 from .methods import DEFAULT_METHOD, METHODS, AdaptConfig, adapt_network
@@ -67,7 +68,7 @@ def adapt(
         )
         adapted_net, info = adapt_network(original.dann, clips, method, config, dev, on_epoch=on_epoch)
         before, after, est = _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift)
-        decision = guard_decision(est["before"].get("value"), est["after"].get("value"), enabled=guard)
+        decision = guard_decision(est["before"].get("lower_bound"), est["after"].get("lower_bound"), enabled=guard)
         final = copy.deepcopy(original).cpu()
         if decision["kept"] == "adapted":
             final.dann = adapted_net.cpu()
@@ -119,9 +120,13 @@ def _before_and_after(original, adapted_net, refs, clips, method, config, dev, l
     after = probabilities(adapted_net.to(dev), clips.x, dev)
     ref_before = [probabilities(r.to(dev), clips.x, dev) for r in refs]
     ref_after = [probabilities(adapt_network(r, clips, method, config, dev)[0].to(dev), clips.x, dev) for r in refs]
+    critic = {
+        k: critic_estimate(net, original.source_sample, clips.x, target_files=clips.file_index, device=dev)
+        for k, net in (("before", original.dann), ("after", adapted_net))
+    }
     est = {
-        "before": label_free_estimate(before, original.calibration, ref_before, label_shift),
-        "after": label_free_estimate(after, original.calibration, ref_after, label_shift),
+        "before": label_free_estimate(before, original.calibration, ref_before, label_shift, critic["before"]),
+        "after": label_free_estimate(after, original.calibration, ref_after, label_shift, critic["after"]),
     }
     return before, after, est
 
@@ -135,6 +140,7 @@ def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = 
         "estimator": est["after"].get("estimator") or est["before"].get("estimator"),
         "before": est["before"].get("value"),
         "after": est["after"].get("value"),
+        "lower_bound": {k: e.get("lower_bound") for k, e in est.items()},
         "limited_by": {k: e.get("limited_by") for k, e in est.items()},
         "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
         "label_shift": label_shift,

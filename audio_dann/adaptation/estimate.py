@@ -20,6 +20,7 @@ from ..files import path_list, shown_paths
 from ..nn.classifier import load_checkpoint
 from ..nn.outputs import probabilities
 from ..runtime import resolve_device
+from .critic import critic_estimate
 from .estimators import label_free_estimate
 from .references import load_references
 from .target import load_target_clips
@@ -60,8 +61,9 @@ def estimate_accuracy(
         original.config, targets, max_clips=max_clips, seed=seed, workers=workers, progress=progress
     )
     probs = probabilities(original.dann.to(dev), clips.x, dev)
+    critic = critic_estimate(original.dann, original.source_sample, clips.x, target_files=clips.file_index, device=dev)
     est = label_free_estimate(
-        probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs], label_shift
+        probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs], label_shift, critic
     )
     shares = np.bincount(probs.argmax(1), minlength=len(original.classes)) / len(probs)
     return {

@@ -118,23 +118,33 @@ def bound_warning(value: float | None, bound: float | None, margin: float = 0.1)
 
 
 def combined_estimate(figures: dict, agreement_value: float | None = None, label_shift: bool = False) -> dict:
-    """The toolkit's estimate from a model's ``figures`` (:func:`estimate`) and, when a second model was
-    given, their ``agreement_value``: the lowest of the agreement, ATC-NE and (unless ``label_shift``) the
-    prior bound. Returns ``estimator``, ``value``, ``limited_by`` (the figure that set it), ``combines``,
-    ``prior_bound`` and, when the prior bound set it well below the others, a ``warning`` saying what that
-    assumes; ``{}`` when there is nothing to combine (no calibration and no second model)."""
-    parts = {
-        "atc-ne": figures.get("atc-ne"),
-        "agreement": agreement_value,
-        "prior-bound": None if label_shift else figures.get("prior-bound"),
-    }
+    """The toolkit's estimate from a model's ``figures`` (:func:`estimate`, with the ``critic`` and
+    ``critic-bound`` of :func:`~audio_dann.adaptation.critic.critic_estimate` where the bundle carries
+    source clips) and, when a second model was given, their ``agreement_value``.
+
+    ``value`` is the lowest of: the agreement, ATC-NE and the prior bound with a second model (4.8 points
+    off on the FSDD grid); else the critic and the prior bound; else (a bundle without source clips)
+    ATC-NE and the prior bound. The prior bound is left out with ``label_shift``. ``lower_bound`` is the
+    lowest of ``value`` and the critic's bound (``value`` itself without a critic): what the guards
+    decide with. Also ``limited_by`` (the figure that set ``value``), ``combines``, ``prior_bound`` and,
+    when the prior bound set it well below the others, a ``warning``; ``{}`` when there is nothing to
+    combine (no calibration, no source clips and no second model)."""
+    critic = figures.get("critic")
+    first = {"agreement": agreement_value} if agreement_value is not None else {"critic": critic}
+    if agreement_value is not None or critic is None:
+        first["atc-ne"] = figures.get("atc-ne")
+    parts = {**first, "prior-bound": None if label_shift else figures.get("prior-bound")}
     parts = {k: float(v) for k, v in parts.items() if v is not None}
     if not parts:
         return {}
     name = min(parts, key=lambda k: parts[k])
+    bound = figures.get("critic-bound")
+    lower = parts[name] if bound is None else min(parts[name], float(bound))
     out = {
         "estimator": COMBINED,
         "value": parts[name],
+        "lower_bound": lower,
+        "lower_bound_by": "critic" if bound is not None and bound < parts[name] else name,
         "limited_by": name,
         "combines": sorted(parts),
         "prior_bound": figures.get("prior-bound"),
@@ -176,14 +186,21 @@ def mean_agreement(probs: np.ndarray, others: list[np.ndarray]) -> float | None:
 
 
 def label_free_estimate(
-    probs: np.ndarray, calibration: dict | None, reference_probs: list[np.ndarray] = (), label_shift: bool = False
+    probs: np.ndarray,
+    calibration: dict | None,
+    reference_probs: list[np.ndarray] = (),
+    label_shift: bool = False,
+    critic: dict | None = None,
 ) -> dict:
     """The toolkit's estimate of a model's accuracy from its target probabilities ``(N, C)``: every
     figure (:func:`estimate`, plus the mean agreement with each of ``reference_probs``, other models'
-    probabilities on the same clips) and their combination (:func:`combined_estimate`), with ``all``
-    holding every figure; ``{}`` when there is nothing to estimate from. The one place train, adapt,
-    estimate and evaluate assemble it."""
+    probabilities on the same clips, and the ``critic`` of
+    :func:`~audio_dann.adaptation.critic.critic_estimate`) and their combination
+    (:func:`combined_estimate`), with ``all`` holding every figure; ``{}`` when there is nothing to
+    estimate from. The one place train, adapt, estimate and evaluate assemble it."""
     figures = estimate(probs, calibration)
+    if critic:
+        figures["critic"], figures["critic-bound"] = critic["value"], critic["lower_bound"]
     agreed = mean_agreement(probs, list(reference_probs))
     if agreed is not None:
         figures["agreement"] = agreed

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..nn.classifier import AudioClassifier
 from ..nn.outputs import probabilities
+from .critic import critic_estimate, keep_source_sample
 from .estimators import agreement, calibrate, label_free_estimate
 from .guard import guard_decision
 from .label_shift import class_shares
@@ -49,6 +50,7 @@ class LabelledClips:
 
     x: Any
     y: np.ndarray
+    files: np.ndarray | None = None  # the file number of each clip (None: each clip its own file)
 
 
 def run_stage(
@@ -90,7 +92,9 @@ def run_stage(
     shares = _diversity_shares(model.dann, x, calibration, device) if estimated else ()
     settings = AdaptConfig(epochs=plan.epochs, threshold=plan.threshold, seed=plan.seed, class_shares=shares)
     net, info = adapt_network(model.dann, target, plan.method, settings, device, teacher=teacher)
-    guard = _stage_guard(model.dann, net, x, calibration, device, label_shift) if plan.guard else None
+    guard = (
+        _stage_guard(model.dann, net, x, files, calibration, source_val, device, label_shift) if plan.guard else None
+    )
     if guard is None or guard["kept"] == "adapted":
         model.dann = net
     record = {
@@ -131,23 +135,37 @@ def _probs(dann: nn.Module, x, device: torch.device) -> np.ndarray:
 
 
 def _stage_guard(
-    before: nn.Module, after: nn.Module, x, calibration: dict | None, device: torch.device, label_shift: bool
+    before: nn.Module,
+    after: nn.Module,
+    x,
+    files: np.ndarray,
+    calibration: dict | None,
+    source_val: LabelledClips,
+    device: torch.device,
+    label_shift: bool,
 ) -> dict:
-    """The guard for the stage: the label-free estimate of the network ``before`` and ``after`` on the
-    stage's clips ``x`` (ATC-NE from ``calibration``, the network before's on source validation, as
-    ``adapt`` keeps its original's, and the prior bound; no reference, which would have to go through the
-    stage too). Without a calibration (no source validation clips), the stage is kept and the record says
-    why."""
+    """The guard for the stage: the lower bounds of the label-free estimates of the network ``before``
+    and ``after`` on the stage's clips ``x`` (of the pool files ``files``): the critic on the source
+    validation clips the bundle keeps, and the prior bound; no reference, which would have to go through
+    the stage too. Without a calibration (no source validation clips), the stage is kept and the record
+    says why."""
     if calibration is None:
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
+    sample = keep_source_sample(source_val.x, source_val.y, source_val.files)  # the one the bundle keeps
     est = {
-        k: label_free_estimate(_probs(net, x, device), calibration, label_shift=label_shift)
+        k: label_free_estimate(
+            _probs(net, x, device),
+            calibration,
+            label_shift=label_shift,
+            critic=critic_estimate(net, sample, x, target_files=files, device=device),
+        )
         for k, net in (("before", before), ("after", after))
     }
-    b, a = est["before"]["value"], est["after"]["value"]
+    b, a = est["before"]["lower_bound"], est["after"]["lower_bound"]
     return {
         "before": b,
         "after": a,
+        "estimate": {k: e["value"] for k, e in est.items()},
         "limited_by": {k: e["limited_by"] for k, e in est.items()},
         "prior_bound": {k: e["prior_bound"] for k, e in est.items()},
         "label_shift": label_shift,

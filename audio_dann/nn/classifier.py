@@ -36,6 +36,9 @@ class AudioClassifier(nn.Module):
         calibration: accuracy and confidence on held-out source clips, measured by ``train`` (for the
             label-free accuracy estimates; ``None`` for bundles without one).
         adaptation: what ``adapt`` applied to it, oldest first (empty for a trained model).
+        source_sample: labelled source validation clips (at most 512 float16 log-mels ``x``, class
+            indices ``y``, file numbers ``files``) kept by ``train`` for the label-free estimate's critic
+            (:mod:`audio_dann.adaptation.critic`); ``None`` for bundles without them.
     """
 
     def __init__(self, config: Config, classes: list[str], domains: list[str], domain_head: bool = False) -> None:
@@ -50,6 +53,7 @@ class AudioClassifier(nn.Module):
         )
         self.calibration: dict | None = None
         self.adaptation: list[dict] = []
+        self.source_sample: dict | None = None
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(batch, samples) -> (batch, n_mels, frames)`` log-mels."""
@@ -74,6 +78,8 @@ class AudioClassifier(nn.Module):
         meta = {"calibration": self.calibration} if self.calibration else {}
         if self.adaptation:
             meta["adaptation"] = self.adaptation
+        if self.source_sample:
+            meta["source_sample"] = self.source_sample
         return make_bundle(self.config, self.classes, self.domains, self.state_dict(), **{**meta, **extra})
 
     def save(self, path: str | Path, **extra: Any) -> None:
@@ -98,6 +104,7 @@ class AudioClassifier(nn.Module):
             )
         model.calibration = bundle.get("calibration")
         model.adaptation = list(bundle.get("adaptation") or [])
+        model.source_sample = bundle.get("source_sample")
         return model
 
 

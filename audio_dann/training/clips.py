@@ -35,6 +35,7 @@ class Clips:
     pool_files: list[str]  # the file of each pool clip
     domains: list[str]  # the domain head's classes: the source, then the target domains
     latent: dict | None = None  # how latent domains were discovered (train.latent_domains)
+    val_files: np.ndarray | None = None  # the file number of each source validation clip
 
 
 def load_clips(prep: PreparedData, training: str, latent_domains: int, seed: int) -> Clips:
@@ -80,6 +81,7 @@ def load_clips(prep: PreparedData, training: str, latent_domains: int, seed: int
         pool_files,
         domains,
         latent,
+        np.unique([prep.index[i]["file"] for i in val_rows], return_inverse=True)[1] if len(val_rows) else None,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..adaptation.critic import critic_estimate
 from ..adaptation.estimators import calibrate, label_free_estimate
 from ..adaptation.stage import LabelledClips, StagePlan, run_stage
 from ..config import Config
@@ -63,7 +64,7 @@ def self_training_stage(
         clips.pool_files,
         stage,
         device,
-        source_val=LabelledClips(clips.val_x, clips.val_y),
+        source_val=LabelledClips(clips.val_x, clips.val_y, clips.val_files),
         members=nets,
         test=test,
         label_shift=label_shift,
@@ -81,17 +82,20 @@ def calibrate_and_estimate(
     label_shift: bool = False,
 ) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimate of its
-    accuracy on the unlabelled target pool (:func:`audio_dann.adaptation.estimators.label_free_estimate`)."""
+    accuracy on the unlabelled target pool (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
+    with the critic on ``model.source_sample``)."""
     if len(clips.val_y) == 0:
         return None, None
     calibration = calibrate(probabilities(model.dann.to(device), clips.val_x, device), clips.val_y)
     if clips.pool_x is None or len(clips.pool_x) == 0:
         return calibration, None
+    pool_files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
     est = label_free_estimate(
         probabilities(model.dann, clips.pool_x, device),
         calibration,
         [probabilities(r.dann.to(device), clips.pool_x, device) for r in references],
         label_shift,
+        critic=critic_estimate(model.dann, model.source_sample, clips.pool_x, target_files=pool_files, device=device),
     )
     return calibration, {**est, "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
 

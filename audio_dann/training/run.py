@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..adaptation.critic import keep_source_sample
 from ..adaptation.references import load_references
 from ..config import Config
 from ..data.store import open_prepared_many
@@ -165,6 +166,7 @@ def _train(req: _Request) -> dict:
             )
             if "report_only" in summary:  # the shipped model after the stage (report only, like the others)
                 summary["report_only"]["target_test_acc_shipped"] = test_accuracy(selected, clips, device, cfg.amp)
+        selected.source_sample = keep_source_sample(clips.val_x, clips.val_y, clips.val_files)
         selected.calibration, summary["estimated_target_accuracy"] = calibrate_and_estimate(
             selected, clips, device, ref_models, req.label_shift
         )

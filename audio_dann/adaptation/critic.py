@@ -1,0 +1,196 @@
+"""The estimate of target accuracy from one model and its lower bound: a critic that looks for the
+model's mistakes (after the disagreement discrepancy, Dis², Rosenfeld & Garg, NeurIPS 2023).
+
+A critic, a linear head on the model's own embeddings, starts from the model's label head and is
+trained to agree with the model's predictions on labelled source clips while disagreeing with them as
+much as it can on the target clips. Its disagreement rate on the target minus its disagreement rate
+on the source (the discrepancy) stands in for how much worse the model does on the target, so
+
+    estimate = source accuracy - discrepancy.
+
+Dis² lets the critic be any linear head. On audio shifts the target's embeddings are linearly separable
+from the source's, so such a critic flips every target prediction and the bound is 0 (measured on
+heart sounds: discrepancy 0.68-0.80 for every model). Here the critic stays near the model's head: a
+penalty ``reach * |W - W_model|^2`` on its change. A small ``reach`` (a wide search, more disagreement
+found) gives the lower bound, a larger one the point estimate; both constants were set by measurement
+on the recipe grids (``recipes/estimates/grade.py``), so they are the toolkit's choice and not a
+theorem's. The critic is fitted on one half of the files and its discrepancy measured on the other
+half, both ways (cross-fitting), so no figure is read off the clips it was fitted on. Pure functions
+of embeddings and predictions, and one helper that runs a network to get them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.outputs import model_outputs
+from .methods.adabn import adabn
+
+__all__ = [
+    "BOUND_PENALTY",
+    "POINT_PENALTY",
+    "SAMPLE_CLIPS",
+    "critic_estimate",
+    "disagreement_loss",
+    "discrepancy_estimate",
+    "keep_source_sample",
+]
+
+BOUND_PENALTY = 0.1  # the lower bound's critic: a wide search for the model's mistakes
+POINT_PENALTY = 0.2  # the point estimate's critic: a narrower one
+SAMPLE_CLIPS = 512  # labelled source clips a bundle carries for the estimate (float16 log-mels)
+STEPS = 300
+LR = 0.01
+
+
+def disagreement_loss(logits: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Dis²'s disagreement logistic loss: small where the critic's logit for the model's predicted class
+    ``pred`` lies below the mean of its other logits; ``log(1 + exp(l_y - mean_{j != y} l_j))``."""
+    k = logits.shape[1]
+    own = logits.gather(1, pred[:, None])[:, 0]
+    others = (logits.sum(1) - own) / max(k - 1, 1)
+    return F.softplus(own - others).mean()
+
+
+def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float, seed: int) -> nn.Linear:
+    """A critic started at ``head`` (the model's), trained full-batch with Adam."""
+    torch.manual_seed(seed)
+    critic = nn.Linear(head.in_features, head.out_features)
+    w0, b0 = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
+    with torch.no_grad():
+        critic.weight.copy_(w0)
+        critic.bias.copy_(b0)
+    opt = torch.optim.Adam(critic.parameters(), lr=LR)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = F.cross_entropy(critic(zs), ps) + disagreement_loss(critic(zt), pt)
+        loss = loss + penalty * (((critic.weight - w0) ** 2).sum() + ((critic.bias - b0) ** 2).sum())
+        loss.backward()
+        opt.step()
+    return critic
+
+
+def _half(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """True for the clips of a random half of the groups (files)."""
+    uniq = np.unique(groups)
+    return np.isin(groups, rng.permutation(uniq)[: max(1, len(uniq) // 2)])
+
+
+def discrepancy_estimate(
+    head: nn.Linear,
+    z_source: np.ndarray | torch.Tensor,
+    labels_source: np.ndarray,
+    z_target: np.ndarray | torch.Tensor,
+    *,
+    penalty: float,
+    files_source: np.ndarray | None = None,
+    files_target: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict:
+    """The critic's figures for the model whose label head is ``head``, from its embeddings on labelled
+    source clips (``labels_source``) and on target clips: ``estimate`` (source accuracy - discrepancy,
+    clipped to [0, 1]), ``source_accuracy``, ``discrepancy`` (the mean of the two cross-fitted, held-out
+    discrepancies) and ``critic_agreement`` (the critics' held-out agreement with the model on the
+    target). ``files_*`` group clips of one file into the same half (each clip its own file if None)."""
+    zs, zt = (
+        torch.as_tensor(np.asarray(z_source, dtype=np.float32)),
+        torch.as_tensor(np.asarray(z_target, dtype=np.float32)),
+    )
+    w, b = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
+    ps, pt = F.linear(zs, w, b).argmax(1), F.linear(zt, w, b).argmax(1)
+    source_accuracy = float((ps.numpy() == np.asarray(labels_source)).mean())
+    fs = np.arange(len(zs)) if files_source is None else np.asarray(files_source)
+    ft = np.arange(len(zt)) if files_target is None else np.asarray(files_target)
+    rng = np.random.default_rng(seed)
+    in_s, in_t = _half(fs, rng), _half(ft, rng)
+    discrepancies, agreements = [], []
+    for fold in (True, False):
+        fit_s, fit_t = in_s == fold, in_t == fold
+        if fit_s.all() or fit_t.all() or not fit_s.any() or not fit_t.any():  # one file: fit and measure on all
+            fit_s, fit_t = np.ones(len(zs), bool), np.ones(len(zt), bool)
+            held_s, held_t = fit_s, fit_t
+        else:
+            held_s, held_t = ~fit_s, ~fit_t
+        critic = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty, seed)
+        with torch.no_grad():
+            dis_s = (critic(zs[held_s]).argmax(1) != ps[held_s]).float().mean().item()
+            dis_t = (critic(zt[held_t]).argmax(1) != pt[held_t]).float().mean().item()
+        discrepancies.append(dis_t - dis_s)
+        agreements.append(1.0 - dis_t)
+    discrepancy = float(np.mean(discrepancies))
+    return {
+        "estimate": float(np.clip(source_accuracy - max(discrepancy, 0.0), 0.0, 1.0)),
+        "source_accuracy": source_accuracy,
+        "discrepancy": discrepancy,
+        "critic_agreement": float(np.mean(agreements)),
+        "penalty": penalty,
+    }
+
+
+def keep_source_sample(x, y: np.ndarray, files: np.ndarray | None = None, seed: int = 0) -> dict | None:
+    """The labelled source clips a bundle carries for :func:`critic_estimate` (``adapt`` and ``estimate``
+    have no source data): at most :data:`SAMPLE_CLIPS` of ``x`` (a seeded choice), as float16 log-mels
+    with their class indices and file numbers; None without clips."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        return None
+    keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:SAMPLE_CLIPS])
+    rows = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else np.asarray(x[keep])
+    files = np.arange(len(y)) if files is None else np.unique(np.asarray(files), return_inverse=True)[1]
+    return {
+        "x": torch.as_tensor(np.asarray(rows), dtype=torch.float16).clone(),
+        "y": torch.as_tensor(y[keep], dtype=torch.long),
+        "files": torch.as_tensor(files[keep], dtype=torch.long),
+    }
+
+
+def critic_estimate(
+    dann: nn.Module,
+    sample: dict | None,
+    target_x,
+    *,
+    target_files: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> dict:
+    """The point estimate and lower bound of ``dann``'s accuracy on ``target_x`` (no target label read),
+    from labelled source clips ``sample`` (:func:`keep_source_sample`): ``value`` (the critic at
+    :data:`POINT_PENALTY`), ``lower_bound`` (at :data:`BOUND_PENALTY`, never above ``value``) and each
+    critic's figures; ``{}`` without source or target clips.
+
+    The source clips go through a copy of ``dann`` whose batch-norm statistics are the source's own
+    (AdaBN on the sample), the target clips through ``dann`` as it is: a network adapted to the
+    target's statistics is judged on each domain as it would run there, not charged on the source for
+    statistics that were never meant for it."""
+    if not sample or len(sample["y"]) == 0 or len(target_x) == 0:
+        return {}
+    device = torch.device(device)
+    home = next(dann.parameters()).device
+    try:
+        own = copy.deepcopy(dann).to(device)
+        adabn(own, sample["x"].float(), device)
+        zs = model_outputs(own, sample["x"], device)[0]
+        zt = model_outputs(dann.to(device), target_x, device)[0]
+    finally:
+        dann.to(home)
+    head = dann.label_head.fc
+    figures = {
+        name: discrepancy_estimate(
+            head,
+            zs,
+            sample["y"].numpy(),
+            zt,
+            penalty=p,
+            files_source=sample["files"].numpy(),
+            files_target=target_files,
+            seed=seed,
+        )
+        for name, p in (("point", POINT_PENALTY), ("bound", BOUND_PENALTY))
+    }
+    point = figures["point"]["estimate"]
+    return {"value": point, "lower_bound": min(figures["bound"]["estimate"], point), "critics": figures}

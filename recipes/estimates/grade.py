@@ -1,0 +1,274 @@
+"""Grade the label-free estimates of target accuracy on every model of the recipe grids (issue 30).
+
+    python recipes/estimates/grade.py [--heart data/heart] [--fsdd data/fsdd_grid] [--json data/estimates.json]
+
+Models: the heart-sound runs of ``recipes/heart_sounds/run_recipe.py`` (source-only, + AdaBN, ``train``'s
+default, ``--method dann``) and the FSDD runs of ``recipes/fsdd_speakers/model_grid.py`` (source-only,
++ AdaBN, the default stage, ``--method dann``). For each model, its embeddings and logits on the source
+validation windows and on the target pool windows of the run's prepared folder are computed once
+(``RUN/outputs.npz``); every estimator reads only those, the bundle's calibration and the source labels.
+The pool's labels (from the manifests) grade them: error = estimate - pool window accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audio_dann.adaptation.critic import critic_estimate, discrepancy_estimate, keep_source_sample
+from audio_dann.adaptation.estimators import combined_estimate, estimate, label_free_estimate
+from audio_dann.adaptation.guard import guard_decision
+from audio_dann.adaptation.methods.adabn import adabn
+from audio_dann.data.store import open_prepared
+from audio_dann.nn.classifier import load_checkpoint
+from audio_dann.nn.outputs import model_outputs, probabilities
+
+PENALTIES = (0.03, 0.1, 0.2, 0.3, 1.0)  # critic variants for comparison (the toolkit's: BOUND_ and POINT_PENALTY)
+HEART_MODELS = re.compile(r"^(source-only|adabn|auto|dann)_s(\d)$")
+FSDD_MODELS = re.compile(r"^([ABC])_(source-only|adabn|default|dann)_s(\d)$")
+
+
+def heart_models(work: Path, labels: dict[str, str]) -> list[dict]:
+    out = []
+    for task_dir in sorted(p for p in work.glob("*_to_*") if p.is_dir()):
+        for run in sorted(task_dir.iterdir()):
+            m = HEART_MODELS.match(run.name)
+            if m and (run / "summary.json").is_file():
+                seed = int(m.group(2))
+                prep = task_dir / f"prepared_s{seed}"
+                if not prep.is_dir():
+                    continue
+                out.append(
+                    {
+                        "grid": "heart",
+                        "task": task_dir.name.replace("_to_", "->"),
+                        "model": {"auto": "default"}.get(m.group(1), m.group(1)),
+                        "seed": seed,
+                        "run": run,
+                        "prep": prep,
+                        "labels": labels,
+                    }
+                )
+    return out
+
+
+def _physionet_labels(data: Path) -> dict[str, str]:
+    """Recording path -> label for every PhysioNet 2016 recording."""
+    with open(data / "labels.csv", newline="") as f:
+        return {str((data / "recordings" / f"{r['record']}.flac").resolve()): r["label"] for r in csv.DictReader(f)}
+
+
+def fsdd_models(work: Path) -> list[dict]:
+    out = []
+    for run in sorted((work / "runs").glob("*_s[0-9]")):
+        m = FSDD_MODELS.match(run.name)
+        if m and (run / "summary.json").is_file():
+            task = m.group(1)
+            out.append(
+                {
+                    "grid": "fsdd",
+                    "task": task,
+                    "model": m.group(2),
+                    "seed": int(m.group(3)),
+                    "run": run,
+                    "prep": work / f"{task}_prep_flat",
+                    "labels": work / "channel" / "target.csv" if task == "C" else work / f"{task}_target.csv",
+                }
+            )
+    return out
+
+
+def outputs(entry: dict) -> dict:
+    """Embeddings, logits and labels on the source validation and target pool windows (cached)."""
+    cache = entry["run"] / "outputs.npz"
+    if cache.is_file():
+        saved = dict(np.load(cache))
+        if "source_z_own" in saved:
+            return saved
+        model = load_checkpoint(entry["run"] / "model.pt")[0]
+        prep = open_prepared(entry["prep"])
+        own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
+        rows = prep.rows("val", source=True)
+        x = torch.from_numpy(np.asarray(prep.features[np.sort(rows)], dtype=np.float32))
+        adabn(own, x, torch.device("cpu"))
+        saved["source_z_own"] = _outputs_net(own, x, rows).numpy().astype(np.float32)
+        np.savez(cache, **saved)
+        return saved
+    model = load_checkpoint(entry["run"] / "model.pt")[0]
+    prep = open_prepared(entry["prep"])
+    label_of = entry["labels"]
+    if not isinstance(label_of, dict):
+        with open(label_of, newline="") as f:
+            label_of = {str(Path(r["path"]).resolve()): r["label"] for r in csv.DictReader(f)}
+    saved = {}
+    for name, rows in (("source", prep.rows("val", source=True)), ("target", prep.rows("train", source=False))):
+        files = [prep.index[i]["file"] for i in rows]
+        z, logits = _outputs(model, prep, rows)
+        if name == "source":
+            labels = prep.labels(rows)
+        else:
+            labels = np.array([model.classes.index(label_of[str(Path(f).resolve())]) for f in files])
+        uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
+        saved |= {
+            f"{name}_z": z.numpy().astype(np.float32),
+            f"{name}_logits": logits.numpy().astype(np.float32),
+            f"{name}_labels": labels,
+            f"{name}_files": np.array([uniq[f] for f in files]),
+        }
+    own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
+    rows = prep.rows("val", source=True)
+    x = torch.from_numpy(np.asarray(prep.features[np.sort(rows)], dtype=np.float32))
+    adabn(own, x, torch.device("cpu"))
+    saved["source_z_own"] = _outputs_net(own, x, rows).numpy().astype(np.float32)
+    np.savez(cache, **saved)
+    return saved
+
+
+def _outputs_net(net, x_sorted: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    order = np.argsort(np.argsort(rows))
+    return model_outputs(net, x_sorted, "cpu")[0][order]
+
+
+def _outputs(model, prep, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.asarray(prep.features[np.sort(rows)], dtype=np.float32))
+    order = np.argsort(np.argsort(rows))  # back to the rows' order
+    z, logits = model_outputs(model.dann, x, "cpu")
+    return z[order], logits[order]
+
+
+def _pool(entry: dict) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray, np.ndarray]:
+    """The run's pool windows and their file numbers, and the source validation windows, labels and files."""
+    prep = open_prepared(entry["prep"])
+    pool, val = prep.rows("train", source=False), prep.rows("val", source=True)
+    files = lambda rows: np.unique([prep.index[i]["file"] for i in rows], return_inverse=True)[1]  # noqa: E731
+    x = lambda rows: torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float32))  # noqa: E731
+    return x(pool), files(pool), x(val), prep.labels(val), files(val)
+
+
+def figures(entry: dict, out: dict) -> dict:
+    """The toolkit's estimate and lower bound for one model, exactly as ``estimate`` computes them (the
+    bundle's source clips, or for bundles without them the same seeded choice ``train`` keeps), today's
+    figures, the critic variants on the cached embeddings (all source validation windows), and the truth.
+    No pool label is read before the truth."""
+    model = load_checkpoint(entry["run"] / "model.pt")[0]
+    pool_x, pool_files, val_x, val_y, val_files = _pool(entry)
+    sample = model.source_sample or keep_source_sample(val_x, val_y, val_files)
+    probs = probabilities(model.dann, pool_x, "cpu")
+    critic = critic_estimate(model.dann, sample, pool_x, target_files=pool_files)
+    est = label_free_estimate(probs, model.calibration, critic=critic)
+    before = estimate(probs, model.calibration)
+    row = {
+        "truth": float((probs.argmax(1) == out["target_labels"]).mean()),
+        "estimate": est["value"],
+        "lower bound": est["lower_bound"],
+        "limited by": est["limited_by"],
+        "estimate until now": combined_estimate(before).get("value"),
+        "atc-ne": before.get("atc-ne"),
+        "prior-bound": before.get("prior-bound"),
+    }
+    head = model.dann.label_head.fc
+    for name, z in (("as deployed", out["source_z"]), ("source statistics", out["source_z_own"])):
+        for p in PENALTIES:
+            c = discrepancy_estimate(
+                head,
+                z,
+                out["source_labels"],
+                out["target_z"],
+                penalty=p,
+                files_source=out["source_files"],
+                files_target=out["target_files"],
+            )
+            row[f"critic {p}, {name}"] = c["estimate"]
+    return row
+
+
+def summary(rows: list[dict], names: list[str]) -> str:
+    """Per figure: how far from the truth (pool window accuracy) over ``rows``."""
+    lines = [
+        "| figure | models | mean abs error | mean error | above truth | above by > 0.05 | worst above | mean under |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        err = np.array([r[name] - r["truth"] for r in rows if r.get(name) is not None])
+        if len(err):
+            lines.append(
+                f"| {name} | {len(err)} | {np.abs(err).mean():.3f} | {err.mean():+.3f} | {(err > 0).sum()} | "
+                f"{(err > 0.05).sum()} | {max(err.max(), 0):+.3f} | {np.clip(-err, 0, None).mean():.3f} |"
+            )
+    return "\n".join(lines)
+
+
+# (before, after) model pairs a guard chooses between: adapt's default stage and AdaBN on a source-only model
+PAIRS = (("source-only", "default"), ("source-only", "adabn"))
+
+
+def guard_replay(rows: list[dict], figure: str) -> str:
+    """The guard's choice (keep ``after`` unless ``figure`` drops by more than GUARD_MARGIN) replayed on
+    every (before, after) pair of the same task and seed, and what it cost against the better of the two."""
+    by = {(r["grid"], r["task"], r["seed"], r["model"]): r for r in rows}
+    lines = [
+        "| pair | task | seed | truth before | truth after | kept | cost (points) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (grid, task, seed, model), after in sorted(by.items()):
+        for first, second in PAIRS:
+            before = by.get((grid, task, seed, first))
+            if model != second or before is None:
+                continue
+            keep = guard_decision(before[figure], after[figure])["kept"]
+            kept = before if keep == "original" else after
+            cost = max(before["truth"], after["truth"]) - kept["truth"]
+            lines.append(
+                f"| {first} -> {second} | {grid} {task} | {seed} | {before['truth']:.3f} | {after['truth']:.3f} | "
+                f"{'before' if keep == 'original' else 'after'} | {100 * cost:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+FIGURES = ["estimate", "lower bound", "estimate until now", "atc-ne", "prior-bound"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--heart", type=Path, default=Path("data/heart"))
+    ap.add_argument("--physionet", type=Path, default=Path("../shared/data/physionet2016"))
+    ap.add_argument("--fsdd", type=Path, default=Path("data/fsdd_grid"))
+    ap.add_argument("--json", type=Path, default=Path("data/estimates.json"))
+    ap.add_argument("--grids", nargs="+", default=["heart", "fsdd"], choices=["heart", "fsdd"])
+    ap.add_argument("--tables-from", type=Path, default=None, help="print the tables of a saved --json and stop")
+    args = ap.parse_args()
+    if args.tables_from:
+        rows = json.loads(args.tables_from.read_text())
+    else:
+        entries = (heart_models(args.heart, _physionet_labels(args.physionet)) if "heart" in args.grids else []) + (
+            fsdd_models(args.fsdd) if "fsdd" in args.grids else []
+        )
+        rows = []
+        for e in entries:
+            row = {k: e[k] for k in ("grid", "task", "model", "seed")} | figures(e, outputs(e))
+            rows.append(row)
+            print(
+                f"{e['grid']} {e['task']} {e['model']} s{e['seed']}: truth {row['truth']:.3f} estimate "
+                f"{row['estimate']:.3f} lower bound {row['lower bound']:.3f} until now {row['estimate until now']:.3f}",
+                flush=True,
+            )
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
+    variants = [k for k in rows[0] if k.startswith("critic ")]
+    for grid in ("fsdd", "heart", None):
+        part = [r for r in rows if grid is None or r["grid"] == grid]
+        if part:
+            print(f"\n{grid or 'all'}: {len(part)} models\n" + summary(part, FIGURES + variants))
+    for figure in ("lower bound", "estimate until now"):
+        print(f"\nguard replay on {figure}\n" + guard_replay(rows, figure))
+
+
+if __name__ == "__main__":
+    main()
