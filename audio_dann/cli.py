@@ -312,9 +312,9 @@ def _print_train_summary(summary: dict, out: Path) -> None:
     guard = summary.get("self_training", {}).get("guard")
     if guard and guard["kept"] == "original":
         err_console.print(
-            f"[yellow]the {summary['self_training']['method']} stage was undone: the lower bound of its "
-            f"label-free estimate (--reference models are not used for the stage) "
-            f"fell from {guard['before']:.3f} to {guard['after']:.3f}, so model.pt is the network "
+            f"[yellow]the {summary['self_training']['method']} stage was undone: its label-free estimate "
+            f"after ({guard['after']:.3f}) fell below the lower bound before ({guard['before']:.3f}; "
+            "--reference models are not used for the stage), so model.pt is the network "
             "before it (train.self_training_guard=false keeps the stage)[/yellow]",
             highlight=False,
             soft_wrap=True,
@@ -591,7 +591,8 @@ def _print_adapt_summary(s: dict, model: Path, method: str, no_guard: bool) -> N
         out_console.print(
             f"estimated target accuracy ({e['estimator']}, no target label read): "
             f"{e['before']:.3f} before (set by {by.get('before')}{lows['before']}), {e['after']:.3f} after "
-            f"{method} (set by {by.get('after')}{lows['after']}); the guard compares the lower bounds"
+            f"{method} (set by {by.get('after')}{lows['after']}); the guard keeps the adapted model unless "
+            "its estimate falls below the lower bound before"
             + (" (prior bound left out: --label-shift)" if e.get("label_shift") else "")
         )
         kept = "before" if s["kept"] == "original" else "after"

@@ -68,7 +68,7 @@ def adapt(
         )
         adapted_net, info = adapt_network(original.dann, clips, method, config, dev, on_epoch=on_epoch)
         before, after, est = _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift)
-        decision = guard_decision(est["before"].get("lower_bound"), est["after"].get("lower_bound"), enabled=guard)
+        decision = guard_decision(est["before"].get("lower_bound"), est["after"].get("value"), enabled=guard)
         final = copy.deepcopy(original).cpu()
         if decision["kept"] == "adapted":
             final.dann = adapted_net.cpu()

@@ -144,11 +144,11 @@ def _stage_guard(
     device: torch.device,
     label_shift: bool,
 ) -> dict:
-    """The guard for the stage: the lower bounds of the label-free estimates of the network ``before``
-    and ``after`` on the stage's clips ``x`` (of the pool files ``files``): the critic on the source
-    validation clips the bundle keeps, and the prior bound; no reference, which would have to go through
-    the stage too. Without a calibration (no source validation clips), the stage is kept and the record
-    says why."""
+    """The guard for the stage (:func:`~audio_dann.adaptation.guard.guard_decision`): the lower bound of
+    the label-free estimate of the network ``before`` against the point estimate ``after``, on the stage's
+    clips ``x`` (of the pool files ``files``): the critic on the source validation clips the bundle keeps,
+    and the prior bound; no reference, which would have to go through the stage too. Without a
+    calibration (no source validation clips), the stage is kept and the record says why."""
     if calibration is None:
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
     sample = keep_source_sample(source_val.x, source_val.y, source_val.files)  # the one the bundle keeps
@@ -161,11 +161,13 @@ def _stage_guard(
         )
         for k, net in (("before", before), ("after", after))
     }
-    b, a = est["before"]["lower_bound"], est["after"]["lower_bound"]
+    b, a = est["before"]["lower_bound"], est["after"]["value"]
     return {
         "before": b,
         "after": a,
+        "compares": "the lower bound before, the estimate after",
         "estimate": {k: e["value"] for k, e in est.items()},
+        "lower_bound": {k: e["lower_bound"] for k, e in est.items()},
         "limited_by": {k: e["limited_by"] for k, e in est.items()},
         "prior_bound": {k: e["prior_bound"] for k, e in est.items()},
         "label_shift": label_shift,

@@ -146,8 +146,8 @@ def _estimate_lines(summary: dict) -> list[str]:
         if stage.get("kept") == "original":
             lines += [
                 f"The self-training stage **{stage['method']}** ran on {stage['clips']} unlabelled target clips "
-                f"but was **undone** by its guard: the label-free estimate fell from {guard['before']:.3f} to "
-                f"{guard['after']:.3f}, so the saved model is the network before it "
+                f"but was **undone** by its guard: the label-free estimate after it, {guard['after']:.3f}, fell "
+                f"below the lower bound before it, {guard['before']:.3f}, so the saved model is the network before it "
                 "(`train.self_training_guard=false` keeps the stage).",
                 "",
             ]
@@ -156,7 +156,7 @@ def _estimate_lines(summary: dict) -> list[str]:
                 f"The saved model went through the self-training stage **{stage['method']}** on "
                 f"{stage['clips']} unlabelled target clips after training"
                 + (
-                    f" (its guard: label-free estimate {guard['before']:.3f} before, {guard['after']:.3f} after)."
+                    f" (its guard: lower bound {guard['before']:.3f} before, estimate {guard['after']:.3f} after)."
                     if "before" in guard
                     else "."
                 ),
