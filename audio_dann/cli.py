@@ -407,7 +407,7 @@ def evaluate(
         est = report.get("estimated_accuracy")
         if est:
             out_console.print(
-                f"label-free estimate ({_limited(est)}) of window accuracy: {est['value']:.3f}"
+                f"label-free estimate ({_limited(est)}) of window accuracy: {est['value']:.3f}{_lower_text(est)}"
                 f"{_bound_text(est.get('prior_bound'), est.get('label_shift'))}; "
                 f"measured with the labels: {est['window_accuracy']:.3f} ({est['windows']} windows)"
             )

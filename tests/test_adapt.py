@@ -631,6 +631,12 @@ def test_evaluate_with_a_reference_reports_the_agreement_estimate(trained, tmp_p
     both = evaluate(runs[0] / "model.pt", tgt, workers=0, reference=[twin, runs[1] / "model.pt"])
     assert both["estimated_accuracy"]["all"]["agreement"] == pytest.approx((1.0 + expected) / 2)  # the mean
     assert both["estimated_accuracy"]["reference"] == [str(twin), str(runs[1] / "model.pt")]
+    alone = evaluate(runs[0] / "model.pt", tgt, workers=0)["estimated_accuracy"]  # the critic, as `estimate` has it
+    from audio_dann.api import estimate
+
+    e = estimate(runs[0] / "model.pt", tgt, workers=0, device="cpu")
+    assert alone["all"]["critic"] == pytest.approx(e["all"]["critic"]) and alone["combines"] == e["combines"]
+    assert alone["lower_bound"] == pytest.approx(e["lower_bound"]) and alone["lower_bound"] <= alone["value"]
 
 
 def test_train_with_a_reference_estimates_by_agreement_and_reports_it(trained, tmp_path):

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..adaptation.critic import critic_estimate
 from ..adaptation.estimators import label_free_estimate
 from ..adaptation.references import load_references
+from ..adaptation.target import load_target_clips
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
 from ..files import path_list, shown_paths
@@ -39,10 +41,9 @@ def evaluate(
     Files whose label is not a class of the model, and unreadable files, are
     counted under ``skipped`` (with reasons) and left out of the scores. When a
     manifest names domains, ``per_domain`` holds each domain's accuracy. ``estimated_accuracy`` holds
-    the label-free estimate of window accuracy next to the labelled one: the lowest of ATC-NE from the
-    bundle's calibration, the prior bound (unless ``label_shift``) and, with ``reference`` (a second model
-    of the task, e.g. another seed; or several), the model's mean agreement with them (the files are
-    decoded again for each reference); ``all`` holds every figure.
+    the label-free estimate of window accuracy next to the labelled one, with its lower bound, as
+    ``estimate`` gives it (the files are decoded again for the critic and for each ``reference``);
+    ``all`` holds every figure.
     """
     check_amp(amp)
     own = None if isinstance(model, torch.nn.Module) else model
@@ -92,9 +93,9 @@ def evaluate(
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
     ref_probs = [_reference_windows(r, read, batch_size, workers, device, amp) for r in refs]
-    report["estimated_accuracy"] = _estimates(
-        model, np.concatenate(windows), np.concatenate(window_true), ref_probs, label_shift
-    )
+    critic = _critic(model, data, device, workers)
+    est = _estimates(model, np.concatenate(windows), np.concatenate(window_true), ref_probs, label_shift, critic)
+    report["estimated_accuracy"] = est
     if refs:
         report["estimated_accuracy"]["reference"] = shown_paths(given)
     report["skipped"] = skipped
@@ -113,17 +114,27 @@ def _reference_windows(ref: AudioClassifier, paths: list[str], batch_size: int, 
     return np.concatenate(ref_windows)
 
 
+def _critic(model: AudioClassifier, data: str | Path, device, workers: int | None) -> dict | None:
+    """The estimate's critic on the files of ``data`` (decoded again as ``estimate`` decodes them, labels
+    not read), where the bundle keeps source clips; None otherwise."""
+    if not model.source_sample:
+        return None
+    clips = load_target_clips(model.config, [data], workers=workers)
+    return critic_estimate(model.dann, model.source_sample, clips.x, target_files=clips.file_index, device=device)
+
+
 def _estimates(
     model: AudioClassifier,
     probs: np.ndarray,
     truth: np.ndarray,
     reference_probs: list[np.ndarray] = (),
     label_shift: bool = False,
+    critic: dict | None = None,
 ) -> dict | None:
     """The label-free estimate of window accuracy (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
-    from the model's calibration and, with references, their agreement with the model; no label read), next
-    to the window accuracy the labels give, so the two can be compared."""
-    est = label_free_estimate(probs, model.calibration, reference_probs, label_shift)
+    from the model's calibration, its ``critic`` and, with references, their agreement with the model; no
+    label read), next to the window accuracy the labels give, so the two can be compared."""
+    est = label_free_estimate(probs, model.calibration, reference_probs, label_shift, critic)
     if not est:
         return None
     return {
