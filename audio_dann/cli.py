@@ -150,8 +150,9 @@ def _warn(est: dict, classes: list[str] | None = None) -> None:
     if shares and classes and len(classes) == len(shares["estimate"]):
         text = ", ".join(f"{c} {v:.0%}" for c, v in zip(classes, shares["estimate"]))
         out_console.print(escape(f"estimated target class shares ({shares['by']}, no label read): {text}"))
-    if est.get("warning"):
-        err_console.print(f"[yellow]{escape(est['warning'])}[/yellow]", highlight=False, soft_wrap=True)
+    for key in ("warning", "caution"):
+        if est.get(key):
+            err_console.print(f"[yellow]{escape(est[key])}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def _config(config: Optional[Path], overrides: list[str]):

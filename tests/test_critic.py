@@ -99,6 +99,9 @@ def test_critic_estimate_judges_the_source_with_its_own_statistics():
     assert est["critics"]["point"]["source_accuracy"] > 0.95  # own statistics: the source is read as it should be
     assert net.bn.running_mean[0] == 5.0  # the network is not changed
     assert critic_estimate(net, None, torch.from_numpy(zs)) == {}
+    assert "caution" not in est  # 300 source and 300 target files
+    few = critic_estimate(net, keep_source_sample(torch.from_numpy(zs[:20]), ys[:20]), torch.from_numpy(zs))
+    assert "20 labelled source files" in few["caution"]
 
 
 def test_the_estimate_takes_the_critic_without_a_reference_and_bounds_with_it():

@@ -146,5 +146,5 @@ def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = 
         "label_shift": label_shift,
         **({"reference": shown_paths(reference)} if reference else {}),
     }
-    warning = est["before" if kept == "original" else "after"].get("warning")
-    return {**record, **({"warning": warning} if warning else {})}
+    chosen = est["before" if kept == "original" else "after"]
+    return {**record, **{k: chosen[k] for k in ("warning", "caution") if chosen.get(k)}}

@@ -50,6 +50,7 @@ __all__ = [
 BOUND_PENALTY = 0.1  # the lower bound's critic: a wide search for the model's mistakes
 POINT_PENALTY = 0.2  # the point estimate's critic: a narrower one
 SAMPLE_CLIPS = 512  # labelled source clips a bundle carries for the estimate (float16 log-mels)
+FEW_FILES = 50  # fewer source or target files than this: the estimate says it is rough
 STEPS = 300
 LR = 0.01
 
@@ -199,4 +200,14 @@ def critic_estimate(
         for name, p in (("point", POINT_PENALTY), ("bound", BOUND_PENALTY))
     }
     point = figures["point"]["estimate"]
-    return {"value": point, "lower_bound": min(figures["bound"]["estimate"], point), "critics": figures}
+    n_source, n_target = (
+        len(np.unique(sample["files"].numpy())),
+        len(np.unique(target_files)) if target_files is not None else len(target_x),
+    )
+    out = {"value": point, "lower_bound": min(figures["bound"]["estimate"], point), "critics": figures}
+    if min(n_source, n_target) < FEW_FILES:
+        out["caution"] = (
+            f"the estimate rests on {n_source} labelled source files and {n_target} target files: with fewer "
+            f"than {FEW_FILES} of either it is rough, whatever it says"
+        )
+    return out

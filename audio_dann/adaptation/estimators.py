@@ -208,4 +208,5 @@ def label_free_estimate(
     if not combined:
         return {}
     shares = class_shares(probs, calibration)
-    return {**combined, "all": figures, **({"class_shares": shares} if shares else {})}
+    caution = {"caution": critic["caution"]} if critic and critic.get("caution") else {}
+    return {**combined, "all": figures, **({"class_shares": shares} if shares else {}), **caution}
