@@ -95,7 +95,8 @@ ReferenceOpt = typer.Option(
     "--reference",
     help=(
         "A second model of the task (e.g. another seed; repeat for several; same classes and features): the label-free "
-        "estimate also reads how often the model agrees with them (adapt adapts each alike). Default: none."
+        "estimate is then the lowest of how often the model agrees with them, ATC-NE and the prior bound, in place "
+        "of the critic's (which still sets the lower bound; adapt adapts each alike). Default: none."
     ),
 )
 LabelShiftOpt = _flag(
@@ -535,7 +536,10 @@ def adapt(
     ),
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(20000, "--max-clips", help="At most this many target windows (a seeded choice)."),
-    no_guard: bool = _flag("--no-guard", help="Keep the adapted model even when the estimate drops."),
+    no_guard: bool = _flag(
+        "--no-guard",
+        help="Keep the adapted model even when its estimate falls below the original's lower bound.",
+    ),
     reference: Optional[list[Path]] = ReferenceOpt,
     label_shift: bool = LabelShiftOpt,
     workers: Optional[int] = WorkersOpt,
@@ -592,15 +596,20 @@ def _print_adapt_summary(s: dict, model: Path, method: str, no_guard: bool) -> N
         out_console.print(
             f"estimated target accuracy ({e['estimator']}, no target label read): "
             f"{e['before']:.3f} before (set by {by.get('before')}{lows['before']}), {e['after']:.3f} after "
-            f"{method} (set by {by.get('after')}{lows['after']}); the guard keeps the adapted model unless "
-            "its estimate falls below the lower bound before"
+            f"{method} (set by {by.get('after')}{lows['after']})"
+            + (
+                ""
+                if no_guard
+                else "; the guard keeps the adapted model unless its estimate falls below the lower bound before"
+            )
             + (" (prior bound left out: --label-shift)" if e.get("label_shift") else "")
         )
         kept = "before" if s["kept"] == "original" else "after"
         _uncertain(e[kept], low.get(kept))
         if no_guard and e["dropped"]:
             err_console.print(
-                "note: the estimate dropped after adaptation; --no-guard kept the adapted model",
+                "note: the estimate after adaptation fell below the original's lower bound; --no-guard kept "
+                "the adapted model",
                 highlight=False,
                 soft_wrap=True,
             )

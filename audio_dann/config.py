@@ -197,7 +197,7 @@ class TrainConfig:
     self_training_threshold: float = 0.0  # shot-file: pseudo-labels only where the smoothed probability reaches this
     self_training_max_clips: int = 20000  # the trained stages hold the pool in memory: at most this many target
     #   clips (adaptation.target.choose_windows, the rule of `adapt --max-clips`); AdaBN reads all
-    self_training_guard: bool = True  # undo the stage when its label-free estimate drops (as adapt's guard)
+    self_training_guard: bool = True  # undo the stage when its estimate falls below the lower bound before (as adapt)
     diversity_target: str = "uniform"  # the stage's diversity term pulls the target predictions towards:
     #   uniform (equal class shares, SHOT's) | estimated (the target's class shares estimated without labels,
     #   adaptation/label_shift.py, from the model before the stage)

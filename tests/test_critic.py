@@ -99,6 +99,9 @@ def test_critic_estimate_judges_the_source_with_its_own_statistics():
     assert est["critics"]["point"]["source_accuracy"] > 0.95  # own statistics: the source is read as it should be
     assert net.bn.running_mean[0] == 5.0  # the network is not changed
     assert critic_estimate(net, None, torch.from_numpy(zs)) == {}
+    with torch.no_grad():  # a caller's no_grad does not stop the critic from training
+        assert critic_estimate(net, sample, torch.from_numpy(zs))["value"] == est["value"]  # and it is deterministic
+    assert keep_source_sample(torch.from_numpy(zs[:1]), ys[:1]) is None  # batch-norm statistics need two clips
     assert "caution" not in est  # 300 source and 300 target files
     few = critic_estimate(net, keep_source_sample(torch.from_numpy(zs[:20]), ys[:20]), torch.from_numpy(zs))
     assert "20 labelled source files" in few["caution"]

@@ -46,8 +46,9 @@ def adapt(
     Writes ``out/model.pt`` (a normal bundle recording the adaptation under ``adaptation``) and
     ``out/summary.json`` with the label-free estimate of target accuracy before and after
     (:func:`audio_dann.adaptation.estimators.label_free_estimate`; with ``reference`` models, each is
-    adapted alike for the estimate after). With ``guard`` (the default) the original weights are kept
-    when the estimate drops by more than :data:`audio_dann.adaptation.guard.GUARD_MARGIN`.
+    adapted alike for the estimate after) and their lower bounds. With ``guard`` (the default) the
+    original weights are kept when the estimate after falls more than
+    :data:`audio_dann.adaptation.guard.GUARD_MARGIN` below the lower bound before.
     ``label_shift`` leaves the prior bound out of the estimate. ``progress(done, total)`` follows the
     decoded target files, ``on_epoch(done, total)`` the epochs of the trained methods (all but AdaBN).
     """
@@ -141,6 +142,7 @@ def _estimate_record(est: dict, kept: str, reference: list, label_shift: bool = 
         "before": est["before"].get("value"),
         "after": est["after"].get("value"),
         "lower_bound": {k: e.get("lower_bound") for k, e in est.items()},
+        "guard_compares": "the lower bound before, the estimate after",
         "limited_by": {k: e.get("limited_by") for k, e in est.items()},
         "prior_bound": {k: e.get("prior_bound") for k, e in est.items()},
         "label_shift": label_shift,

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..nn.outputs import model_outputs
 from .methods.adabn import adabn
+from .target import choose_windows
 
 __all__ = [
     "BOUND_PENALTY",
@@ -51,6 +52,7 @@ BOUND_PENALTY = 0.1  # the lower bound's critic: a wide search for the model's m
 POINT_PENALTY = 0.2  # the point estimate's critic: a narrower one
 SAMPLE_CLIPS = 512  # labelled source clips a bundle carries for the estimate (float16 log-mels)
 FEW_FILES = 50  # fewer source or target files than this: the estimate says it is rough
+MAX_TARGET_CLIPS = 20000  # target windows the critic reads at most (adapt's and estimate's --max-clips)
 STEPS = 300
 LR = 0.01
 
@@ -64,21 +66,23 @@ def disagreement_loss(logits: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     return F.softplus(own - others).mean()
 
 
-def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float, seed: int) -> nn.Linear:
-    """A critic started at ``head`` (the model's), trained full-batch with Adam."""
-    torch.manual_seed(seed)
-    critic = nn.Linear(head.in_features, head.out_features)
+def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float) -> nn.Linear:
+    """A critic started at ``head`` (the model's), trained full-batch with Adam. Deterministic (no random
+    draw), and it trains under a caller's ``torch.no_grad()`` too."""
     w0, b0 = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
+    weight, bias = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
+    opt = torch.optim.Adam([weight, bias], lr=LR)
+    with torch.enable_grad():
+        for _ in range(STEPS):
+            opt.zero_grad()
+            loss = F.cross_entropy(F.linear(zs, weight, bias), ps) + disagreement_loss(F.linear(zt, weight, bias), pt)
+            loss = loss + penalty * (((weight - w0) ** 2).sum() + ((bias - b0) ** 2).sum())
+            loss.backward()
+            opt.step()
+    critic = nn.Linear(head.in_features, head.out_features)
     with torch.no_grad():
-        critic.weight.copy_(w0)
-        critic.bias.copy_(b0)
-    opt = torch.optim.Adam(critic.parameters(), lr=LR)
-    for _ in range(STEPS):
-        opt.zero_grad()
-        loss = F.cross_entropy(critic(zs), ps) + disagreement_loss(critic(zt), pt)
-        loss = loss + penalty * (((critic.weight - w0) ** 2).sum() + ((critic.bias - b0) ** 2).sum())
-        loss.backward()
-        opt.step()
+        critic.weight.copy_(weight)
+        critic.bias.copy_(bias)
     return critic
 
 
@@ -123,7 +127,7 @@ def discrepancy_estimate(
             held_s, held_t = fit_s, fit_t
         else:
             held_s, held_t = ~fit_s, ~fit_t
-        critic = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty, seed)
+        critic = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty)
         with torch.no_grad():
             dis_s = (critic(zs[held_s]).argmax(1) != ps[held_s]).float().mean().item()
             dis_t = (critic(zt[held_t]).argmax(1) != pt[held_t]).float().mean().item()
@@ -144,7 +148,7 @@ def keep_source_sample(x, y: np.ndarray, files: np.ndarray | None = None, seed: 
     have no source data): at most :data:`SAMPLE_CLIPS` of ``x`` (a seeded choice), as float16 log-mels
     with their class indices and file numbers; None without clips."""
     y = np.asarray(y)
-    if len(y) == 0:
+    if len(y) < 2:  # batch-norm statistics need two clips
         return None
     keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:SAMPLE_CLIPS])
     rows = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else np.asarray(x[keep])
@@ -174,8 +178,15 @@ def critic_estimate(
     (AdaBN on the sample), the target clips through ``dann`` as it is: a network adapted to the
     target's statistics is judged on each domain as it would run there, not charged on the source for
     statistics that were never meant for it."""
-    if not sample or len(sample["y"]) == 0 or len(target_x) == 0:
+    if not sample or len(sample["y"]) < 2 or len(target_x) == 0:
         return {}
+    if len(target_x) > MAX_TARGET_CLIPS:  # the seeded choice `adapt --max-clips` makes
+        files = np.arange(len(target_x)) if target_files is None else np.asarray(target_files)
+        keep = choose_windows(files, MAX_TARGET_CLIPS, seed)
+        target_x = (
+            target_x[torch.from_numpy(keep)] if isinstance(target_x, torch.Tensor) else np.asarray(target_x[keep])
+        )
+        target_files = files[keep]
     device = torch.device(device)
     home = next(dann.parameters()).device
     try:

@@ -3,9 +3,10 @@ adapting anything (a deployment folder, before or after ``adapt``, or to compare
 
 The target is decoded as ``adapt`` decodes it (:func:`~audio_dann.adaptation.target.load_target_clips`:
 the windows a prepared folder would hold, at most ``max_clips`` of them, a seeded choice), and the
-estimate is the toolkit's :func:`~audio_dann.adaptation.estimators.combined_estimate`: the lowest of ATC-NE
-(the bundle's calibration), the prior bound (unless ``label_shift``) and, with ``reference`` models,
-the mean agreement with them. No label is read, even where the folder has class sub-folders.
+estimate is the toolkit's :func:`~audio_dann.adaptation.estimators.combined_estimate`, with its lower
+bound: from the critic on the source clips the bundle keeps (:mod:`~audio_dann.adaptation.critic`) and
+the prior bound (unless ``label_shift``); with ``reference`` models, the lowest of their mean agreement,
+ATC-NE and the prior bound. No label is read, even where the folder has class sub-folders.
 """
 
 from __future__ import annotations

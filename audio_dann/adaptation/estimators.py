@@ -18,14 +18,16 @@
   source (label shift) lowers it below a good model's accuracy; ``label_shift=True`` (``--label-shift``)
   leaves it out of the estimate.
 
-The toolkit's estimate (``combined``, :func:`combined_estimate`) is the lowest of the agreement (when a second
-model is given), ATC-NE and the prior bound. Each of the three overestimates in its own failure, and
-rarely underestimates: agreement where the two models make the same mistakes (source-only seeds on
-synthetic -> real speech: 0.72-0.80 for 0.29-0.64), ATC-NE wherever training or adaptation made the
-target predictions confident (DANN's entropy term, every self-training stage: 0.9-1.0 whatever the
-accuracy), the bound nowhere under its assumption. Their minimum measured 4.8 points off on average over
-the 72 models of the CPU grid against 10.2 for the agreement alone (experiments/fsdd_speakers,
-``agreement_table.py``). ``limited_by`` names the figure that set it.
+The toolkit's estimate (``combined``, :func:`combined_estimate`) of a single model is the critic's
+(:mod:`audio_dann.adaptation.critic`), capped by the prior bound, with the critic's lower bound; bundles
+without source clips, and estimates with a second model, use what follows. It is the lowest of the
+agreement (when a second model is given), ATC-NE and the prior bound. Each of the three overestimates
+in its own failure, and rarely underestimates: agreement where the two models make the same mistakes
+(source-only seeds on synthetic -> real speech: 0.72-0.80 for 0.29-0.64), ATC-NE wherever training or
+adaptation made the target predictions confident (DANN's entropy term, every self-training stage:
+0.9-1.0 whatever the accuracy), the bound nowhere under its assumption. Their minimum measured 4.8
+points off on average over the 72 models of the CPU grid against 10.2 for the agreement alone
+(experiments/fsdd_speakers, ``agreement_table.py``). ``limited_by`` names the figure that set it.
 
 ATC and DoC need a calibration measured on labelled source clips *for the model being estimated*:
 ``train`` stores it in every bundle it writes (``calibration``, carried by

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 __all__ = ["GUARD_MARGIN", "guard_decision"]
 
-# the original is kept only when the estimate drops by more than this: about one binomial standard error
+# the original is kept only when the adapted model's estimate lies more than this under the original's lower
+# bound: about one binomial standard error
 # of an estimate over a few thousand target windows (sqrt(0.9 * 0.1 / 3000) = 0.0055), so a drop within
 # the noise does not undo an adaptation
 GUARD_MARGIN = 0.005

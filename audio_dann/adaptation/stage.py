@@ -70,7 +70,8 @@ def run_stage(
     At most ``plan.max_clips`` windows are held in memory for the trained methods (the seeded choice of
     :func:`~audio_dann.adaptation.target.choose_windows`, as ``adapt --max-clips``); AdaBN reads the pool
     a batch at a time. With ``plan.guard`` the stage is undone (``kept: original``) where its label-free
-    estimate drops. ``members`` (name, network) add their probabilities to the teacher."""
+    estimate falls below the lower bound of the network before it.
+    ``members`` (name, network) add their probabilities to the teacher."""
     t0 = time.perf_counter()
     files = np.unique(np.asarray(pool_files), return_inverse=True)[1]
     x = pool_x

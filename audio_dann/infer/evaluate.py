@@ -119,7 +119,7 @@ def _critic(model: AudioClassifier, data: str | Path, device, workers: int | Non
     not read), where the bundle keeps source clips; None otherwise."""
     if not model.source_sample:
         return None
-    clips = load_target_clips(model.config, [data], workers=workers)
+    clips = load_target_clips(model.config, [data], workers=workers)  # labels, and files not scored, included
     return critic_estimate(model.dann, model.source_sample, clips.x, target_files=clips.file_index, device=device)
 
 

@@ -119,6 +119,8 @@ def _estimate_lines(summary: dict) -> list[str]:
             "## Estimated target accuracy (no target label read)",
             "",
             f"**{est['value']:.3f}** ({est['estimator']}{by}; on {est['on']})."
+            + (f" Lower bound: **{est['lower_bound']:.3f}**." if est.get("lower_bound") is not None else "")
+            + (f" {est['caution']}." if est.get("caution") else "")
             + (f" Every figure: {others}." if others else "")
             + (f" Agreement measured against {refs}." if refs else "")
             + (
@@ -127,7 +129,13 @@ def _estimate_lines(summary: dict) -> list[str]:
                 else ""
             ),
         ]
-        if est.get("estimator") == "combined":  # runs from before 2026-11-29 used one estimator
+        if est.get("estimator") == "combined" and "critic" in est.get("combines", []):
+            lines += [
+                "Without a second model the estimate comes from a critic on the model's own embeddings, "
+                "capped by the prior bound, and so does its lower bound (see the estimate guide and the "
+                "results page for how far off they measured)."
+            ]
+        elif est.get("estimator") == "combined":  # runs from before 2026-11-29 used one estimator
             lines += [
                 "The estimate is the lowest of ATC-NE, the prior bound (unless `--label-shift`) and, with a "
                 "second model of the task (`train --reference`), their agreement: each overestimates in its "
@@ -146,8 +154,7 @@ def _estimate_lines(summary: dict) -> list[str]:
         if stage.get("kept") == "original":
             lines += [
                 f"The self-training stage **{stage['method']}** ran on {stage['clips']} unlabelled target clips "
-                f"but was **undone** by its guard: the label-free estimate after it, {guard['after']:.3f}, fell "
-                f"below the lower bound before it, {guard['before']:.3f}, so the saved model is the network before it "
+                f"but was **undone** by its guard: {_guard_text(guard)}, so the saved model is the network before it "
                 "(`train.self_training_guard=false` keeps the stage).",
                 "",
             ]
@@ -155,11 +162,7 @@ def _estimate_lines(summary: dict) -> list[str]:
             lines += [
                 f"The saved model went through the self-training stage **{stage['method']}** on "
                 f"{stage['clips']} unlabelled target clips after training"
-                + (
-                    f" (its guard: lower bound {guard['before']:.3f} before, estimate {guard['after']:.3f} after)."
-                    if "before" in guard
-                    else "."
-                ),
+                + (f" (its guard: {_guard_text(guard, kept=True)})." if "before" in guard else "."),
                 "",
             ]
         ens = stage.get("ensemble")
@@ -233,3 +236,15 @@ def _target_test_lines(run: Path, prep) -> list[str]:
             "",
         ]
     return lines
+
+
+def _guard_text(guard: dict, kept: bool = False) -> str:
+    """What the stage's guard compared, in the words of the run's version (summaries written before the
+    guard compared the lower bound before with the estimate after compared two estimates)."""
+    if "compares" in guard:
+        verb = "stayed above" if kept else "fell below"
+        return (
+            f"the label-free estimate after it, {guard['after']:.3f}, {verb} the lower bound before it, "
+            f"{guard['before']:.3f}"
+        )
+    return f"the label-free estimate went from {guard['before']:.3f} to {guard['after']:.3f}"

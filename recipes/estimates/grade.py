@@ -153,8 +153,9 @@ def _pool(entry: dict) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarr
 
 
 def figures(entry: dict, out: dict) -> dict:
-    """The toolkit's estimate and lower bound for one model, exactly as ``estimate`` computes them (the
-    bundle's source clips, or for bundles without them the same seeded choice ``train`` keeps), today's
+    """The toolkit's estimate and lower bound for one model, as ``train`` computes them on its pool (the
+    same functions as ``estimate``; the bundle's source clips, or for bundles without them the same seeded
+    choice ``train`` keeps; all the prepared pool windows, where ``estimate`` decodes the files again), today's
     figures, the critic variants on the cached embeddings (all source validation windows), and the truth.
     No pool label is read before the truth."""
     model = load_checkpoint(entry["run"] / "model.pt")[0]
@@ -231,7 +232,7 @@ def guard_replay(rows: list[dict], before_figure: str, after_figure: str) -> str
                 f"| {first} -> {second} | {grid} {task} | {seed} | {before['truth']:.3f} | {after['truth']:.3f} | "
                 f"{'before' if keep == 'original' else 'after'} | {100 * costs[-1]:.1f} |"
             )
-    c = np.array(costs)
+    c = np.array(costs) if costs else np.zeros(1)
     return (
         f"{len(c)} pairs; the worse model kept by more than 2 points on {(c > 0.02).sum()}; mean cost "
         f"{100 * c.mean():.1f} points, worst {100 * c.max():.1f}\n\n" + "\n".join(lines)
@@ -258,7 +259,7 @@ def by_model(rows: list[dict]) -> str:
     for grid, model in sorted({(r["grid"], r["model"]) for r in rows}):
         part = [r for r in rows if (r["grid"], r["model"]) == (grid, model)]
         t = np.array([r["truth"] for r in part])
-        err = lambda k: np.array([r[k] for r in part]) - t  # noqa: E731
+        err = lambda k: np.array([np.nan if r[k] is None else r[k] for r in part]) - t  # noqa: E731
         low = err("lower bound")
         lines.append(
             f"| {grid} | {model} | {len(part)} | {t.mean():.3f} | {np.abs(err('estimate')).mean():.3f} | "
@@ -304,6 +305,8 @@ def main() -> None:
             )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
+    if not rows:
+        raise SystemExit("no finished models found under --heart or --fsdd")
     variants = [k for k in rows[0] if k.startswith("critic ")]
     for grid in ("fsdd", "heart", None):
         part = [r for r in rows if grid is None or r["grid"] == grid]
