@@ -20,7 +20,7 @@ embeddings, which differ between architectures.
 The source clips are read by a copy of the network with their own batch-norm statistics: a network
 adapted to the target's statistics (AdaBN, the self-training stage) is judged on each domain as it
 runs there. Read as deployed, the adapted models' source accuracy fell 5-30 points and the estimate
-followed (FSDD, 27 models: 12.5 points off on average against 4.1). The critic is fitted on one half
+followed (FSDD, 36 models: 10.9 points off on average against 4.2). The critic is fitted on one half
 of the files and its discrepancy measured on the other half, both ways (cross-fitting), so no figure is
 read off the clips it was fitted on.
 """
