@@ -86,21 +86,13 @@ def fsdd_models(work: Path) -> list[dict]:
 
 
 def outputs(entry: dict) -> dict:
-    """Embeddings, logits and labels on the source validation and target pool windows (cached)."""
+    """Embeddings, logits and labels on the source validation and target pool windows, and the source
+    embeddings with the source's own batch-norm statistics (cached in ``RUN/outputs.npz``)."""
     cache = entry["run"] / "outputs.npz"
     if cache.is_file():
         saved = dict(np.load(cache))
         if "source_z_own" in saved:
             return saved
-        model = load_checkpoint(entry["run"] / "model.pt")[0]
-        prep = open_prepared(entry["prep"])
-        own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
-        rows = prep.rows("val", source=True)
-        x = torch.from_numpy(np.asarray(prep.features[np.sort(rows)], dtype=np.float32))
-        adabn(own, x, torch.device("cpu"))
-        saved["source_z_own"] = _outputs_net(own, x, rows).numpy().astype(np.float32)
-        np.savez(cache, **saved)
-        return saved
     model = load_checkpoint(entry["run"] / "model.pt")[0]
     prep = open_prepared(entry["prep"])
     label_of = entry["labels"]
