@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.outputs import model_outputs
+from ..nn.outputs import model_outputs, take
 from .methods.adabn import adabn
 from .target import choose_windows
 
@@ -66,9 +66,9 @@ def disagreement_loss(logits: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     return F.softplus(own - others).mean()
 
 
-def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float) -> nn.Linear:
-    """A critic started at ``head`` (the model's), trained full-batch with Adam. Deterministic (no random
-    draw), and it trains under a caller's ``torch.no_grad()`` too."""
+def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a critic started at ``head`` (the model's), trained full-batch with Adam.
+    Deterministic (no random draw), and it trains under a caller's ``torch.no_grad()`` too."""
     w0, b0 = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
     weight, bias = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
     opt = torch.optim.Adam([weight, bias], lr=LR)
@@ -79,11 +79,7 @@ def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float) -> nn.Linear:
             loss = loss + penalty * (((weight - w0) ** 2).sum() + ((bias - b0) ** 2).sum())
             loss.backward()
             opt.step()
-    critic = nn.Linear(head.in_features, head.out_features)
-    with torch.no_grad():
-        critic.weight.copy_(weight)
-        critic.bias.copy_(bias)
-    return critic
+    return weight.detach(), bias.detach()
 
 
 def _half(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -127,10 +123,9 @@ def discrepancy_estimate(
             held_s, held_t = fit_s, fit_t
         else:
             held_s, held_t = ~fit_s, ~fit_t
-        critic = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty)
-        with torch.no_grad():
-            dis_s = (critic(zs[held_s]).argmax(1) != ps[held_s]).float().mean().item()
-            dis_t = (critic(zt[held_t]).argmax(1) != pt[held_t]).float().mean().item()
+        cw, cb = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty)
+        dis_s = (F.linear(zs[held_s], cw, cb).argmax(1) != ps[held_s]).float().mean().item()
+        dis_t = (F.linear(zt[held_t], cw, cb).argmax(1) != pt[held_t]).float().mean().item()
         discrepancies.append(dis_t - dis_s)
         agreements.append(1.0 - dis_t)
     discrepancy = float(np.mean(discrepancies))
@@ -151,10 +146,9 @@ def keep_source_sample(x, y: np.ndarray, files: np.ndarray | None = None, seed: 
     if len(y) < 2:  # batch-norm statistics need two clips
         return None
     keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:SAMPLE_CLIPS])
-    rows = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else np.asarray(x[keep])
     files = np.arange(len(y)) if files is None else np.unique(np.asarray(files), return_inverse=True)[1]
     return {
-        "x": torch.as_tensor(np.asarray(rows), dtype=torch.float16).clone(),
+        "x": take(x, keep).half(),
         "y": torch.as_tensor(y[keep], dtype=torch.long),
         "files": torch.as_tensor(files[keep], dtype=torch.long),
     }
@@ -183,10 +177,7 @@ def critic_estimate(
     if len(target_x) > MAX_TARGET_CLIPS:  # the seeded choice `adapt --max-clips` makes
         files = np.arange(len(target_x)) if target_files is None else np.asarray(target_files)
         keep = choose_windows(files, MAX_TARGET_CLIPS, seed)
-        target_x = (
-            target_x[torch.from_numpy(keep)] if isinstance(target_x, torch.Tensor) else np.asarray(target_x[keep])
-        )
-        target_files = files[keep]
+        target_x, target_files = take(target_x, keep), files[keep]
     device = torch.device(device)
     home = next(dann.parameters()).device
     try:
@@ -211,10 +202,8 @@ def critic_estimate(
         for name, p in (("point", POINT_PENALTY), ("bound", BOUND_PENALTY))
     }
     point = figures["point"]["estimate"]
-    n_source, n_target = (
-        len(np.unique(sample["files"].numpy())),
-        len(np.unique(target_files)) if target_files is not None else len(target_x),
-    )
+    n_source = len(np.unique(sample["files"].numpy()))
+    n_target = len(target_x) if target_files is None else len(np.unique(target_files))
     out = {"value": point, "lower_bound": min(figures["bound"]["estimate"], point), "critics": figures}
     if min(n_source, n_target) < FEW_FILES:
         out["caution"] = (

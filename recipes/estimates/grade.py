@@ -102,37 +102,29 @@ def outputs(entry: dict) -> dict:
     saved = {}
     for name, rows in (("source", prep.rows("val", source=True)), ("target", prep.rows("train", source=False))):
         files = [prep.index[i]["file"] for i in rows]
-        z, logits = _outputs(model, prep, rows)
+        x = _windows(prep, rows)
+        z, logits = model_outputs(model.dann, x, "cpu")
         if name == "source":
             labels = prep.labels(rows)
+            own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
+            adabn(own, x, torch.device("cpu"))
+            saved["source_z_own"] = model_outputs(own, x, "cpu")[0].numpy()
         else:
             labels = np.array([model.classes.index(label_of[str(Path(f).resolve())]) for f in files])
         uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
         saved |= {
-            f"{name}_z": z.numpy().astype(np.float32),
-            f"{name}_logits": logits.numpy().astype(np.float32),
+            f"{name}_z": z.numpy(),
+            f"{name}_logits": logits.numpy(),
             f"{name}_labels": labels,
             f"{name}_files": np.array([uniq[f] for f in files]),
         }
-    own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
-    rows = prep.rows("val", source=True)
-    x = torch.from_numpy(np.asarray(prep.features[np.sort(rows)], dtype=np.float32))
-    adabn(own, x, torch.device("cpu"))
-    saved["source_z_own"] = _outputs_net(own, x, rows).numpy().astype(np.float32)
     np.savez(cache, **saved)
     return saved
 
 
-def _outputs_net(net, x_sorted: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-    order = np.argsort(np.argsort(rows))
-    return model_outputs(net, x_sorted, "cpu")[0][order]
-
-
-def _outputs(model, prep, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.asarray(prep.features[np.sort(rows)], dtype=np.float32))
-    order = np.argsort(np.argsort(rows))  # back to the rows' order
-    z, logits = model_outputs(model.dann, x, "cpu")
-    return z[order], logits[order]
+def _windows(prep, rows: np.ndarray) -> torch.Tensor:
+    """The prepared log-mel windows ``rows`` (in increasing order, as ``prep.rows`` gives them), float32."""
+    return torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float32))
 
 
 def _pool(entry: dict) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray, np.ndarray]:
@@ -140,8 +132,7 @@ def _pool(entry: dict) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarr
     prep = open_prepared(entry["prep"])
     pool, val = prep.rows("train", source=False), prep.rows("val", source=True)
     files = lambda rows: np.unique([prep.index[i]["file"] for i in rows], return_inverse=True)[1]  # noqa: E731
-    x = lambda rows: torch.from_numpy(np.asarray(prep.features[rows], dtype=np.float32))  # noqa: E731
-    return x(pool), files(pool), x(val), prep.labels(val), files(val)
+    return _windows(prep, pool), files(pool), _windows(prep, val), prep.labels(val), files(val)
 
 
 def figures(entry: dict, out: dict) -> dict:

@@ -27,6 +27,7 @@ from adapt_table import prepare_layouts  # noqa: E402 (same folder)
 from channel_shift import channel_manifests  # noqa: E402
 from run_recipe import manifests  # noqa: E402
 
+from audio_dann.adaptation.methods import DEFAULT_METHOD
 from audio_dann.api import adapt, train
 from audio_dann.config import load_config
 
@@ -56,8 +57,8 @@ def run(work: Path, task: str, seed: int, models: list[str], prep: Path, target:
         else:
             if not (base / "model.pt").is_file():
                 train(prep, base, config=config, method="source-only", seed=seed, device="cpu", report=False)
-            method = "adabn" if name == "adabn" else None
-            adapt(base / "model.pt", [target], out, guard=False, device="cpu", **({"method": method} if method else {}))
+            method = "adabn" if name == "adabn" else DEFAULT_METHOD
+            adapt(base / "model.pt", [target], out, method=method, guard=False, device="cpu")
         print(json.dumps({"task": task, "model": name, "seed": seed, "seconds": round(time.perf_counter() - t0)}))
 
 
