@@ -48,6 +48,7 @@ class TrainData:
     source_y: torch.Tensor
     target_x: Any = None
     target_domain: torch.Tensor | None = None
+    target_sound: nn.Module | None = None  # the target's background and channel, put on source batches
 
 
 @dataclass
@@ -125,6 +126,8 @@ class _Step:
         cfg, data = self.cfg, self.data
         xs, si = self._batch(data.source_x, len(data.source_x), step, "source")
         ys = self.source_y[si]
+        if data.target_sound is not None:
+            xs = data.target_sound(xs, cfg.target_background, cfg.target_channel)
         with autocast_for(self.device, cfg.amp):
             if not self.adapt:
                 logits_s = self.net(xs)[0]

@@ -21,6 +21,7 @@ import torch
 
 from ..adaptation.critic import keep_source_sample
 from ..adaptation.references import load_references
+from ..adaptation.target_sound import build_target_sound
 from ..config import Config
 from ..data.store import open_prepared_many
 from ..errors import RunError
@@ -136,6 +137,7 @@ def _train(req: _Request) -> dict:
             f"{prep.root}: method dann needs unlabelled target training clips and the prepared folder "
             "has none; use --method source-only"
         )
+    target_sound = _target_sound(clips, cfg, prep.config.features.log_floor)
     seed_everything(cfg.seed)  # before the model is built: its initial weights follow the seed
     model = start.model or build_classifier(config, prep.classes, clips.domains, prep.stats)
     barrier()  # every rank has checked the run folder before rank 0 writes to it
@@ -158,6 +160,8 @@ def _train(req: _Request) -> dict:
     )
     members = _train_members(req, config, plan) if plan.ensemble else []
     summary = run_summary(prep, plan, cfg, clips, state, device, world, time.perf_counter() - t0)
+    if target_sound is not None:
+        summary["target_sound"] = target_sound
     if rank == 0:
         selected = checkpoints.selected()
         if plan.stage != "none":
@@ -175,6 +179,20 @@ def _train(req: _Request) -> dict:
         write_json(out / "summary.json", summary)
         checkpoints.finish(selected, summary)
     return summary
+
+
+def _target_sound(clips, cfg, floor: float) -> dict | None:
+    """Put the target's background and channel on the source batches where the settings ask for them
+    (``clips.data.target_sound``); returns what was built, for the summary."""
+    if not (cfg.target_background > 0 or cfg.target_channel > 0):
+        return None
+    bank = None
+    if clips.n_target:
+        bank = build_target_sound(clips.pool_x, clips.pool_files, clips.data.source_x, floor, cfg.seed)
+    clips.data.target_sound = bank
+    if bank is None:
+        return {"off": "no target clip has a background to take (no target audio, or every clip silent)"}
+    return {"background": cfg.target_background, "channel": cfg.target_channel, **bank.record}
 
 
 def _train_members(req: _Request, config: Config, plan: Plan) -> list[tuple[str, Path]]:

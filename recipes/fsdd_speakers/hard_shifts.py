@@ -56,6 +56,9 @@ VARIANTS = {
     "latent4": ["train.latent_domains=4"],
     "latent6": ["train.latent_domains=6"],
     "cdan": ["model.domain_condition=cdan"],
+    "background": ["train.target_background=0.5"],
+    "channel": ["train.target_channel=0.5"],
+    "background+channel": ["train.target_background=0.5", "train.target_channel=0.5"],
     "cdan+latent3": ["model.domain_condition=cdan", "train.latent_domains=3"],
 }
 VARIANTS.update(

@@ -1,0 +1,166 @@
+"""The target's own sound on source clips: its background and its recording conditions' spectra.
+
+A source-trained network never hears the target's noise or channel; the target enters the default
+only through batch-norm statistics and pseudo-labels. Field practice mixes background recordings into
+the training clips (BirdNET-Analyzer) and imposes device responses (DCASE task 1's device impulse
+responses). We have the target audio itself, so both come from it:
+
+- **Background.** Each target clip's quiet frames (the lowest ``QUIET_SHARE`` of its frames by level,
+  digital silence left out) are its background. A source clip gets a stretch of one target clip's
+  background at that clip's signal-to-noise ratio, so the ratios follow the target's distribution. The
+  ratio of a clip is the level of its frames above their quiet level over the quiet level. Noise the
+  source clip already has counts: only the power still missing is added.
+- **Channel.** The target files are clustered by long-term spectrum into recording conditions (the
+  clustering the self-training stage uses, :mod:`.conditions`). Each condition's spectrum over its
+  active frames (above their clip's median level), divided by the source's, is a gain per mel band; a
+  source clip gets the gain of the condition of the target clip its background comes from. Under the
+  default input normalisation a constant gain per band is removed again (``clip_mean``), except where
+  the log floor clips: the gain moves the source's level and colour to where the target's sit against
+  the floor, which is what the network then sees.
+
+Both act on log-mel features, ``log(mel power + floor)``, exactly: mel power is recovered, the gain
+multiplies it and the background adds to it (powers of independent sounds add, in expectation), and the
+log is taken again. No audio is decoded in training and the cost is a few tensor operations a batch.
+The draws use the CPU torch random stream, which the training loop seeds and saves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.outputs import take
+from ..runtime import derive_seed
+from .conditions import clip_descriptors, discover_domains
+
+__all__ = ["QUIET_SHARE", "TargetSound", "build_target_sound", "mel_power", "quiet_frames", "signal_and_noise"]
+
+QUIET_SHARE = 0.2  # a clip's quietest fifth of frames is its background
+SILENT = 0.01  # a frame whose mean mel power is under this share of the log floor is digital silence
+MIN_QUIET_FRAMES = 4  # a target clip with fewer quiet frames gives no background
+MAX_CLIPS = 4000  # target (and source) clips read to build the bank: a seeded choice
+CONDITIONS = 4  # recording conditions the target files are clustered into (the stage's largest K)
+
+
+def mel_power(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """Mel power from log-mel features ``log(power + floor)`` (never below 0)."""
+    return (x.float().exp() - floor).clamp_min(0.0)
+
+
+def quiet_frames(power: torch.Tensor, floor: float, share: float = QUIET_SHARE) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(quiet, sounding)`` masks ``(N, frames)`` of clips' mel power ``(N, mels, frames)``: sounding
+    frames are those above digital silence; quiet ones are sounding frames at or under their clip's
+    ``share`` quantile of sounding levels."""
+    level = power.mean(1)
+    sounding = level >= SILENT * floor
+    cut = torch.nanquantile(torch.where(sounding, level, torch.nan), share, dim=1, keepdim=True)
+    return sounding & (level <= cut), sounding
+
+
+def signal_and_noise(power: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each clip's signal and noise level ``(N,)``, as mean mel power per frame: the noise is the mean of
+    its quiet frames, the signal the mean of its sounding frames less the noise (at least 1e-12)."""
+    quiet, sounding = quiet_frames(power, floor)
+    level = power.mean(1)
+    noise = (level * quiet).sum(1) / quiet.sum(1).clamp_min(1)
+    active = (level * sounding).sum(1) / sounding.sum(1).clamp_min(1)
+    return (active - noise).clamp_min(1e-12), noise
+
+
+def _log_spectrum(power: torch.Tensor, floor: float) -> torch.Tensor:
+    """The log of the mean mel power ``(mels,)`` over the active frames (above their clip's median level)
+    of clips: their long-term average spectrum."""
+    level = power.mean(1)
+    sounding = level >= SILENT * floor
+    median = torch.nanquantile(torch.where(sounding, level, torch.nan), 0.5, dim=1, keepdim=True)
+    active = (sounding & (level >= median)).unsqueeze(1)
+    return torch.log(((power * active).sum((0, 2)) / active.sum((0, 2)).clamp_min(1)).clamp_min(1e-12))
+
+
+class TargetSound(nn.Module):
+    """The target's backgrounds, their signal-to-noise ratios and their conditions' gains, applied to
+    source batches in training (:meth:`forward`); built by :func:`build_target_sound`.
+
+    Buffers: ``frames`` ``(M, mels)`` the quiet frames' mel power, clip after clip; ``start`` and
+    ``count`` ``(C,)`` each clip's run in ``frames``; ``snr_db`` ``(C,)``; ``gain`` ``(C, mels)`` the gain
+    of each clip's condition.
+    """
+
+    def __init__(self, frames, start, count, snr_db, gain, floor: float, record: dict) -> None:
+        super().__init__()
+        for name, value in (("frames", frames), ("start", start), ("count", count), ("snr_db", snr_db), ("gain", gain)):
+            self.register_buffer(name, value, persistent=False)
+        self.floor = float(floor)
+        self.record = record
+
+    def forward(self, x: torch.Tensor, background: float, channel: float) -> torch.Tensor:
+        """Source log-mels ``(B, mels, frames)``: each clip gets a random target clip's condition gain with
+        probability ``channel`` and its background with probability ``background``."""
+        b, _, t = x.shape
+        pick = torch.randint(len(self.count), (b,))
+        with_gain = torch.rand(b) < channel
+        with_noise = torch.rand(b) < background
+        offset = torch.rand(b)
+        if not (with_gain.any() or with_noise.any()):
+            return x
+        dev = x.device
+        pick, with_gain, with_noise, offset = pick.to(dev), with_gain.to(dev), with_noise.to(dev), offset.to(dev)
+        power = mel_power(x, self.floor)
+        gain = torch.where(with_gain[:, None], self.gain[pick], torch.ones_like(self.gain[pick]))
+        power = power * gain[:, :, None]
+        if with_noise.any():
+            signal, noise = signal_and_noise(power, self.floor)
+            missing = (signal / 10.0 ** (self.snr_db[pick] / 10.0) - noise).clamp_min(0.0)
+            count = self.count[pick]
+            idx = (
+                self.start[pick, None]
+                + ((offset * count).long()[:, None] + torch.arange(t, device=dev)) % count[:, None]
+            )
+            background_power = self.frames[idx].transpose(1, 2)  # (B, mels, frames)
+            scale = missing / background_power.mean((1, 2)).clamp_min(1e-12)
+            sounding = (power.mean(1) >= SILENT * self.floor).unsqueeze(1)
+            power = power + (with_noise[:, None, None] & sounding) * scale[:, None, None] * background_power
+        return torch.log(power + self.floor).to(x.dtype)
+
+
+def _sample_rows(n: int, limit: int, seed: int, purpose: str) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(derive_seed(seed, purpose)).choice(n, limit, replace=False))
+
+
+def build_target_sound(
+    target_x, target_files: list[str], source_x, floor: float, seed: int = 0, max_clips: int = MAX_CLIPS
+) -> TargetSound | None:
+    """The bank of :class:`TargetSound` from unlabelled target clips (rows of ``target_x``, their files
+    ``target_files``) and source clips; at most ``max_clips`` of each are read (a seeded choice). None
+    when no target clip has a background (every clip too short or silent)."""
+    rows = _sample_rows(len(target_x), max_clips, seed, "target-sound/target")
+    x = take(target_x, rows)
+    power = mel_power(x, floor)
+    quiet, _ = quiet_frames(power, floor)
+    keep = quiet.sum(1) >= MIN_QUIET_FRAMES
+    if not bool(keep.any()):
+        return None
+    files = np.unique(np.asarray(target_files)[rows], return_inverse=True)[1]
+    conditions, found = discover_domains(clip_descriptors(x.numpy(), files), seed, k=CONDITIONS)
+    clip_condition = torch.from_numpy(conditions[files]).long()
+    src = mel_power(take(source_x, _sample_rows(len(source_x), max_clips, seed, "target-sound/source")), floor)
+    source_spectrum = _log_spectrum(src, floor)
+    gains = torch.stack(
+        [(_log_spectrum(power[clip_condition == k], floor) - source_spectrum).exp() for k in range(found["k"])]
+    )
+    signal, noise = signal_and_noise(power, floor)
+    snr_db = 10.0 * torch.log10(signal / noise.clamp_min(1e-12))
+    kept = torch.nonzero(keep).squeeze(1)
+    quiet_kept = quiet[kept]
+    frames = power[kept].transpose(1, 2)[quiet_kept]  # (M, mels): each clip's quiet frames in time order
+    count = quiet_kept.sum(1)
+    start = torch.cumsum(count, 0) - count
+    record = {
+        "target_clips": int(len(kept)),
+        "conditions": int(found["k"]),
+        "snr_db_quartiles": [round(float(q), 1) for q in torch.quantile(snr_db[kept], torch.tensor([0.25, 0.5, 0.75]))],
+    }
+    return TargetSound(frames, start, count, snr_db[kept], gains[clip_condition[kept]], floor, record)
