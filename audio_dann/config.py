@@ -201,10 +201,11 @@ class TrainConfig:
     diversity_target: str = "uniform"  # the stage's diversity term pulls the target predictions towards:
     #   uniform (equal class shares, SHOT's) | estimated (the target's class shares estimated without labels,
     #   adaptation/label_shift.py, from the model before the stage)
-    target_background: float = 0.0  # training: this share of source clips get a target clip's background (its
-    #   quietest frames) at that clip's signal-to-noise ratio (adaptation/target_sound.py; needs target audio)
-    target_channel: float = 0.0  # training: this share of source clips get the long-term spectrum (level and
-    #   colour) of a target recording condition, the condition of the clip the background comes from
+    target_background: float | None = None  # training: this share of source clips get a target clip's
+    #   background (its quietest frames) at that clip's signal-to-noise ratio (adaptation/target_sound.py);
+    #   None: the method's default (training/plan.py: 0.5 for auto, 0 for source-only, the pure baseline)
+    target_channel: float | None = None  # training: this share of source clips get the long-term spectrum
+    #   (level and colour) of the target recording condition the background comes from; None as above
     class_weights: str = "none"  # source loss weights: none | balanced (each class weighted by the inverse
     #   of its share of the source training clips, so a rare class counts as much as a common one)
     seed: int = 0
@@ -227,7 +228,7 @@ class TrainConfig:
         if not 0.0 <= self.self_training_threshold <= 1.0:
             raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
         for name in ("target_background", "target_channel"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: must lie in [0, 1], got {getattr(self, name)}")
         if self.self_training_max_clips < 1:
             raise ConfigError(f"train.self_training_max_clips: must be >= 1, got {self.self_training_max_clips}")

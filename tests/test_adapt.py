@@ -26,6 +26,7 @@ from audio_dann.api import adapt, prepare, train
 from audio_dann.config import Config, apply_overrides
 from audio_dann.errors import ConfigError, RunError
 from audio_dann.nn.classifier import load_checkpoint, load_model
+from audio_dann.training.plan import TARGET_SOUND
 
 CFG = apply_overrides(Config(), TINY_RUN)  # one network per run here; the ensemble's own tests set it
 
@@ -267,6 +268,12 @@ def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(traine
     assert kept.adaptation[-1]["kept"] == "original"
 
 
+def _auto_target_sound() -> list[str]:
+    """The settings that make ``--method source-only`` train the network ``auto`` trains."""
+    background, channel = TARGET_SOUND["auto"]
+    return [f"train.target_background={background}", f"train.target_channel={channel}"]
+
+
 def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -298,7 +305,7 @@ def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_
     plain = train(
         root / "prep",
         tmp_path / "p",
-        config=apply_overrides(CFG, ["train.self_training=none"]),
+        config=apply_overrides(CFG, ["train.self_training=none", *_auto_target_sound()]),
         method="source-only",
         seed=3,
         device="cpu",
@@ -460,7 +467,8 @@ def test_the_default_is_auto_and_dann_keeps_its_ensemble_of_k_none_2_3_4_and_sou
     from audio_dann.training.plan import Plan, make_plan
 
     plan = lambda *sets, target=True, domains=1: make_plan(apply_overrides(Config(), list(sets)).train, target, domains)  # noqa: E731
-    assert Config().train.method == "auto" and plan() == Plan("auto", "source-only", "latent-bn")
+    auto_sound = TARGET_SOUND["auto"]
+    assert Config().train.method == "auto" and plan() == Plan("auto", "source-only", "latent-bn", (), *auto_sound)
     assert plan("train.method=dann") == Plan("dann", "dann", "shot-file", (2, 3, 4))
     assert plan("train.method=dann", "train.latent_domains=3").ensemble == (2, 4)  # its own K skipped
     assert plan("train.method=dann", "train.latent_ensemble=[]") == Plan("dann", "dann", "adabn")
@@ -468,7 +476,7 @@ def test_the_default_is_auto_and_dann_keeps_its_ensemble_of_k_none_2_3_4_and_sou
     assert Config().train.ensemble_teacher == "latent-bn"
     assert plan("train.method=source-only") == Plan("source-only", "source-only", "none")
     assert plan(target=False) == Plan("auto", "source-only", "none")  # no target audio: no stage
-    assert plan("train.self_training=tent") == Plan("auto", "source-only", "tent")
+    assert plan("train.self_training=tent").stage == "tent"
     assert Plan.from_dict(plan("train.method=dann").to_dict()) == plan("train.method=dann")
 
 
@@ -504,15 +512,32 @@ def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(
 
 def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     root, _, runs = trained
-    # the guard off: this checks the plan and the stage's training (the guard has its own tests)
-    cfg = apply_overrides(CFG, ["train.self_training_epochs=2", "train.self_training_guard=false"])
+    # the guard off: this checks the plan and the stage's training (the guard has its own tests); the
+    # target's sound off, so that the network before the stage is the pure source-only run's
+    # (tests/test_target_sound.py and the guard test train with it)
+    cfg = apply_overrides(
+        CFG,
+        [
+            "train.self_training_epochs=2",
+            "train.self_training_guard=false",
+            "train.target_background=0",
+            "train.target_channel=0",
+        ],
+    )
     s = train(root / "prep", tmp_path / "auto", config=cfg, seed=0, device="cpu", report=False)  # method: default
     assert s["method"] == "source-only" and s["method_choice"].startswith("method auto")
     assert s["self_training"]["method"] == "latent-bn" and s["self_training"]["clips"] == 10
     assert list(s["self_training"]["settings"]["class_shares"]) == []  # equal shares unless asked
     model = load_model(tmp_path / "auto" / "model.pt")
     assert model.config.train.method == "auto"  # saved as asked; the plan says what it became
-    assert s["plan"] == {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}
+    assert s["plan"] == {
+        "asked": "auto",
+        "training": "source-only",
+        "stage": "latent-bn",
+        "ensemble": [],
+        "background": 0.0,
+        "channel": 0.0,
+    }
     assert model.adaptation[-1]["stage"] == "train.self_training"
     sample = model.source_sample  # the source validation clips the estimate's critic reads, kept in the bundle
     assert sample["x"].dtype == torch.float16 and len(sample["x"]) == len(sample["y"]) == len(sample["files"]) > 0
@@ -570,7 +595,7 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
         ],
     )
     said = " ".join(res.output.split())
-    assert res.exit_code == 0 and "method auto: source-only training, then the latent-bn" in said
+    assert res.exit_code == 0 and "method auto: source-only training with the target's background" in said
 
 
 def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tmp_path):

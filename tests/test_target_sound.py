@@ -99,3 +99,21 @@ def test_train_puts_the_target_sound_on_source_batches_and_says_so(tmp_path):
     prepare(src, [tgt], tmp_path / "prep", config=cfg)
     s = train(tmp_path / "prep", tmp_path / "run", config=cfg, method="source-only", device="cpu", report=False)
     assert s["target_sound"]["background"] == 1.0 and s["target_sound"]["target_clips"] > 0
+
+
+def test_the_plan_gives_auto_the_target_sound_and_keeps_source_only_pure():
+    from dataclasses import replace
+
+    from audio_dann.config import TrainConfig
+    from audio_dann.training.plan import Plan, make_plan
+
+    auto = make_plan(TrainConfig(), has_target=True)
+    assert (auto.background, auto.channel) == (0.5, 0.5) and "background" in auto.describe()
+    assert (make_plan(TrainConfig(method="source-only"), True).background, make_plan(TrainConfig(), False).channel) == (
+        0.0,
+        0.0,
+    )
+    asked = make_plan(replace(TrainConfig(method="source-only"), target_background=0.25), True)
+    assert (asked.background, asked.channel) == (0.25, 0.0)
+    old = {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}  # saved before
+    assert Plan.from_dict(old).background == 0.0 and Plan.from_dict(auto.to_dict()) == auto

@@ -12,7 +12,11 @@ from dataclasses import asdict, dataclass
 from ..adaptation.methods import DEFAULT_METHOD
 from ..config import TrainConfig
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["Plan", "make_plan", "TARGET_SOUND"]
+
+# method -> the shares of source clips given the target's (background, channel) where the settings say
+# None; measured in docs/results.md ("The target's own sound"). source-only is the pure baseline.
+TARGET_SOUND = {"auto": (0.5, 0.5), "dann": (0.0, 0.0), "source-only": (0.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -25,18 +29,24 @@ class Plan:
         stage: the self-training method applied to the selected model on the target pool, or ``none``.
         ensemble: the latent-domain K of the extra DANN networks whose mean target predictions teach the
             stage (empty: no ensemble).
+        background, channel: the shares of source clips given the target's background and a target
+            condition's spectrum in training (:mod:`audio_dann.adaptation.target_sound`).
     """
 
     asked: str
     training: str
     stage: str
     ensemble: tuple[int, ...] = ()
+    background: float = 0.0
+    channel: float = 0.0
 
     def describe(self) -> str:
         """One line for the console, the summary and the report."""
         train = {"dann": "domain-adversarial (DANN) training", "source-only": "source-only training"}[self.training]
         if self.stage == "none":
             return f"method {self.asked}: {train}, no self-training stage"
+        if self.background or self.channel:
+            train += " with the target's background and recording conditions on the source clips"
         teacher = f", taught by the mean predictions of {len(self.ensemble) + 1} networks" if self.ensemble else ""
         return f"method {self.asked}: {train}, then the {self.stage} self-training stage on the target audio{teacher}"
 
@@ -45,7 +55,14 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
-        return cls(d["asked"], d["training"], d["stage"], tuple(d.get("ensemble", ())))
+        return cls(
+            d["asked"],
+            d["training"],
+            d["stage"],
+            tuple(d.get("ensemble", ())),
+            d.get("background", 0.0),  # plans saved before the target's sound: none
+            d.get("channel", 0.0),
+        )
 
 
 def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Plan:
@@ -57,11 +74,16 @@ def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Pl
       other numbers of latent target domains (``train.latent_ensemble``) where the target is one domain,
       else AdaBN;
     - ``source-only``: no stage unless ``train.self_training`` names one.
-    Without target clips there is no stage.
+    Without target clips there is no stage. The target's background and channel
+    (``train.target_background``, ``train.target_channel``) are what the settings say, or where they are
+    None the method's default (:data:`TARGET_SOUND`); none without target clips.
     """
     training = "source-only" if cfg.method == "auto" else cfg.method
     if not has_target:
         return Plan(cfg.method, training, "none")
+    default = TARGET_SOUND[cfg.method]
+    background = default[0] if cfg.target_background is None else cfg.target_background
+    channel = default[1] if cfg.target_channel is None else cfg.target_channel
     members = tuple(k for k in cfg.latent_ensemble if k != cfg.latent_domains)
     if cfg.self_training != "auto":
         stage = cfg.self_training
@@ -72,4 +94,4 @@ def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Pl
     else:
         stage = "none"
     ensemble = members if training == "dann" and stage == "shot-file" and target_domains == 1 else ()
-    return Plan(cfg.method, training, stage, ensemble)
+    return Plan(cfg.method, training, stage, ensemble, background, channel)

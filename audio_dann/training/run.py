@@ -130,7 +130,9 @@ def _train(req: _Request) -> dict:
     else:
         start = fresh_start(out, resolve_config(req.config or Config(), prep, req.method, req.seed), prep)
     config, plan = start.config, start.plan
-    cfg = replace(config.train, method=plan.training)  # what the loop runs
+    cfg = replace(  # what the loop runs
+        config.train, method=plan.training, target_background=plan.background, target_channel=plan.channel
+    )
     clips = load_clips(prep, plan.training, cfg.latent_domains, cfg.seed)
     if plan.training == "dann" and not clips.n_target:
         raise RunError(
