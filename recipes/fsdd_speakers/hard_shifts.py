@@ -58,7 +58,8 @@ VARIANTS = {
     "cdan": ["model.domain_condition=cdan"],
     "background": ["train.target_background=0.5"],
     "channel": ["train.target_channel=0.5"],
-    "background+channel": ["train.target_background=0.5", "train.target_channel=0.5"],
+    "background+channel": ["train.target_background=0.5", "train.target_channel=0.5"],  # 2026-12-07: quietest fifth
+    "target-sound": ["train.target_background=0.5", "train.target_channel=0.5"],  # frames within 3 dB of the floor
     "cdan+latent3": ["model.domain_condition=cdan", "train.latent_domains=3"],
 }
 VARIANTS.update(
