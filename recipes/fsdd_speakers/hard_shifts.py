@@ -254,6 +254,32 @@ def headline(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def ablation(rows: list[dict], base: str = "source-only") -> str:
+    """Per variant and task: test file accuracy as trained and after the latent-bn stage (the default's
+    computation), mean +- 95% half-width over the seeds, and the stage's gain over the ``base`` variant."""
+    tasks = [t for t in "ABSC" if any(r["task"] == t for r in rows)]
+    cell = {}
+    for r in rows:
+        if r["base"] == base and r["adapt"] in ("none", "latent-bn"):
+            cell.setdefault((r["variant"], r["task"], r["adapt"]), []).append(r["test_file_acc"])
+    head = " | ".join(f"{t} as trained | {t} + latent-bn stage" for t in tasks)
+    out = [f"| variant | {head} |", "|---|" + "---|" * (2 * len(tasks))]
+    for variant in VARIANTS:
+        if not any(k[0] == variant for k in cell):
+            continue
+        parts = []
+        for t in tasks:
+            for adapt in ("none", "latent-bn"):
+                v = cell.get((variant, t, adapt))
+                if not v:
+                    parts.append("")
+                    continue
+                m, h = _mean_ci(v)
+                parts.append(f"{m:.3f}" + (f" ± {h:.3f}" if len(v) > 1 else f" ({len(v)} seed)"))
+        out.append(f"| {variant} | " + " | ".join(parts) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
@@ -290,7 +316,7 @@ def main() -> None:
                 )
             }.values()
         )
-        print(headline(rows) + "\n\n" + tables(rows))
+        print(headline(rows) + "\n\n" + ablation(rows) + "\n\n" + tables(rows))
         return
     config = load_config(
         HERE / "config.yaml",
