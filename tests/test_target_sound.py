@@ -117,3 +117,19 @@ def test_the_plan_gives_auto_the_target_sound_and_keeps_source_only_pure():
     assert (asked.background, asked.channel) == (0.25, 0.0)
     old = {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}  # saved before
     assert Plan.from_dict(old).background == 0.0 and Plan.from_dict(auto.to_dict()) == auto
+
+
+def test_a_band_the_source_lacks_is_not_invented_from_float16_rounding():
+    source = clips(20, 1.0, 1e-4)
+    source[:, 12:, :] = torch.log(torch.tensor(FLOOR))  # the source's top bands are empty (band-limited)
+    source = source.half()  # as prepare stores features
+    target = clips(20, 1.0, 1e-4, seed=1).half()
+    torch.manual_seed(0)
+    moved = bank_for(target, source)(source, 0.0, 1.0)  # the channel alone (a background may fill the band)
+    assert float(mel_power(moved[:, 12:, :], FLOOR).max()) == 0.0
+
+
+def test_event_free_target_clips_lend_no_ratio_below_zero_db():
+    target = torch.cat([clips(10, 1.0, 0.1, seed=1), clips(10, 0.0, 0.1, seed=2)])  # half: background only
+    bank = bank_for(target, clips(10, 1.0, 1e-4))
+    assert float(bank.snr_db.min()) >= 0.0

@@ -21,9 +21,10 @@ responses). We have the target audio itself, so both come from it:
   the log floor clips: the gain moves the source's level and colour to where the target's sit against
   the floor, which is what the network then sees.
 
-Both act on log-mel features, ``log(mel power + floor)``, exactly: mel power is recovered, the gain
-multiplies it and the background adds to it (powers of independent sounds add, in expectation), and the
-log is taken again. No audio is decoded in training and the cost is a few tensor operations a batch.
+Both act on log-mel features, ``log(mel power + floor)``: mel power is recovered (to float16's
+rounding), the gain multiplies it and the background adds to it (powers of independent sounds add, in
+expectation), and the log is taken again. Gains are kept within ``MAX_GAIN_DB`` and ratios at or above
+``MIN_SNR_DB``. No audio is decoded in training and the cost is a few tensor operations a batch.
 The draws use the CPU torch random stream, which the training loop seeds and saves.
 """
 
@@ -43,13 +44,17 @@ QUIET_DB = 3.0  # a clip's frames within this many dB of its noise floor are its
 FLOOR_QUANTILE = 0.05  # a clip's noise floor: this quantile of its sounding frames' levels
 SILENT = 0.01  # a frame whose mean mel power is under this share of the log floor is digital silence
 MIN_QUIET_FRAMES = 4  # a target clip with fewer quiet frames gives no background
+MAX_GAIN_DB = 20.0  # a condition's gain per band is kept within +-20 dB (a band the source lacks is not invented)
+MIN_SNR_DB = 0.0  # a target clip with no sound event measures below 0 dB: it lends no ratio under this
 MAX_CLIPS = 4000  # target (and source) clips read to build the bank: a seeded choice
 CONDITIONS = 4  # recording conditions the target files are clustered into (the stage's largest K)
 
 
 def mel_power(x: torch.Tensor, floor: float) -> torch.Tensor:
-    """Mel power from log-mel features ``log(power + floor)`` (never below 0)."""
-    return (x.float().exp() - floor).clamp_min(0.0)
+    """Mel power from log-mel features ``log(power + floor)``: 0 below ``SILENT * floor`` (float16 storage
+    rounds ``log(floor)`` by about 0.4%, which would otherwise leave a residue in every silent band)."""
+    power = x.float().exp() - floor
+    return torch.where(power < SILENT * floor, torch.zeros_like(power), power)
 
 
 def quiet_frames(power: torch.Tensor, floor: float, within_db: float = QUIET_DB) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,11 +157,15 @@ def build_target_sound(
     clip_condition = torch.from_numpy(conditions[files]).long()
     src = mel_power(take(source_x, _sample_rows(len(source_x), max_clips, seed, "target-sound/source")), floor)
     source_spectrum = _log_spectrum(src, floor)
+    limit = MAX_GAIN_DB / 10.0 * float(np.log(10.0))  # in natural-log units
     gains = torch.stack(
-        [(_log_spectrum(power[clip_condition == k], floor) - source_spectrum).exp() for k in range(found["k"])]
+        [
+            (_log_spectrum(power[clip_condition == k], floor) - source_spectrum).clamp(-limit, limit).exp()
+            for k in range(found["k"])
+        ]
     )
     signal, noise = signal_and_noise(power, floor)
-    snr_db = 10.0 * torch.log10(signal / noise.clamp_min(1e-12))
+    snr_db = (10.0 * torch.log10(signal / noise.clamp_min(1e-12))).clamp_min(MIN_SNR_DB)
     kept = torch.nonzero(keep).squeeze(1)
     quiet_kept = quiet[kept]
     frames = power[kept].transpose(1, 2)[quiet_kept]  # (M, mels): each clip's quiet frames in time order

@@ -114,6 +114,7 @@ class _Step:
         weight = class_weights(data.source_y, cfg.class_weights)
         self.class_weight = None if weight is None else weight.to(device)
         self.target_d = data.target_domain.to(device) if self.adapt else None
+        self.target_sound = None if data.target_sound is None else data.target_sound.to(device)
         head = getattr(net, "module", net).domain_head
         self.adversarial = DomainAdversarialLoss(head) if self.adapt and cfg.domain_weight > 0 else None
 
@@ -126,8 +127,8 @@ class _Step:
         cfg, data = self.cfg, self.data
         xs, si = self._batch(data.source_x, len(data.source_x), step, "source")
         ys = self.source_y[si]
-        if data.target_sound is not None:
-            xs = data.target_sound(xs, cfg.target_background, cfg.target_channel)
+        if self.target_sound is not None:
+            xs = self.target_sound(xs, cfg.target_background, cfg.target_channel)
         with autocast_for(self.device, cfg.amp):
             if not self.adapt:
                 logits_s = self.net(xs)[0]

@@ -43,10 +43,13 @@ class Plan:
     def describe(self) -> str:
         """One line for the console, the summary and the report."""
         train = {"dann": "domain-adversarial (DANN) training", "source-only": "source-only training"}[self.training]
+        heard = [
+            name for name, share in (("background", self.background), ("recording conditions", self.channel)) if share
+        ]
+        if heard:
+            train += f" with the target's {' and '.join(heard)} on the source clips"
         if self.stage == "none":
             return f"method {self.asked}: {train}, no self-training stage"
-        if self.background or self.channel:
-            train += " with the target's background and recording conditions on the source clips"
         teacher = f", taught by the mean predictions of {len(self.ensemble) + 1} networks" if self.ensemble else ""
         return f"method {self.asked}: {train}, then the {self.stage} self-training stage on the target audio{teacher}"
 
