@@ -203,8 +203,8 @@ class TrainConfig:
     #   adaptation/label_shift.py, from the model before the stage)
     target_background: float | None = None  # training: this share of source clips get a target clip's
     #   background (its frames within 3 dB of its noise floor) at that clip's signal-to-noise ratio
-    #   (adaptation/target_sound.py); None: the method's default (training/plan.py: 0.5 for auto; 0 for
-    #   dann, and for source-only, the pure baseline)
+    #   (adaptation/target_sound.py); None: the method's default (training/plan.py: 0 for every method
+    #   today; 0.5 is what was measured)
     target_channel: float | None = None  # training: this share of source clips get the long-term spectrum
     #   (level and colour) of the target recording condition the background comes from; None as above
     class_weights: str = "none"  # source loss weights: none | balanced (each class weighted by the inverse

@@ -595,7 +595,7 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
         ],
     )
     said = " ".join(res.output.split())
-    assert res.exit_code == 0 and "method auto: source-only training with the target's background" in said
+    assert res.exit_code == 0 and "method auto: source-only training, then the latent-bn" in said
 
 
 def test_dann_runs_ship_target_statistics_and_source_only_stays_pure(trained, tmp_path):

@@ -101,22 +101,23 @@ def test_train_puts_the_target_sound_on_source_batches_and_says_so(tmp_path):
     assert s["target_sound"]["background"] == 1.0 and s["target_sound"]["target_clips"] > 0
 
 
-def test_the_plan_gives_auto_the_target_sound_and_keeps_source_only_pure():
+def test_the_plan_takes_the_methods_default_or_what_was_asked_and_none_without_target():
     from dataclasses import replace
 
     from audio_dann.config import TrainConfig
-    from audio_dann.training.plan import Plan, make_plan
+    from audio_dann.training.plan import TARGET_SOUND, Plan, make_plan
 
-    auto = make_plan(TrainConfig(), has_target=True)
-    assert (auto.background, auto.channel) == (0.5, 0.5) and "background" in auto.describe()
-    assert (make_plan(TrainConfig(method="source-only"), True).background, make_plan(TrainConfig(), False).channel) == (
-        0.0,
-        0.0,
-    )
-    asked = make_plan(replace(TrainConfig(method="source-only"), target_background=0.25), True)
-    assert (asked.background, asked.channel) == (0.25, 0.0)
+    for method, shares in TARGET_SOUND.items():
+        plan = make_plan(TrainConfig(method=method), has_target=True)
+        assert (plan.background, plan.channel) == shares
+    asked = make_plan(replace(TrainConfig(), target_background=0.25, target_channel=0.5), True)
+    assert (asked.background, asked.channel) == (0.25, 0.5)
+    assert "the target's background and recording conditions" in asked.describe()
+    only = make_plan(replace(TrainConfig(method="source-only"), target_channel=0.5), True)
+    assert "the target's recording conditions on the source clips" in only.describe()
+    assert make_plan(replace(TrainConfig(), target_background=0.5), has_target=False).background == 0.0
     old = {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}  # saved before
-    assert Plan.from_dict(old).background == 0.0 and Plan.from_dict(auto.to_dict()) == auto
+    assert Plan.from_dict(old).background == 0.0 and Plan.from_dict(asked.to_dict()) == asked
 
 
 def test_a_band_the_source_lacks_is_not_invented_from_float16_rounding():

@@ -26,6 +26,7 @@ NAMES = {
     "adabn": "+ AdaBN",
     "auto": "`train` default",
     "dann": "`--method dann`",
+    "auto_tsound": "`train` default + the target's sound (`train.target_background=0.5`, `train.target_channel=0.5`)",
     "auto_divest": "default, `train.diversity_target=estimated`",
     "auto_balanced": "default, `train.class_weights=balanced`",
     "source-only_balanced": "source-only, `train.class_weights=balanced`",
