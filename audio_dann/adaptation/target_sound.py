@@ -37,6 +37,7 @@ from torch import nn
 from ..nn.outputs import take
 from ..runtime import derive_seed
 from .conditions import clip_descriptors, discover_domains
+from .target import choose_windows
 
 __all__ = ["QUIET_DB", "TargetSound", "build_target_sound", "mel_power", "quiet_frames", "signal_and_noise"]
 
@@ -57,12 +58,17 @@ def mel_power(x: torch.Tensor, floor: float) -> torch.Tensor:
     return torch.where(power < SILENT * floor, torch.zeros_like(power), power)
 
 
+def _levels(power: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each frame's level (mean mel power) ``(N, frames)`` and whether it sounds (is above digital silence)."""
+    level = power.mean(1)
+    return level, level >= SILENT * floor
+
+
 def quiet_frames(power: torch.Tensor, floor: float, within_db: float = QUIET_DB) -> tuple[torch.Tensor, torch.Tensor]:
     """``(quiet, sounding)`` masks ``(N, frames)`` of clips' mel power ``(N, mels, frames)``: sounding
     frames are those above digital silence; quiet ones are sounding frames at most ``within_db`` dB above
     their clip's noise floor (the ``FLOOR_QUANTILE`` quantile of its sounding frames' levels)."""
-    level = power.mean(1)
-    sounding = level >= SILENT * floor
+    level, sounding = _levels(power, floor)
     noise_floor = torch.nanquantile(torch.where(sounding, level, torch.nan), FLOOR_QUANTILE, dim=1, keepdim=True)
     return sounding & (level <= noise_floor * 10.0 ** (within_db / 10.0)), sounding
 
@@ -71,7 +77,7 @@ def signal_and_noise(power: torch.Tensor, floor: float) -> tuple[torch.Tensor, t
     """Each clip's signal and noise level ``(N,)``, as mean mel power per frame: the noise is the mean of
     its quiet frames, the signal the mean of its sounding frames less the noise (at least 1e-12)."""
     quiet, sounding = quiet_frames(power, floor)
-    level = power.mean(1)
+    level = power.mean(1)  # as quiet_frames reads it
     noise = (level * quiet).sum(1) / quiet.sum(1).clamp_min(1)
     active = (level * sounding).sum(1) / sounding.sum(1).clamp_min(1)
     return (active - noise).clamp_min(1e-12), noise
@@ -80,8 +86,7 @@ def signal_and_noise(power: torch.Tensor, floor: float) -> tuple[torch.Tensor, t
 def _log_spectrum(power: torch.Tensor, floor: float) -> torch.Tensor:
     """The log of the mean mel power ``(mels,)`` over the active frames (above their clip's median level)
     of clips: their long-term average spectrum."""
-    level = power.mean(1)
-    sounding = level >= SILENT * floor
+    level, sounding = _levels(power, floor)
     median = torch.nanquantile(torch.where(sounding, level, torch.nan), 0.5, dim=1, keepdim=True)
     active = (sounding & (level >= median)).unsqueeze(1)
     return torch.log(((power * active).sum((0, 2)) / active.sum((0, 2)).clamp_min(1)).clamp_min(1e-12))
@@ -128,34 +133,37 @@ class TargetSound(nn.Module):
             )
             background_power = self.frames[idx].transpose(1, 2)  # (B, mels, frames)
             scale = missing / background_power.mean((1, 2)).clamp_min(1e-12)
-            sounding = (power.mean(1) >= SILENT * self.floor).unsqueeze(1)
+            sounding = _levels(power, self.floor)[1].unsqueeze(1)
             power = power + (with_noise[:, None, None] & sounding) * scale[:, None, None] * background_power
         return torch.log(power + self.floor).to(x.dtype)
-
-
-def _sample_rows(n: int, limit: int, seed: int, purpose: str) -> np.ndarray:
-    if n <= limit:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(derive_seed(seed, purpose)).choice(n, limit, replace=False))
 
 
 def build_target_sound(
     target_x, target_files: list[str], source_x, floor: float, seed: int = 0, max_clips: int = MAX_CLIPS
 ) -> TargetSound | None:
     """The bank of :class:`TargetSound` from unlabelled target clips (rows of ``target_x``, their files
-    ``target_files``) and source clips; at most ``max_clips`` of each are read (a seeded choice). None
-    when no target clip has a background (every clip too short or silent)."""
-    rows = _sample_rows(len(target_x), max_clips, seed, "target-sound/target")
+    ``target_files``) and source clips; at most ``max_clips`` of each are read (seeded choices: the
+    target's by the toolkit's one rule, :func:`~.target.choose_windows`). None when no target clip has a
+    background (every clip too short or silent)."""
+    all_files = np.unique(np.asarray(target_files), return_inverse=True)[1]
+    rows = choose_windows(all_files, max_clips, seed)
     x = take(target_x, rows)
     power = mel_power(x, floor)
     quiet, _ = quiet_frames(power, floor)
     keep = quiet.sum(1) >= MIN_QUIET_FRAMES
     if not bool(keep.any()):
         return None
-    files = np.unique(np.asarray(target_files)[rows], return_inverse=True)[1]
+    files = np.unique(all_files[rows], return_inverse=True)[1]
     conditions, found = discover_domains(clip_descriptors(x.numpy(), files), seed, k=CONDITIONS)
     clip_condition = torch.from_numpy(conditions[files]).long()
-    src = mel_power(take(source_x, _sample_rows(len(source_x), max_clips, seed, "target-sound/source")), floor)
+    source_rows = np.arange(len(source_x))
+    if len(source_rows) > max_clips:
+        source_rows = np.sort(
+            np.random.default_rng(derive_seed(seed, "target-sound/source")).choice(
+                len(source_rows), max_clips, replace=False
+            )
+        )
+    src = mel_power(take(source_x, source_rows), floor)
     source_spectrum = _log_spectrum(src, floor)
     limit = MAX_GAIN_DB / 10.0 * float(np.log(10.0))  # in natural-log units
     gains = torch.stack(

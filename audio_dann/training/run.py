@@ -184,16 +184,15 @@ def _train(req: _Request) -> dict:
 
 
 def _target_sound(clips, cfg, floor: float) -> dict | None:
-    """Put the target's background and channel on the source batches where the settings ask for them
-    (``clips.data.target_sound``); returns what was built, for the summary."""
+    """Put the target's background and channel on the source batches where the plan asks for them
+    (``clips.data.target_sound``; a plan has none without target clips); returns what was built, for the
+    summary."""
     if not (cfg.target_background > 0 or cfg.target_channel > 0):
         return None
-    bank = None
-    if clips.n_target:
-        bank = build_target_sound(clips.pool_x, clips.pool_files, clips.data.source_x, floor, cfg.seed)
+    bank = build_target_sound(clips.pool_x, clips.pool_files, clips.data.source_x, floor, cfg.seed)
     clips.data.target_sound = bank
     if bank is None:
-        return {"off": "no target clip has a background to take (no target audio, or every clip silent)"}
+        return {"off": "no target clip has a background to take (every clip silent or too short)"}
     return {"background": cfg.target_background, "channel": cfg.target_channel, **bank.record}
 
 
