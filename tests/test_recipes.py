@@ -142,3 +142,23 @@ def test_heart_sound_table_intervals():
     spec.loader.exec_module(table)
     assert table.interval([0.5, 0.6, 0.7]) == "0.600 ± 0.248"  # t(0.975, 2) = 4.303, sd 0.1 / sqrt(3)
     assert table.interval([0.5]) == "0.500"
+
+
+def test_stage_seeds_table_counts_the_runs_under_adabn(monkeypatch):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "recipes" / "studio_to_field"))  # it imports target_sound.py beside it
+    spec = importlib.util.spec_from_file_location(
+        "stage_seeds", ROOT / "recipes" / "studio_to_field" / "stage_seeds.py"
+    )
+    stage_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage_seeds)
+    rows = [
+        {"setting": "both", "train_seed": 0, "stage_seed": 0, "adabn": 0.7, "stage": 0.65},
+        {"setting": "both", "train_seed": 0, "stage_seed": 1, "adabn": 0.7, "stage": 0.95},
+        {"setting": "both", "train_seed": 1, "stage_seed": 0, "adabn": 0.8, "stage": 0.75},
+        {"setting": "none", "train_seed": 0, "stage_seed": 0, "adabn": 0.7, "stage": 0.9},
+    ]
+    lines = stage_seeds.table(rows).splitlines()
+    assert lines[2] == "| both | 2 | 3 | 0.733 | 0.783 | 0.650 - 0.950 | 2 |"
+    assert lines[3] == "| none | 1 | 1 | 0.700 | 0.900 | 0.900 - 0.900 | 0 |"
