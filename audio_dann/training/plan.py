@@ -15,7 +15,7 @@ from ..config import TrainConfig
 __all__ = ["Plan", "make_plan", "TARGET_SOUND"]
 
 # method -> the shares of source clips given the target's (background, channel) where the settings say
-# None. Off for every method: on FSDD both at 0.5 lifted auto by 2-9 points, on the demo's synthetic
+# None. Off for every method: on FSDD (A, B, C, S) both at 0.5 lifted auto by 2-14 points, on the demo's synthetic
 # studio -> field shift they cost it 26-36 points (3 seeds each, docs/results.md, "The target's own sound"):
 # there the stage then fails on 7 of 9 (network, stage seed) pairs, against 0 of 9 without them.
 TARGET_SOUND = {"auto": (0.0, 0.0), "dann": (0.0, 0.0), "source-only": (0.0, 0.0)}
