@@ -207,6 +207,8 @@ class TrainConfig:
     #   today; 0.5 is what was measured)
     target_channel: float | None = None  # training: this share of source clips get the long-term spectrum
     #   (level and colour) of the target recording condition the background comes from; None as above
+    target_reverb: float | None = None  # training: this share of source clips get late reverberation of a
+    #   random room (reverberation time 0.2-0.8 s, direct-to-reverberant ratio -5 to +5 dB); None as above
     class_weights: str = "none"  # source loss weights: none | balanced (each class weighted by the inverse
     #   of its share of the source training clips, so a rare class counts as much as a common one)
     seed: int = 0
@@ -228,7 +230,7 @@ class TrainConfig:
             raise ConfigError(f"train.latent_ensemble: distinct K = 0 or >= 2, got {list(self.latent_ensemble)}")
         if not 0.0 <= self.self_training_threshold <= 1.0:
             raise ConfigError(f"train.self_training_threshold: must lie in [0, 1], got {self.self_training_threshold}")
-        for name in ("target_background", "target_channel"):
+        for name in ("target_background", "target_channel", "target_reverb"):
             if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: must lie in [0, 1], got {getattr(self, name)}")
         if self.self_training_max_clips < 1:

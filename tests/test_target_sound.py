@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audio_dann.adaptation.target_sound import build_target_sound, mel_power, signal_and_noise
+from audio_dann.adaptation.target_sound import build_target_sound, late_reverb, mel_power, signal_and_noise
 from audio_dann.config import Config, ConfigError, apply_overrides
 
 FLOOR = 1e-3
@@ -109,15 +109,20 @@ def test_the_plan_takes_the_methods_default_or_what_was_asked_and_none_without_t
 
     for method, shares in TARGET_SOUND.items():
         plan = make_plan(TrainConfig(method=method), has_target=True)
-        assert (plan.background, plan.channel) == shares
-    asked = make_plan(replace(TrainConfig(), target_background=0.25, target_channel=0.5), True)
-    assert (asked.background, asked.channel) == (0.25, 0.5)
-    assert "the target's background and recording conditions" in asked.describe()
+        assert (plan.background, plan.channel, plan.reverb) == shares
+    asked = make_plan(replace(TrainConfig(), target_background=0.25, target_channel=0.5, target_reverb=0.5), True)
+    assert (asked.background, asked.channel, asked.reverb) == (0.25, 0.5, 0.5)
+    assert (
+        "with the target's background and recording conditions and room reverberation on the source" in asked.describe()
+    )
+    room = make_plan(replace(TrainConfig(), target_reverb=0.5), True)
+    assert "training with room reverberation on the source clips" in room.describe()
     only = make_plan(replace(TrainConfig(method="source-only"), target_channel=0.5), True)
     assert "the target's recording conditions on the source clips" in only.describe()
     assert make_plan(replace(TrainConfig(), target_background=0.5), has_target=False).background == 0.0
     old = {"asked": "auto", "training": "source-only", "stage": "latent-bn", "ensemble": []}  # saved before
-    assert Plan.from_dict(old).background == 0.0 and Plan.from_dict(asked.to_dict()) == asked
+    assert Plan.from_dict(old).background == 0.0 and Plan.from_dict(old).reverb == 0.0
+    assert Plan.from_dict(asked.to_dict()) == asked
 
 
 def test_a_band_the_source_lacks_is_not_invented_from_float16_rounding():
@@ -134,3 +139,30 @@ def test_event_free_target_clips_lend_no_ratio_below_zero_db():
     target = torch.cat([clips(10, 1.0, 0.1, seed=1), clips(10, 0.0, 0.1, seed=2)])  # half: background only
     bank = bank_for(target, clips(10, 1.0, 1e-4))
     assert float(bank.snr_db.min()) >= 0.0
+
+
+def test_a_rooms_tail_decays_60_db_over_its_reverberation_time_and_carries_the_drawn_energy():
+    power = torch.zeros(2, 3, 200)
+    power[:, :, 10] = 1.0  # an impulse in every band at frame 10
+    rt60, drr = torch.tensor([0.5, 0.3]), torch.tensor([0.0, 6.0])
+    out = late_reverb(power, 0.01, rt60, drr)
+    assert torch.equal(out[:, :, :11], power[:, :, :11])  # nothing before the sound, the direct sound kept
+    tail = out[:, 0, 11:]
+    assert float(tail[0].sum()) == pytest.approx(1.0, rel=1e-4)  # 0 dB: as much energy as the direct sound
+    assert float(tail[1].sum()) == pytest.approx(10**-0.6, rel=1e-4)  # 6 dB under it
+    # 60 dB down after rt60 (50 frames for the first room, 30 for the second), 30 dB down after half
+    assert float(tail[0, 49] / tail[0, 0]) == pytest.approx(10 ** (-6 * 0.49 / 0.5), rel=1e-3)
+    assert float(tail[1, 14] / tail[1, 0]) == pytest.approx(10 ** (-6 * 0.14 / 0.3), rel=1e-3)
+
+
+def test_rooms_are_drawn_only_when_asked_and_after_the_other_draws():
+    source, target = clips(20, 1.0, 1e-4), clips(20, 1.0, 0.1, seed=1)
+    bank = bank_for(target, source)
+    torch.manual_seed(3)
+    without = bank(source, 0.5, 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(bank(source, 0.5, 0.5, 0.0), without)  # no room: the same draws as before rooms
+    torch.manual_seed(3)
+    with_rooms = bank(source, 0.0, 0.0, 1.0)
+    after = mel_power(with_rooms, FLOOR)[:, :, 40:45].mean()  # just after the burst: its tail
+    assert float(after) > 5 * float(mel_power(source, FLOOR)[:, :, 40:45].mean())

@@ -21,7 +21,18 @@ responses). We have the target audio itself, so both come from it:
   the log floor clips: the gain moves the source's level and colour to where the target's sit against
   the floor, which is what the network then sees.
 
-Both act on log-mel features, ``log(mel power + floor)``: mel power is recovered (to float16's
+- **Room.** The target's noise and channel alone are half a field recording: a source clip given them
+  still sounds dry. On the demo's field (reverberant rooms) a network trained with them learnt to tell
+  pulses from noise bursts by the gaps between the pulses, which the field's reverberation fills, and
+  the self-training stage then traded the two classes' labels on most runs. A share of source clips
+  therefore gets the late reverberation of a random room: each mel band's power envelope convolved with
+  an exponential decay (60 dB over the reverberation time, drawn from ``REVERB_SECONDS``), its energy set
+  by a direct-to-reverberant ratio drawn from ``REVERB_DRR_DB`` (late reverberation adds incoherently,
+  in power: Polack's statistical model, as used for reverberation suppression in the STFT domain,
+  Lebart et al. 2001). Nothing of it is estimated from the target: it is a room, not the target's.
+
+Reverberation is applied first, then the channel, then the background (the order of a recording).
+All three act on log-mel features, ``log(mel power + floor)``: mel power is recovered (to float16's
 rounding), the gain multiplies it and the background adds to it (powers of independent sounds add, in
 expectation), and the log is taken again. Gains are kept within ``MAX_GAIN_DB`` and ratios at or above
 ``MIN_SNR_DB``. No audio is decoded in training and the cost is a few tensor operations a batch.
@@ -39,7 +50,15 @@ from ..runtime import derive_seed
 from .conditions import clip_descriptors, discover_domains
 from .target import choose_windows
 
-__all__ = ["QUIET_DB", "TargetSound", "build_target_sound", "mel_power", "quiet_frames", "signal_and_noise"]
+__all__ = [
+    "QUIET_DB",
+    "TargetSound",
+    "build_target_sound",
+    "late_reverb",
+    "mel_power",
+    "quiet_frames",
+    "signal_and_noise",
+]
 
 QUIET_DB = 3.0  # a clip's frames within this many dB of its noise floor are its background
 FLOOR_QUANTILE = 0.05  # a clip's noise floor: this quantile of its sounding frames' levels
@@ -47,6 +66,8 @@ SILENT = 0.01  # a frame whose mean mel power is under this share of the log flo
 MIN_QUIET_FRAMES = 4  # a target clip with fewer quiet frames gives no background
 MAX_GAIN_DB = 20.0  # a condition's gain per band is kept within +-20 dB (a band the source lacks is not invented)
 MIN_SNR_DB = 0.0  # a target clip with no sound event measures below 0 dB: it lends no ratio under this
+REVERB_SECONDS = (0.2, 0.8)  # reverberation times drawn: a small office to a hall (RT60)
+REVERB_DRR_DB = (-5.0, 5.0)  # direct-to-reverberant energy ratios drawn
 MAX_CLIPS = 4000  # target (and source) clips read to build the bank: a seeded choice
 CONDITIONS = 4  # recording conditions the target files are clustered into (the stage's largest K)
 
@@ -83,6 +104,22 @@ def signal_and_noise(power: torch.Tensor, floor: float) -> tuple[torch.Tensor, t
     return (active - noise).clamp_min(1e-12), noise
 
 
+def late_reverb(power: torch.Tensor, frame_seconds: float, rt60: torch.Tensor, drr_db: torch.Tensor) -> torch.Tensor:
+    """Mel power ``(B, mels, frames)`` with late reverberation added: each band's power at frame ``t``
+    leaves a tail ``g * 10 ** (-6 k frame_seconds / rt60)`` at frame ``t + k`` (60 dB of decay over
+    ``rt60`` seconds), ``g`` such that the tail's energy is ``10 ** (-drr_db / 10)`` times the direct
+    sound's; ``rt60`` and ``drr_db`` ``(B,)``, one room per clip. The tail stops at the clip's end."""
+    b, mels, t = power.shape
+    taps = max(1, min(t - 1, int(np.ceil(float(rt60.max()) / frame_seconds))))
+    k = torch.arange(1, taps + 1, device=power.device, dtype=power.dtype)
+    decay = 10.0 ** (-6.0 * k[None, :] * frame_seconds / rt60[:, None].to(power))  # (B, taps)
+    tail = decay * (10.0 ** (-drr_db[:, None].to(power) / 10.0) / decay.sum(1, keepdim=True))
+    kernel = torch.cat([tail.flip(1), torch.zeros_like(tail[:, :1])], 1)  # taps for t - taps .. t - 1, 0 at t
+    padded = torch.nn.functional.pad(power, (taps, 0)).reshape(1, b * mels, t + taps)
+    weights = kernel.repeat_interleave(mels, 0).unsqueeze(1)  # (B * mels, 1, taps + 1)
+    return power + torch.nn.functional.conv1d(padded, weights, groups=b * mels).reshape(b, mels, t)
+
+
 def _log_spectrum(power: torch.Tensor, floor: float) -> torch.Tensor:
     """The log of the mean mel power ``(mels,)`` over the active frames (above their clip's median level)
     of clips: their long-term average spectrum."""
@@ -93,34 +130,49 @@ def _log_spectrum(power: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 class TargetSound(nn.Module):
-    """The target's backgrounds, their signal-to-noise ratios and their conditions' gains, applied to
-    source batches in training (:meth:`forward`); built by :func:`build_target_sound`.
+    """The target's backgrounds, their signal-to-noise ratios and their conditions' gains, and random
+    rooms, applied to source batches in training (:meth:`forward`); built by :func:`build_target_sound`.
 
     Buffers: ``frames`` ``(M, mels)`` the quiet frames' mel power, clip after clip; ``start`` and
     ``count`` ``(C,)`` each clip's run in ``frames``; ``snr_db`` ``(C,)``; ``gain`` ``(C, mels)`` the gain
     of each clip's condition.
     """
 
-    def __init__(self, frames, start, count, snr_db, gain, floor: float, record: dict) -> None:
+    def __init__(
+        self, frames, start, count, snr_db, gain, floor: float, record: dict, frame_seconds: float = 0.01
+    ) -> None:
         super().__init__()
         for name, value in (("frames", frames), ("start", start), ("count", count), ("snr_db", snr_db), ("gain", gain)):
             self.register_buffer(name, value, persistent=False)
         self.floor = float(floor)
+        self.frame_seconds = float(frame_seconds)
         self.record = record
 
-    def forward(self, x: torch.Tensor, background: float, channel: float) -> torch.Tensor:
-        """Source log-mels ``(B, mels, frames)``: each clip gets a random target clip's condition gain with
-        probability ``channel`` and its background with probability ``background``."""
+    def forward(self, x: torch.Tensor, background: float, channel: float, reverb: float = 0.0) -> torch.Tensor:
+        """Source log-mels ``(B, mels, frames)``: each clip gets a random room's reverberation with
+        probability ``reverb``, a random target clip's condition gain with probability ``channel`` and its
+        background with probability ``background``."""
         b, _, t = x.shape
         pick = torch.randint(len(self.count), (b,))
         with_gain = torch.rand(b) < channel
         with_noise = torch.rand(b) < background
         offset = torch.rand(b)
-        if not (with_gain.any() or with_noise.any()):
+        with_room = torch.zeros(b, dtype=torch.bool)
+        if reverb > 0:  # drawn after the others: runs without rooms draw what they drew before rooms existed
+            with_room = torch.rand(b) < reverb
+            rt60 = torch.empty(b).uniform_(*REVERB_SECONDS)
+            drr_db = torch.empty(b).uniform_(*REVERB_DRR_DB)
+        if not (with_gain.any() or with_noise.any() or with_room.any()):
             return x
         dev = x.device
         pick, with_gain, with_noise, offset = pick.to(dev), with_gain.to(dev), with_noise.to(dev), offset.to(dev)
         power = mel_power(x, self.floor)
+        if with_room.any():
+            room = with_room.to(dev)
+            reverberant = late_reverb(
+                power[room], self.frame_seconds, rt60[with_room].to(dev), drr_db[with_room].to(dev)
+            )
+            power = power.masked_scatter(room[:, None, None].expand_as(power), reverberant)
         gain = torch.where(with_gain[:, None], self.gain[pick], torch.ones_like(self.gain[pick]))
         power = power * gain[:, :, None]
         if with_noise.any():
@@ -139,12 +191,19 @@ class TargetSound(nn.Module):
 
 
 def build_target_sound(
-    target_x, target_files: list[str], source_x, floor: float, seed: int = 0, max_clips: int = MAX_CLIPS
+    target_x,
+    target_files: list[str],
+    source_x,
+    floor: float,
+    seed: int = 0,
+    frame_seconds: float = 0.01,
+    max_clips: int = MAX_CLIPS,
 ) -> TargetSound | None:
     """The bank of :class:`TargetSound` from unlabelled target clips (rows of ``target_x``, their files
     ``target_files``) and source clips; at most ``max_clips`` of each are read (seeded choices: the
     target's by the toolkit's one rule, :func:`~.target.choose_windows`). None when no target clip has a
-    background (every clip too short or silent)."""
+    background (every clip too short or silent). ``frame_seconds``: the features' frame hop (the rooms'
+    reverberation times are in seconds)."""
     all_files = np.unique(np.asarray(target_files), return_inverse=True)[1]
     rows = choose_windows(all_files, max_clips, seed)
     x = take(target_x, rows)
@@ -184,4 +243,4 @@ def build_target_sound(
         "conditions": int(found["k"]),
         "snr_db_quartiles": [round(float(q), 1) for q in torch.quantile(snr_db[kept], torch.tensor([0.25, 0.5, 0.75]))],
     }
-    return TargetSound(frames, start, count, snr_db[kept], gains[clip_condition[kept]], floor, record)
+    return TargetSound(frames, start, count, snr_db[kept], gains[clip_condition[kept]], floor, record, frame_seconds)

@@ -48,7 +48,7 @@ class TrainData:
     source_y: torch.Tensor
     target_x: Any = None
     target_domain: torch.Tensor | None = None
-    target_sound: nn.Module | None = None  # the target's background and channel, put on source batches
+    target_sound: nn.Module | None = None  # the target's background and channel and a room, put on source batches
 
 
 @dataclass
@@ -128,7 +128,7 @@ class _Step:
         xs, si = self._batch(data.source_x, len(data.source_x), step, "source")
         ys = self.source_y[si]
         if self.target_sound is not None:
-            xs = self.target_sound(xs, cfg.target_background, cfg.target_channel)
+            xs = self.target_sound(xs, cfg.target_background, cfg.target_channel, cfg.target_reverb)
         with autocast_for(self.device, cfg.amp):
             if not self.adapt:
                 logits_s = self.net(xs)[0]

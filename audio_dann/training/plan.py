@@ -18,7 +18,7 @@ __all__ = ["Plan", "make_plan", "TARGET_SOUND"]
 # None. Off for every method: on FSDD (A, B, C, S) both at 0.5 lifted auto by 2-14 points, on the demo's synthetic
 # studio -> field shift they cost it 26-36 points (3 seeds each, docs/results.md, "The target's own sound"):
 # there the stage then fails on 7 of 9 (network, stage seed) pairs, against 0 of 9 without them.
-TARGET_SOUND = {"auto": (0.0, 0.0), "dann": (0.0, 0.0), "source-only": (0.0, 0.0)}
+TARGET_SOUND = {"auto": (0.0, 0.0, 0.0), "dann": (0.0, 0.0, 0.0), "source-only": (0.0, 0.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class Plan:
         stage: the self-training method applied to the selected model on the target pool, or ``none``.
         ensemble: the latent-domain K of the extra DANN networks whose mean target predictions teach the
             stage (empty: no ensemble).
-        background, channel: the shares of source clips given the target's background and a target
-            condition's spectrum in training (:mod:`audio_dann.adaptation.target_sound`).
+        background, channel, reverb: the shares of source clips given the target's background, a target
+            condition's spectrum and a random room's reverberation in training
+            (:mod:`audio_dann.adaptation.target_sound`).
     """
 
     asked: str
@@ -41,6 +42,7 @@ class Plan:
     ensemble: tuple[int, ...] = ()
     background: float = 0.0
     channel: float = 0.0
+    reverb: float = 0.0
 
     def describe(self) -> str:
         """One line for the console, the summary and the report."""
@@ -48,8 +50,10 @@ class Plan:
         heard = [
             name for name, share in (("background", self.background), ("recording conditions", self.channel)) if share
         ]
-        if heard:
-            train += f" with the target's {' and '.join(heard)} on the source clips"
+        parts = [f"the target's {' and '.join(heard)}"] if heard else []
+        parts += ["room reverberation"] if self.reverb else []
+        if parts:
+            train += f" with {' and '.join(parts)} on the source clips"
         if self.stage == "none":
             return f"method {self.asked}: {train}, no self-training stage"
         teacher = f", taught by the mean predictions of {len(self.ensemble) + 1} networks" if self.ensemble else ""
@@ -67,6 +71,7 @@ class Plan:
             tuple(d.get("ensemble", ())),
             d.get("background", 0.0),  # plans saved before the target's sound: none
             d.get("channel", 0.0),
+            d.get("reverb", 0.0),
         )
 
 
@@ -79,9 +84,9 @@ def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Pl
       other numbers of latent target domains (``train.latent_ensemble``) where the target is one domain,
       else AdaBN;
     - ``source-only``: no stage unless ``train.self_training`` names one.
-    Without target clips there is no stage. The target's background and channel
-    (``train.target_background``, ``train.target_channel``) are what the settings say, or where they are
-    None the method's default (:data:`TARGET_SOUND`); none without target clips.
+    Without target clips there is no stage. The target's background and channel and a room's reverberation
+    (``train.target_background``, ``train.target_channel``, ``train.target_reverb``) are what the settings
+    say, or where they are None the method's default (:data:`TARGET_SOUND`); none without target clips.
     """
     training = "source-only" if cfg.method == "auto" else cfg.method
     if not has_target:
@@ -89,6 +94,7 @@ def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Pl
     default = TARGET_SOUND[cfg.method]
     background = default[0] if cfg.target_background is None else cfg.target_background
     channel = default[1] if cfg.target_channel is None else cfg.target_channel
+    reverb = default[2] if cfg.target_reverb is None else cfg.target_reverb
     members = tuple(k for k in cfg.latent_ensemble if k != cfg.latent_domains)
     if cfg.self_training != "auto":
         stage = cfg.self_training
@@ -99,4 +105,4 @@ def make_plan(cfg: TrainConfig, has_target: bool, target_domains: int = 1) -> Pl
     else:
         stage = "none"
     ensemble = members if training == "dann" and stage == "shot-file" and target_domains == 1 else ()
-    return Plan(cfg.method, training, stage, ensemble, background, channel)
+    return Plan(cfg.method, training, stage, ensemble, background, channel, reverb)

@@ -137,5 +137,5 @@ def _same_plan(key: str, asked: dict[str, Any], saved: Config) -> bool:
         return False
     wanted = {k.split(".", 1)[1]: v for k, v in asked.items() if k in ("train.method", "train.self_training")}
     mine, theirs = make_plan(replace(saved.train, **wanted), True), make_plan(saved.train, True)
-    what = lambda plan: (plan.training, plan.stage, plan.ensemble, plan.background, plan.channel)  # noqa: E731
+    what = lambda plan: (plan.training, plan.stage, plan.ensemble, plan.background, plan.channel, plan.reverb)  # noqa: E731
     return what(mine) == what(theirs)

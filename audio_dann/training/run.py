@@ -131,7 +131,11 @@ def _train(req: _Request) -> dict:
         start = fresh_start(out, resolve_config(req.config or Config(), prep, req.method, req.seed), prep)
     config, plan = start.config, start.plan
     cfg = replace(  # what the loop runs
-        config.train, method=plan.training, target_background=plan.background, target_channel=plan.channel
+        config.train,
+        method=plan.training,
+        target_background=plan.background,
+        target_channel=plan.channel,
+        target_reverb=plan.reverb,
     )
     clips = load_clips(prep, plan.training, cfg.latent_domains, cfg.seed)
     if plan.training == "dann" and not clips.n_target:
@@ -139,7 +143,7 @@ def _train(req: _Request) -> dict:
             f"{prep.root}: method dann needs unlabelled target training clips and the prepared folder "
             "has none; use --method source-only"
         )
-    target_sound = _target_sound(clips, cfg, prep.config.features.log_floor)
+    target_sound = _target_sound(clips, cfg, prep.config.features)
     seed_everything(cfg.seed)  # before the model is built: its initial weights follow the seed
     model = start.model or build_classifier(config, prep.classes, clips.domains, prep.stats)
     barrier()  # every rank has checked the run folder before rank 0 writes to it
@@ -183,17 +187,20 @@ def _train(req: _Request) -> dict:
     return summary
 
 
-def _target_sound(clips, cfg, floor: float) -> dict | None:
-    """Put the target's background and channel on the source batches where the plan asks for them
-    (``clips.data.target_sound``; a plan has none without target clips); returns what was built, for the
-    summary."""
-    if not (cfg.target_background > 0 or cfg.target_channel > 0):
+def _target_sound(clips, cfg, features) -> dict | None:
+    """Put the target's background and channel, and a room's reverberation, on the source batches where
+    the plan asks for them (``clips.data.target_sound``; a plan has none without target clips); returns
+    what was built, for the summary."""
+    if not (cfg.target_background > 0 or cfg.target_channel > 0 or cfg.target_reverb > 0):
         return None
-    bank = build_target_sound(clips.pool_x, clips.pool_files, clips.data.source_x, floor, cfg.seed)
+    bank = build_target_sound(
+        clips.pool_x, clips.pool_files, clips.data.source_x, features.log_floor, cfg.seed, features.frame_hop_seconds
+    )
     clips.data.target_sound = bank
     if bank is None:
         return {"off": "no target clip has a background to take (every clip silent or too short)"}
-    return {"background": cfg.target_background, "channel": cfg.target_channel, **bank.record}
+    shares = {"background": cfg.target_background, "channel": cfg.target_channel, "reverb": cfg.target_reverb}
+    return {**shares, **bank.record}
 
 
 def _train_members(req: _Request, config: Config, plan: Plan) -> list[tuple[str, Path]]:

@@ -63,6 +63,7 @@ VARIANTS = {
     "channel": ["train.target_channel=0.5"],
     "background+channel": ["train.target_background=0.5", "train.target_channel=0.5"],
     "target-sound": ["train.target_background=0.5", "train.target_channel=0.5"],
+    "target-sound+room": ["train.target_background=0.5", "train.target_channel=0.5", "train.target_reverb=0.5"],
     "cdan+latent3": ["model.domain_condition=cdan", "train.latent_domains=3"],
 }
 VARIANTS.update(

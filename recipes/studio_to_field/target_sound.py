@@ -7,7 +7,8 @@ that ``audio-dann demo`` writes, once per setting and seed, field test accuracy 
         --seeds 0 1 2 --settings none both
 
 Settings: ``none`` (neither), ``both`` (background and channel on half the source clips each), ``channel``,
-``background`` (the one alone), ``freq-mixstyle`` (neither, Freq-MixStyle instead: DCASE's device
+``background`` (the one alone), ``room`` (a random room's reverberation on half the clips), ``both+room``
+(all three), ``freq-mixstyle`` (neither, Freq-MixStyle instead: DCASE's device
 augmentation, ``model.mixstyle_p=0.4``, the recipe grids' setting). One line of JSON per run.
 """
 
@@ -27,6 +28,8 @@ SETTINGS = {
     "channel": ["train.target_background=0", "train.target_channel=0.5"],
     "background": ["train.target_background=0.5", "train.target_channel=0"],
     "freq-mixstyle": ["train.target_background=0", "train.target_channel=0", "model.mixstyle_p=0.4"],
+    "room": ["train.target_background=0", "train.target_channel=0", "train.target_reverb=0.5"],
+    "both+room": ["train.target_background=0.5", "train.target_channel=0.5", "train.target_reverb=0.5"],
 }
 
 
