@@ -30,15 +30,20 @@ VARIANTS = {
     "warp+mixstyle": {"freq_warp": 0.1, "time_warp": 0.1, "mixstyle_p": 0.4},
     "wide (32-256 channels)": {"channels": (32, 64, 128, 256), "embedding_dim": 256},
     "target sound (background + channel, 0.5 each)": {"target_background": 0.5, "target_channel": 0.5},
+    "target sound + room (background, channel, reverb, 0.5 each)": {
+        "target_background": 0.5,
+        "target_channel": 0.5,
+        "target_reverb": 0.5,
+    },
 }
-TRAIN_KEYS = ("target_background", "target_channel")
+TRAIN_KEYS = ("target_background", "target_channel", "target_reverb")
 
 
 def run(settings: dict, data: TrainData, steps: int, n_mels: int, method: str) -> float:
     torch.manual_seed(0)
     model_settings = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
     model = build_dann(ModelConfig(**model_settings), n_classes=10, n_domains=2, n_mels=n_mels)
-    sound = {k: v for k, v in settings.items() if k in TRAIN_KEYS}
+    sound = {k: settings.get(k, 0.0) for k in TRAIN_KEYS} if any(k in settings for k in TRAIN_KEYS) else {}
     cfg = TrainConfig(method=method, steps=steps, eval_every=10**9, amp="off", **sound)
     t0 = time.perf_counter()
     bank = None

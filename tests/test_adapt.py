@@ -270,8 +270,8 @@ def test_the_guard_keeps_the_original_when_adaptation_is_expected_to_hurt(traine
 
 def _auto_target_sound() -> list[str]:
     """The settings that make ``--method source-only`` train the network ``auto`` trains."""
-    background, channel = TARGET_SOUND["auto"]
-    return [f"train.target_background={background}", f"train.target_channel={channel}"]
+    background, channel, reverb = TARGET_SOUND["auto"]
+    return [f"train.target_background={background}", f"train.target_channel={channel}", f"train.target_reverb={reverb}"]
 
 
 def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_path, monkeypatch):
@@ -522,6 +522,7 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
             "train.self_training_guard=false",
             "train.target_background=0",
             "train.target_channel=0",
+            "train.target_reverb=0",
         ],
     )
     s = train(root / "prep", tmp_path / "auto", config=cfg, seed=0, device="cpu", report=False)  # method: default
@@ -537,6 +538,7 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
         "ensemble": [],
         "background": 0.0,
         "channel": 0.0,
+        "reverb": 0.0,
     }
     assert model.adaptation[-1]["stage"] == "train.self_training"
     sample = model.source_sample  # the source validation clips the estimate's critic reads, kept in the bundle

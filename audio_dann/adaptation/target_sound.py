@@ -151,7 +151,8 @@ class TargetSound(nn.Module):
     def forward(self, x: torch.Tensor, background: float, channel: float, reverb: float = 0.0) -> torch.Tensor:
         """Source log-mels ``(B, mels, frames)``: each clip gets a random room's reverberation with
         probability ``reverb``, a random target clip's condition gain with probability ``channel`` and its
-        background with probability ``background``."""
+        background with probability ``background`` (None: 0, as for a configuration not resolved by a plan)."""
+        background, channel, reverb = background or 0.0, channel or 0.0, reverb or 0.0
         b, _, t = x.shape
         pick = torch.randint(len(self.count), (b,))
         with_gain = torch.rand(b) < channel
