@@ -22,9 +22,10 @@ responses). We have the target audio itself, so both come from it:
   the floor, which is what the network then sees.
 
 - **Room.** The target's noise and channel alone are half a field recording: a source clip given them
-  still sounds dry. On the demo's field (reverberant rooms) a network trained with them learnt to tell
-  pulses from noise bursts by the gaps between the pulses, which the field's reverberation fills, and
-  the self-training stage then traded the two classes' labels on most runs. A share of source clips
+  still sounds dry. On the demo's field (reverberant rooms) the self-training stage of a network trained
+  with them traded pulses' and noise bursts' labels on most runs (most likely the network told them
+  apart by the gaps between the pulses, which reverberation fills), and adding rooms mended it. A share
+  of source clips
   therefore gets the late reverberation of a random room: each mel band's power envelope convolved with
   an exponential decay (60 dB over the reverberation time, drawn from ``REVERB_SECONDS``), its energy set
   by a direct-to-reverberant ratio drawn from ``REVERB_DRR_DB`` (late reverberation adds incoherently,
