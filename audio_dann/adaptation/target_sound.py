@@ -25,12 +25,12 @@ responses). We have the target audio itself, so both come from it:
   still sounds dry. On the demo's field (reverberant rooms) the self-training stage of a network trained
   with them traded pulses' and noise bursts' labels on most runs (most likely the network told them
   apart by the gaps between the pulses, which reverberation fills), and adding rooms mended it. A share
-  of source clips
-  therefore gets the late reverberation of a random room: each mel band's power envelope convolved with
-  an exponential decay (60 dB over the reverberation time, drawn from ``REVERB_SECONDS``), its energy set
-  by a direct-to-reverberant ratio drawn from ``REVERB_DRR_DB`` (late reverberation adds incoherently,
-  in power: Polack's statistical model, as used for reverberation suppression in the STFT domain,
-  Lebart et al. 2001). Nothing of it is estimated from the target: it is a room, not the target's.
+  of source clips therefore gets the late reverberation of a random room: each mel band's power
+  envelope convolved with an exponential decay (60 dB over the reverberation time, drawn from
+  ``REVERB_SECONDS``), its energy set by a direct-to-reverberant ratio drawn from ``REVERB_DRR_DB``
+  (late reverberation adds incoherently, in power: Polack's statistical model, as used for
+  reverberation suppression in the STFT domain, Lebart et al. 2001). Nothing of it is estimated from
+  the target: it is a room, not the target's.
 
 Reverberation is applied first, then the channel, then the background (the order of a recording).
 All three act on log-mel features, ``log(mel power + floor)``: mel power is recovered (to float16's
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nn.outputs import take
@@ -116,9 +117,9 @@ def late_reverb(power: torch.Tensor, frame_seconds: float, rt60: torch.Tensor, d
     decay = 10.0 ** (-6.0 * k[None, :] * frame_seconds / rt60[:, None].to(power))  # (B, taps)
     tail = decay * (10.0 ** (-drr_db[:, None].to(power) / 10.0) / decay.sum(1, keepdim=True))
     kernel = torch.cat([tail.flip(1), torch.zeros_like(tail[:, :1])], 1)  # taps for t - taps .. t - 1, 0 at t
-    padded = torch.nn.functional.pad(power, (taps, 0)).reshape(1, b * mels, t + taps)
+    padded = F.pad(power, (taps, 0)).reshape(1, b * mels, t + taps)
     weights = kernel.repeat_interleave(mels, 0).unsqueeze(1)  # (B * mels, 1, taps + 1)
-    return power + torch.nn.functional.conv1d(padded, weights, groups=b * mels).reshape(b, mels, t)
+    return power + F.conv1d(padded, weights, groups=b * mels).reshape(b, mels, t)
 
 
 def _log_spectrum(power: torch.Tensor, floor: float) -> torch.Tensor:
@@ -169,12 +170,11 @@ class TargetSound(nn.Module):
         dev = x.device
         pick, with_gain, with_noise, offset = pick.to(dev), with_gain.to(dev), with_noise.to(dev), offset.to(dev)
         power = mel_power(x, self.floor)
-        if with_room.any():
+        if with_room.any():  # power is mel_power's own tensor: written in place
             room = with_room.to(dev)
-            reverberant = late_reverb(
+            power[room] = late_reverb(
                 power[room], self.frame_seconds, rt60[with_room].to(dev), drr_db[with_room].to(dev)
             )
-            power = power.masked_scatter(room[:, None, None].expand_as(power), reverberant)
         gain = torch.where(with_gain[:, None], self.gain[pick], torch.ones_like(self.gain[pick]))
         power = power * gain[:, :, None]
         if with_noise.any():

@@ -55,7 +55,7 @@ def main() -> None:
     prep = open_prepared(args.prepared)
     clips = load_clips(prep, "source-only", 0, 0)
     if not len(clips.test_y) or (clips.test_y < 0).any():
-        raise SystemExit(f"{args.prepared}: no labelled target test clips to score with (prepare --target-eval)")
+        ap.error(f"{args.prepared}: no labelled target test clips to score with (prepare --target-eval)")
     pool_files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
     pool = TargetClips(take_rows(clips.pool_x, np.arange(clips.n_target)), pool_files, [], [])
     test_x = take_rows(clips.test_x, np.arange(len(clips.test_y)))
