@@ -123,3 +123,23 @@ def test_the_estimate_takes_the_critic_without_a_reference_and_bounds_with_it():
     low = label_free_estimate(collapsed, cal, critic={"value": 0.95, "lower_bound": 0.6})
     assert low["value"] == pytest.approx(0.5) and low["limited_by"] == "prior-bound"
     assert low["lower_bound"] == pytest.approx(0.5) and low["lower_bound_by"] == "prior-bound"
+
+
+def test_the_scale_free_critic_reads_the_same_in_any_units_of_the_embeddings():
+    """Embeddings scaled by 10 and the head scaled back by 10 make the same model: with ``scale_free`` the
+    critic's figures are the same, without it they are not (the penalty is then in the embeddings' units)."""
+    rng = np.random.default_rng(2)
+    zs, ys = _clusters(rng, 300, 2.0)
+    zt, _ = _clusters(rng, 300, 0.4, spread=1.0)
+    small = _head()
+    with torch.no_grad():
+        small.weight.div_(10.0)
+    figures = {
+        free: [
+            discrepancy_estimate(head, z, ys, t, penalty=0.1, scale_free=free)["estimate"]
+            for head, z, t in ((_head(), zs, zt), (small, 10 * zs, 10 * zt))
+        ]
+        for free in (True, False)
+    }
+    assert abs(figures[True][0] - figures[True][1]) < 0.02
+    assert abs(figures[False][0] - figures[False][1]) > 0.05

@@ -66,20 +66,29 @@ def disagreement_loss(logits: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     return F.softplus(own - others).mean()
 
 
-def _fit(head: nn.Linear, zs, ps, zt, pt, penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit(
+    head: nn.Linear, zs, ps, zt, pt, penalty: float, scale_free: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias of a critic started at ``head`` (the model's), trained full-batch with Adam.
-    Deterministic (no random draw), and it trains under a caller's ``torch.no_grad()`` too."""
+
+    The critic's change is ``dW / s`` and ``db``, penalised by ``penalty * (|dW|^2 + |db|^2)``. ``s`` is 1,
+    or with ``scale_free`` the root mean square norm of the embeddings it is fitted on: then embeddings
+    scaled by any factor (and the head scaled back, the same model) give the same critic, step by step,
+    and the penalty weighs the change in logits. Deterministic (no random draw), and it trains under a
+    caller's ``torch.no_grad()`` too."""
     w0, b0 = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
-    weight, bias = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
-    opt = torch.optim.Adam([weight, bias], lr=LR)
+    s = float(torch.cat([zs, zt]).pow(2).sum(1).mean().sqrt().clamp_min(1e-12)) if scale_free else 1.0
+    dw, db = nn.Parameter(torch.zeros_like(w0)), nn.Parameter(torch.zeros_like(b0))
+    opt = torch.optim.Adam([dw, db], lr=LR)
     with torch.enable_grad():
         for _ in range(STEPS):
             opt.zero_grad()
+            weight, bias = w0 + dw / s, b0 + db
             loss = F.cross_entropy(F.linear(zs, weight, bias), ps) + disagreement_loss(F.linear(zt, weight, bias), pt)
-            loss = loss + penalty * (((weight - w0) ** 2).sum() + ((bias - b0) ** 2).sum())
+            loss = loss + penalty * ((dw**2).sum() + (db**2).sum())
             loss.backward()
             opt.step()
-    return weight.detach(), bias.detach()
+    return (w0 + dw / s).detach(), (b0 + db).detach()
 
 
 def _half(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -98,6 +107,7 @@ def discrepancy_estimate(
     files_source: np.ndarray | None = None,
     files_target: np.ndarray | None = None,
     seed: int = 0,
+    scale_free: bool = False,
 ) -> dict:
     """The critic's figures for the model whose label head is ``head``, from its embeddings on labelled
     source clips (``labels_source``) and on target clips: ``estimate`` (source accuracy - discrepancy,
@@ -123,7 +133,7 @@ def discrepancy_estimate(
             held_s, held_t = fit_s, fit_t
         else:
             held_s, held_t = ~fit_s, ~fit_t
-        cw, cb = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty)
+        cw, cb = _fit(head, zs[fit_s], ps[fit_s], zt[fit_t], pt[fit_t], penalty, scale_free)
         dis_s = (F.linear(zs[held_s], cw, cb).argmax(1) != ps[held_s]).float().mean().item()
         dis_t = (F.linear(zt[held_t], cw, cb).argmax(1) != pt[held_t]).float().mean().item()
         discrepancies.append(dis_t - dis_s)

@@ -30,9 +30,11 @@ from audio_dann.data.store import open_prepared
 from audio_dann.nn.classifier import load_checkpoint
 from audio_dann.nn.outputs import model_outputs, probabilities
 
-PENALTIES = (0.03, 0.1, 0.2, 0.3, 1.0)  # critic variants for comparison (the toolkit's: BOUND_ and POINT_PENALTY)
+PENALTIES = (0.03, 0.1, 0.2, 0.3, 1.0)  # critic variants for comparison, penalty on the head's change in weights
+SCALE_FREE = (0.002, 0.005, 0.01, 0.02)  # and with the weights' change weighted by the embeddings' mean square
 HEART_MODELS = re.compile(r"^(source-only|adabn|auto|dann)_s(\d)$")
-FSDD_MODELS = re.compile(r"^([ABC])_(source-only|adabn|default|dann)_s(\d)$")
+FSDD_MODELS = re.compile(r"^([ABCS])_(source-only|adabn|default|dann)_s(\d)$")
+DEMO_MODELS = re.compile(r"^(.+)_(source-only|adabn|default)_s(\d)$")
 
 
 def heart_models(work: Path, labels: dict[str, str]) -> list[dict]:
@@ -85,6 +87,28 @@ def fsdd_models(work: Path) -> list[dict]:
     return out
 
 
+def demo_models(work: Path) -> list[dict]:
+    """The runs of ``recipes/studio_to_field/model_grid.py``, graded on the labelled field test clips (the
+    demo keeps no labels for its pool); the task is the training setting (``none``, ``both+room``)."""
+    out = []
+    for run in sorted((work / "runs").glob("*_s[0-9]")):
+        m = DEMO_MODELS.match(run.name)
+        if m and (run / "summary.json").is_file():
+            out.append(
+                {
+                    "grid": "demo",
+                    "task": m.group(1),
+                    "model": m.group(2),
+                    "seed": int(m.group(3)),
+                    "run": run,
+                    "prep": work / "prepared",
+                    "labels": None,
+                    "split": "test",
+                }
+            )
+    return out
+
+
 def outputs(entry: dict) -> dict:
     """Embeddings, logits and labels on the source validation and target pool windows, and the source
     embeddings with the source's own batch-norm statistics (cached in ``RUN/outputs.npz``)."""
@@ -96,11 +120,12 @@ def outputs(entry: dict) -> dict:
     model = load_checkpoint(entry["run"] / "model.pt")[0]
     prep = open_prepared(entry["prep"])
     label_of = entry["labels"]
-    if not isinstance(label_of, dict):
+    if label_of is not None and not isinstance(label_of, dict):
         with open(label_of, newline="") as f:
             label_of = {str(Path(r["path"]).resolve()): r["label"] for r in csv.DictReader(f)}
     saved = {}
-    for name, rows in (("source", prep.rows("val", source=True)), ("target", prep.rows("train", source=False))):
+    split = entry.get("split", "train")
+    for name, rows in (("source", prep.rows("val", source=True)), ("target", prep.rows(split, source=False))):
         files = [prep.index[i]["file"] for i in rows]
         x = _windows(prep, rows)
         z, logits = model_outputs(model.dann, x, "cpu")
@@ -109,6 +134,8 @@ def outputs(entry: dict) -> dict:
             own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
             adabn(own, x, torch.device("cpu"))
             saved["source_z_own"] = model_outputs(own, x, "cpu")[0].numpy()
+        elif label_of is None:  # the prepared folder's own labels (the demo's labelled field test clips)
+            labels = prep.labels(rows)
         else:
             labels = np.array([model.classes.index(label_of[str(Path(f).resolve())]) for f in files])
         uniq = {f: k for k, f in enumerate(dict.fromkeys(files))}
@@ -130,7 +157,7 @@ def _windows(prep, rows: np.ndarray) -> torch.Tensor:
 def _pool(entry: dict) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray, np.ndarray]:
     """The run's pool windows and their file numbers, and the source validation windows, labels and files."""
     prep = open_prepared(entry["prep"])
-    pool, val = prep.rows("train", source=False), prep.rows("val", source=True)
+    pool, val = prep.rows(entry.get("split", "train"), source=False), prep.rows("val", source=True)
     files = lambda rows: np.unique([prep.index[i]["file"] for i in rows], return_inverse=True)[1]  # noqa: E731
     return _windows(prep, pool), files(pool), _windows(prep, val), prep.labels(val), files(val)
 
@@ -158,18 +185,21 @@ def figures(entry: dict, out: dict) -> dict:
         "prior-bound": before.get("prior-bound"),
     }
     head = model.dann.label_head.fc
-    for name, z in (("as deployed", out["source_z"]), ("source statistics", out["source_z_own"])):
-        for p in PENALTIES:
-            c = discrepancy_estimate(
-                head,
-                z,
-                out["source_labels"],
-                out["target_z"],
-                penalty=p,
-                files_source=out["source_files"],
-                files_target=out["target_files"],
-            )
-            row[f"critic {p}, {name}"] = c["estimate"]
+    variants = [("as deployed", out["source_z"], p, False) for p in PENALTIES]
+    variants += [("source statistics", out["source_z_own"], p, False) for p in PENALTIES]
+    variants += [("source statistics, scale-free", out["source_z_own"], p, True) for p in SCALE_FREE]
+    for name, z, p, scale_free in variants:
+        c = discrepancy_estimate(
+            head,
+            z,
+            out["source_labels"],
+            out["target_z"],
+            penalty=p,
+            files_source=out["source_files"],
+            files_target=out["target_files"],
+            scale_free=scale_free,
+        )
+        row[f"critic {p}, {name}"] = c["estimate"]
     return row
 
 
@@ -260,15 +290,18 @@ def main() -> None:
     ap.add_argument("--physionet", type=Path, default=Path("../shared/data/physionet2016"))
     ap.add_argument("--fsdd", type=Path, default=Path("data/fsdd_grid"))
     ap.add_argument("--json", type=Path, default=Path("data/estimates.json"))
-    ap.add_argument("--grids", nargs="+", default=["heart", "fsdd"], choices=["heart", "fsdd"])
+    ap.add_argument("--demo", type=Path, default=Path("data/demo_grid"))
+    ap.add_argument("--grids", nargs="+", default=["heart", "fsdd", "demo"], choices=["heart", "fsdd", "demo"])
     ap.add_argument("--reuse", action="store_true", help="keep the rows --json already holds; grade the others")
     ap.add_argument("--tables-from", type=Path, default=None, help="print the tables of a saved --json and stop")
     args = ap.parse_args()
     if args.tables_from:
         rows = json.loads(args.tables_from.read_text())
     else:
-        entries = (heart_models(args.heart, _physionet_labels(args.physionet)) if "heart" in args.grids else []) + (
-            fsdd_models(args.fsdd) if "fsdd" in args.grids else []
+        entries = (
+            (heart_models(args.heart, _physionet_labels(args.physionet)) if "heart" in args.grids else [])
+            + (fsdd_models(args.fsdd) if "fsdd" in args.grids else [])
+            + (demo_models(args.demo) if "demo" in args.grids and (args.demo / "runs").is_dir() else [])
         )
         done = {}
         if args.reuse and args.json.is_file():  # rows already graded (same grids, same code) are kept
@@ -289,9 +322,9 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
     if not rows:
-        raise SystemExit("no finished models found under --heart or --fsdd")
+        raise SystemExit("no finished models found under --heart, --fsdd or --demo")
     variants = [k for k in rows[0] if k.startswith("critic ")]
-    for grid in ("fsdd", "heart", None):
+    for grid in ("fsdd", "heart", "demo", None):
         part = [r for r in rows if grid is None or r["grid"] == grid]
         if part:
             print(f"\n{grid or 'all'}: {len(part)} models\n" + summary(part, FIGURES + variants))

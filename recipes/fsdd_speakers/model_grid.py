@@ -4,8 +4,9 @@
     python recipes/fsdd_speakers/model_grid.py --fsdd ../shared/data/fsdd/recordings --work data/fsdd_grid \\
         [--tasks A B C] [--seeds 0 1 2] [--models source-only adabn default dann]
 
-Tasks A, B (speakers, as ``run_recipe.py``) and C (clean -> degraded channel, as ``channel_shift.py``),
-each with a flat target folder (paths only). Per task and seed, under ``WORK/runs/{task}_{model}_s{seed}``:
+Tasks A, B (speakers, as ``run_recipe.py``), C (clean -> degraded channel, as ``channel_shift.py``) and S
+(espeak-ng speech -> the six real speakers, as ``hard_shifts.py``; needs the ``recipes`` extra), each with a
+flat target folder (paths only). Per task and seed, under ``WORK/runs/{task}_{model}_s{seed}``:
 
 - ``source-only``: ``train --method source-only``;
 - ``adabn``: that model + ``adapt --method adabn`` (no guard);
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from adapt_table import prepare_layouts  # noqa: E402 (same folder)
 from channel_shift import channel_manifests  # noqa: E402
+from hard_shifts import synth_manifests  # noqa: E402
 from run_recipe import manifests  # noqa: E402
 
 from audio_dann.adaptation.methods import DEFAULT_METHOD
@@ -37,7 +39,12 @@ MODELS = ("source-only", "adabn", "default", "dann")
 
 def task_data(fsdd: Path, work: Path, task: str, config) -> tuple[Path, Path]:
     """The task's flat prepared folder and its flat target manifest (made once)."""
-    m = channel_manifests(fsdd, work / "channel") if task == "C" else manifests(fsdd, work, task, None)
+    if task == "C":
+        m = channel_manifests(fsdd, work / "channel")
+    elif task == "S":
+        m = synth_manifests(fsdd, work)
+    else:
+        m = manifests(fsdd, work, task, None)
     prep = work / f"{task}_prep_flat"
     if not (prep / "prepared.json").is_file():
         prepare_layouts(m, work, task, config, {"flat"})
@@ -66,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fsdd", type=Path, default=Path("../shared/data/fsdd/recordings"))
     ap.add_argument("--work", type=Path, default=Path("data/fsdd_grid"))
-    ap.add_argument("--tasks", nargs="+", default=["A", "B", "C"], choices=["A", "B", "C"])
+    ap.add_argument("--tasks", nargs="+", default=["A", "B", "C"], choices=["A", "B", "C", "S"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     args = ap.parse_args()
