@@ -19,6 +19,7 @@ from audio_dann.adaptation.estimators import (
     calibrate,
     combined_estimate,
     estimate,
+    floor_applies,
     prior_bound,
 )
 from audio_dann.adaptation.methods import adabn
@@ -208,6 +209,8 @@ def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, me
     assert s["estimated_accuracy"]["before"] is not None
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["kept"] == "adapted"
     assert set(s["estimated_accuracy"]["prior_bound"]) == {"before", "after"}
+    floor = s["all_estimates"]["after"].get("agreement-adabn")  # self-trained: its agreement with AdaBN
+    assert (floor is None) == (method == "adabn") and (floor is None or 0.0 <= floor <= 1.0)
     assert s["adapted_before"] == []  # a pure source-only bundle
     original = load_model(runs[0] / "model.pt")
     changed = [k for k, v in original.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
@@ -300,6 +303,8 @@ def test_train_undoes_a_self_training_stage_its_estimate_says_hurt(trained, tmp_
     s = json.loads((tmp_path / "g" / "summary.json").read_text())
     guard = s["self_training"]["guard"]
     assert s["self_training"]["kept"] == "original" and guard["after"] < guard["before"] - guard["margin"]
+    floor, prior = guard["agreement_with_adabn"], guard["prior_bound"]["after"]
+    assert not floor_applies(prior) or guard["after"] >= min(floor, prior) - 1e-9  # the floor, where it applies
     assert "stage was undone" in " ".join(res.output.split())
     assert "was **undone** by its guard" in (tmp_path / "g" / "report.md").read_text()
     plain = train(

@@ -16,7 +16,7 @@ from ..nn.classifier import load_checkpoint
 from ..nn.outputs import probabilities
 from ..runtime import resolve_device
 from .critic import critic_estimate
-from .estimators import agreement, label_free_estimate
+from .estimators import agreement, agreement_floor, label_free_estimate
 from .guard import guard_decision
 from .methods import DEFAULT_METHOD, METHODS, AdaptConfig, adapt_network
 from .references import load_references
@@ -116,7 +116,9 @@ def _adapted_before(original) -> list[str]:
 
 def _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift):
     """The model's target probabilities before and after, and the label-free estimate of each (with
-    ``refs``, each reference adapted alike for the estimate after)."""
+    ``refs``, each reference adapted alike for the estimate after; without, a self-trained model's
+    estimate is raised to its agreement with the original under AdaBN,
+    :func:`~audio_dann.adaptation.estimators.agreement_floor`)."""
     before = probabilities(original.dann.to(dev), clips.x, dev)
     after = probabilities(adapted_net.to(dev), clips.x, dev)
     ref_before = [probabilities(r.to(dev), clips.x, dev) for r in refs]
@@ -125,9 +127,13 @@ def _before_and_after(original, adapted_net, refs, clips, method, config, dev, l
         k: critic_estimate(net, original.source_sample, clips.x, target_files=clips.file_index, device=dev)
         for k, net in (("before", original.dann), ("after", adapted_net))
     }
+    floor = None
+    if method != "adabn" and not refs:  # a self-trained model: its agreement with the original under AdaBN
+        start = adapt_network(original.dann, clips, "adabn", config, dev)[0]
+        floor = agreement_floor(after, probabilities(start.to(dev), clips.x, dev))
     est = {
         "before": label_free_estimate(before, original.calibration, ref_before, label_shift, critic["before"]),
-        "after": label_free_estimate(after, original.calibration, ref_after, label_shift, critic["after"]),
+        "after": label_free_estimate(after, original.calibration, ref_after, label_shift, critic["after"], floor),
     }
     return before, after, est
 

@@ -8,6 +8,7 @@ probabilities (:func:`ensemble_teacher`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from torch import nn
 from ..nn.classifier import AudioClassifier
 from ..nn.outputs import probabilities
 from .critic import critic_estimate, keep_source_sample
-from .estimators import agreement, calibrate, label_free_estimate
+from .estimators import agreement, agreement_floor, calibrate, label_free_estimate
 from .guard import guard_decision
 from .label_shift import class_shares
 from .methods import AdaptConfig, TargetClips, adapt_network, ensemble_probabilities
+from .methods.adabn import adabn
 from .target import choose_windows
 
 __all__ = ["StagePlan", "LabelledClips", "run_stage", "ensemble_teacher"]
@@ -126,6 +128,13 @@ def _diversity_shares(dann: nn.Module, x, calibration: dict | None, device: torc
     return tuple(float(v) for v in shares["estimate"]) if shares else ()
 
 
+def _adabn_copy(dann: nn.Module, x, device: torch.device) -> nn.Module:
+    """A copy of ``dann`` with the batch-norm statistics of the clips ``x`` (the stage's own first step)."""
+    net = copy.deepcopy(dann)
+    adabn(net, x, device)
+    return net
+
+
 def _probs(dann: nn.Module, x, device: torch.device) -> np.ndarray:
     """Probabilities of ``dann`` for ``x``, run on ``device``; the network goes back where it was."""
     home = next(dann.parameters()).device
@@ -153,12 +162,15 @@ def _stage_guard(
     if calibration is None:
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
     sample = keep_source_sample(source_val.x, source_val.y, source_val.files)  # the one the bundle keeps
+    probs = {"before": _probs(before, x, device), "after": _probs(after, x, device)}
+    floor = agreement_floor(probs["after"], _probs(_adabn_copy(before, x, device), x, device))
     est = {
         k: label_free_estimate(
-            _probs(net, x, device),
+            probs[k],
             calibration,
             label_shift=label_shift,
             critic=critic_estimate(net, sample, x, target_files=files, device=device),
+            floor=floor if k == "after" else None,
         )
         for k, net in (("before", before), ("after", after))
     }
@@ -171,6 +183,7 @@ def _stage_guard(
         "lower_bound": {k: e["lower_bound"] for k, e in est.items()},
         "limited_by": {k: e["limited_by"] for k, e in est.items()},
         "prior_bound": {k: e["prior_bound"] for k, e in est.items()},
+        "agreement_with_adabn": floor,
         "label_shift": label_shift,
         **guard_decision(b, a),
         "note": "no target label read",

@@ -83,7 +83,8 @@ def calibrate_and_estimate(
 ) -> tuple[dict | None, dict | None]:
     """The selected model's calibration on source validation clips, and the label-free estimate of its
     accuracy on the unlabelled target pool (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
-    with the critic on ``model.source_sample``)."""
+    with the critic on ``model.source_sample``, and for a model this run's stage self-trained, the floor
+    its guard measured)."""
     if len(clips.val_y) == 0:
         return None, None
     calibration = calibrate(probabilities(model.dann.to(device), clips.val_x, device), clips.val_y)
@@ -96,8 +97,18 @@ def calibrate_and_estimate(
         [probabilities(r.dann.to(device), clips.pool_x, device) for r in references],
         label_shift,
         critic=critic_estimate(model.dann, model.source_sample, clips.pool_x, target_files=pool_files, device=device),
+        floor=_stage_floor(model),
     )
     return calibration, {**est, "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
+
+
+def _stage_floor(model: AudioClassifier) -> float | None:
+    """The agreement floor the guard of this run's self-training stage measured for the model it kept
+    (:func:`~audio_dann.adaptation.estimators.agreement_floor`); None without a kept, guarded stage."""
+    last = model.adaptation[-1] if model.adaptation else {}
+    if last.get("stage") != "train.self_training" or last.get("kept") != "adapted":
+        return None
+    return (last.get("guard") or {}).get("agreement_with_adabn")
 
 
 def run_summary(
