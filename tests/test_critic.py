@@ -152,6 +152,7 @@ def test_a_self_trained_models_estimate_is_raised_to_its_agreement_floor_and_no_
     critic = {"value": 0.45, "lower_bound": 0.3}
     raised = label_free_estimate(probs, cal, critic=critic, floor=0.93)
     assert raised["value"] == pytest.approx(0.93) and raised["raised_by"].startswith("agreement")
+    assert raised["limited_by"] == "agreement-adabn" and raised["combines"] == ["agreement-adabn", "prior-bound"]
     assert raised["lower_bound"] == pytest.approx(0.3) and raised["all"]["agreement-adabn"] == pytest.approx(0.93)
     below = label_free_estimate(probs, cal, critic=critic, floor=0.4)  # under the critic: nothing changes
     assert below["value"] == pytest.approx(0.45) and "raised_by" not in below
