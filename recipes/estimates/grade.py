@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from audio_dann.adaptation.critic import critic_estimate, discrepancy_estimate, keep_source_sample
-from audio_dann.adaptation.estimators import combined_estimate, estimate, floor_applies, label_free_estimate
+from audio_dann.adaptation.estimators import combined_estimate, estimate, label_free_estimate
 from audio_dann.adaptation.guard import guard_decision
 from audio_dann.adaptation.methods.adabn import adabn
 from audio_dann.data.store import open_prepared
@@ -188,6 +188,9 @@ def figures(entry: dict, out: dict) -> dict:
     if sibling is not None:  # a stage's model: its agreement with the network before it, under AdaBN
         other = np.load(sibling)["target_logits"].argmax(1)
         row["agreement with AdaBN"] = float((probs.argmax(1) == other).mean())
+        # the estimate train's stage and adapt give it: raised to that agreement where floor_applies
+        floored = label_free_estimate(probs, model.calibration, critic=critic, floor=row["agreement with AdaBN"])
+        row["estimate, floored by agreement"] = floored["value"]
     head = model.dann.label_head.fc
     variants = [("as deployed", out["source_z"], p, False) for p in PENALTIES]
     variants += [("source statistics", out["source_z_own"], p, False) for p in PENALTIES]
@@ -347,12 +350,6 @@ def main() -> None:
                 f"{row['estimate']:.3f} lower bound {row['lower bound']:.3f} until now {row['estimate until now']:.3f}",
                 flush=True,
             )
-        for row in rows:  # the estimate train's stage and adapt give a self-trained model (agreement_floor)
-            if row.get("agreement with AdaBN") is not None:
-                raised = max(row["estimate"], row["agreement with AdaBN"])
-                prior = row.get("prior-bound")
-                floored = raised if prior is None else min(raised, prior)
-                row["estimate, floored by agreement"] = floored if floor_applies(prior) else row["estimate"]
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
     if not rows:
