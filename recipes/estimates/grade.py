@@ -191,6 +191,7 @@ def figures(entry: dict, out: dict) -> dict:
         # the estimate train's stage and adapt give it: raised to that agreement where floor_applies
         floored = label_free_estimate(probs, model.calibration, critic=critic, floor=row["agreement with AdaBN"])
         row["estimate, floored by agreement"] = floored["value"]
+        row["lower bound, floored by agreement"] = floored["lower_bound"]
     head = model.dann.label_head.fc
     variants = [("as deployed", out["source_z"], p, False) for p in PENALTIES]
     variants += [("source statistics", out["source_z_own"], p, False) for p in PENALTIES]
@@ -274,6 +275,69 @@ def guard_replay(rows: list[dict], before_figure: str, after_figure: str) -> str
     )
 
 
+def shipped(rows: list[dict]) -> list[dict]:
+    """The models a user gets, with the figures their run reports: ``--method dann`` and heart ``train``
+    default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
+    ``default``, heart ``stage``, both trained without the guard), the one the guard keeps (the source-only
+    model's lower bound against the stage's floored estimate), with the floored figures for a kept stage."""
+    by = {(r["grid"], r["task"], r["seed"], r["model"]): r for r in rows}
+    out = [
+        {**r, "shipped as": r["model"]}
+        for r in rows
+        if r["model"] == "dann" or (r["grid"], r["model"]) == ("heart", "default")
+    ]
+    for (grid, task, seed, model), stage in sorted(by.items()):
+        before = by.get((grid, task, seed, "source-only"))
+        if model not in ("default", "stage") or (grid, model) == ("heart", "default") or before is None:
+            continue
+        after = {
+            **stage,
+            "estimate": stage.get("estimate, floored by agreement", stage["estimate"]),
+            "lower bound": stage.get("lower bound, floored by agreement", stage["lower bound"]),
+        }
+        keep = guard_decision(before["lower bound"], after["estimate"])["kept"]
+        name = "stage" if grid == "heart" else "default"
+        out.append(
+            {
+                **(before if keep == "original" else after),
+                "shipped as": f"{name} ({'source-only' if keep == 'original' else 'stage'} kept)",
+            }
+        )
+    return out
+
+
+def must_show(rows: list[dict]) -> str:
+    """Issue 30's must-show figures on the shipped models (:func:`shipped`), per grid and on FSDD and heart
+    sounds together (the issue's tasks): the point estimate's mean absolute error, how often and how far
+    the lower bound lies above the truth, and how far under it on average."""
+    lines = [
+        "| models | n | estimate: mean abs error | lower bound above truth | above by > 0.05 | lower bound: mean under |",
+        "|---|---|---|---|---|---|",
+    ]
+    ship = shipped(rows)
+    groups = [(g, [r for r in ship if r["grid"] == g]) for g in ("fsdd", "heart", "demo")]
+    groups.append(("fsdd + heart", [r for r in ship if r["grid"] in ("fsdd", "heart")]))
+    for name, part in groups:
+        if not part:
+            continue
+        t = np.array([r["truth"] for r in part])
+        err, low = np.array([r["estimate"] for r in part]) - t, np.array([r["lower bound"] for r in part]) - t
+        lines.append(
+            f"| {name} | {len(part)} | {np.abs(err).mean():.3f} | {(low > 0).sum()} | {(low > 0.05).sum()} | "
+            f"{np.clip(-low, 0, None).mean():.3f} |"
+        )
+    detail = [
+        "| grid | task | seed | shipped | truth | estimate | lower bound |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(ship, key=lambda r: (r["grid"], r["task"], r["seed"], r["shipped as"])):
+        detail.append(
+            f"| {r['grid']} | {r['task']} | {r['seed']} | {r['shipped as']} | {r['truth']:.3f} | {r['estimate']:.3f} | "
+            f"{r['lower bound']:.3f} |"
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(detail)
+
+
 # the guard's rule today (the original's lower bound against the adapted model's estimate), the two
 # rules it was measured against, and the rule until now (its estimate, ATC-NE and the prior bound)
 RULES = (
@@ -312,6 +376,7 @@ FIGURES = [
     "prior-bound",
     "agreement with AdaBN",
     "estimate, floored by agreement",
+    "lower bound, floored by agreement",
 ]
 
 
@@ -325,6 +390,7 @@ def main() -> None:
     ap.add_argument("--grids", nargs="+", default=["heart", "fsdd", "demo"], choices=["heart", "fsdd", "demo"])
     ap.add_argument("--reuse", action="store_true", help="keep the rows --json already holds; grade the others")
     ap.add_argument("--tables-from", type=Path, default=None, help="print the tables of a saved --json and stop")
+    ap.add_argument("--regrade", nargs="*", default=[], help="with --reuse: grade these models (e.g. default) again")
     args = ap.parse_args()
     if args.tables_from:
         rows = json.loads(args.tables_from.read_text())
@@ -336,7 +402,8 @@ def main() -> None:
         )
         done = {}
         if args.reuse and args.json.is_file():  # rows already graded (same grids, same code) are kept
-            done = {(r["grid"], r["task"], r["model"], r["seed"]): r for r in json.loads(args.json.read_text())}
+            saved = json.loads(args.json.read_text())
+            done = {(r["grid"], r["task"], r["model"], r["seed"]): r for r in saved if r["model"] not in args.regrade}
         rows = []
         for e in entries:
             key = tuple(e[k] for k in ("grid", "task", "model", "seed"))
@@ -360,6 +427,7 @@ def main() -> None:
         if part:
             print(f"\n{grid or 'all'}: {len(part)} models\n" + summary(part, FIGURES + variants))
     print("\nby model (estimate and lower bound)\n" + by_model(rows))
+    print("\nthe models a user gets (the guard replayed; a kept stage with its floored figures)\n" + must_show(rows))
     for before, after in RULES:
         print(f"\nguard replay: {before} before against {after} after\n" + guard_replay(rows, before, after))
 
