@@ -213,6 +213,12 @@ def test_adapt_writes_a_bundle_that_records_the_adaptation(trained, tmp_path, me
     assert (floor is None) == (method == "adabn") and (floor is None or 0.0 <= floor <= 1.0)
     assert s["adapted_before"] == []  # a pure source-only bundle
     original = load_model(runs[0] / "model.pt")
+    assert (model.before_self_training is None) == (method == "adabn")  # the network self-training started from
+    if model.before_self_training is not None:
+        torch.testing.assert_close(model.before_self_training, original.dann.state_dict())
+        again = adapt(tmp_path / "a" / "model.pt", tgt, tmp_path / "b", method="adabn", guard=False, workers=0)
+        assert again["all_estimates"]["before"]["agreement-adabn"] == pytest.approx(floor)  # read from the bundle
+        assert load_model(tmp_path / "b" / "model.pt").before_self_training is None  # AdaBN came last: no floor
     changed = [k for k, v in original.state_dict().items() if not torch.equal(v, model.state_dict()[k])]
     assert any("running_mean" in k for k in changed)
 
@@ -516,7 +522,9 @@ def test_shot_file_with_a_threshold_and_warped_views_trains_and_keeps_the_input(
 
 
 def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
-    root, _, runs = trained
+    from audio_dann.api import estimate
+
+    root, tgt, runs = trained
     # the guard off: this checks the plan and the stage's training (the guard has its own tests); the
     # target's sound off, so that the network before the stage is the pure source-only run's
     # (tests/test_target_sound.py and the guard test train with it)
@@ -553,6 +561,13 @@ def test_auto_trains_source_only_then_the_latent_bn_stage(trained, tmp_path):
     torch.testing.assert_close(trained_alike(tmp_path / "auto"), trained_alike(runs[0]))  # the pure source-only run
     shipped, pure = model.state_dict(), load_model(runs[0] / "model.pt").state_dict()
     assert any(not torch.equal(v, pure[k]) for k, v in shipped.items() if "running_" not in k)  # the stage trained
+    # the bundle keeps the network the stage started from (the pure run's), and every later estimate reads it
+    torch.testing.assert_close(model.before_self_training, load_model(runs[0] / "model.pt").dann.state_dict())
+    floor = s["estimated_target_accuracy"]["all"]["agreement-adabn"]
+    later = estimate(tmp_path / "auto" / "model.pt", tgt, workers=0, device="cpu")  # the same clips as train's pool
+    assert later["all"]["agreement-adabn"] == pytest.approx(floor) and 0.0 <= floor <= 1.0
+    assert later["value"] == pytest.approx(s["estimated_target_accuracy"]["value"])
+    assert later["lower_bound"] == pytest.approx(s["estimated_target_accuracy"]["lower_bound"])
     again = train(root / "prep", tmp_path / "auto", config=cfg, method="auto", device="cpu", report=False, resume=True)
     assert again["self_training"] == json.loads(json.dumps(s["self_training"]))  # finished: read back, not rerun
     capped = train(

@@ -16,7 +16,8 @@ from ..nn.classifier import load_checkpoint
 from ..nn.outputs import probabilities
 from ..runtime import resolve_device
 from .critic import critic_estimate
-from .estimators import agreement, agreement_floor, label_free_estimate
+from .estimators import agreement, label_free_estimate
+from .floor import floor_of, self_trained, starting_state, stored_floor
 from .guard import guard_decision
 from .methods import DEFAULT_METHOD, METHODS, AdaptConfig, adapt_network
 from .references import load_references
@@ -71,7 +72,8 @@ def adapt(
         before, after, est = _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift)
         decision = guard_decision(est["before"].get("lower_bound"), est["after"].get("value"), enabled=guard)
         final = copy.deepcopy(original).cpu()
-        if decision["kept"] == "adapted":
+        if decision["kept"] == "adapted":  # a later estimate's floor reads the network self-training started from
+            final.before_self_training = starting_state(original.dann) if self_trained(method) else None
             final.dann = adapted_net.cpu()
         record = {
             "method": method,
@@ -117,8 +119,9 @@ def _adapted_before(original) -> list[str]:
 def _before_and_after(original, adapted_net, refs, clips, method, config, dev, label_shift):
     """The model's target probabilities before and after, and the label-free estimate of each (with
     ``refs``, each reference adapted alike for the estimate after; without, a self-trained model's
-    estimate is raised to its agreement with the original under AdaBN,
-    :func:`~audio_dann.adaptation.estimators.agreement_floor`)."""
+    estimate is raised to its agreement with the network it started from under AdaBN,
+    :mod:`~audio_dann.adaptation.floor`: the original, for the model after; for the original itself, the
+    network the bundle keeps where it was self-trained before, as by ``train``'s stage)."""
     before = probabilities(original.dann.to(dev), clips.x, dev)
     after = probabilities(adapted_net.to(dev), clips.x, dev)
     ref_before = [probabilities(r.to(dev), clips.x, dev) for r in refs]
@@ -127,13 +130,17 @@ def _before_and_after(original, adapted_net, refs, clips, method, config, dev, l
         k: critic_estimate(net, original.source_sample, clips.x, target_files=clips.file_index, device=dev)
         for k, net in (("before", original.dann), ("after", adapted_net))
     }
-    floor = None
-    if method != "adabn" and not refs:  # a self-trained model: its agreement with the original under AdaBN
-        start = adapt_network(original.dann, clips, "adabn", config, dev)[0]
-        floor = agreement_floor(after, probabilities(start.to(dev), clips.x, dev))
+    floor = {"before": None, "after": None}
+    if not refs:  # a self-trained model: its agreement with the network it started from, under AdaBN
+        floor["before"] = stored_floor(original, before, clips.x, dev)  # e.g. train's own stage
+        floor["after"] = floor_of(after, original.dann, clips.x, dev) if self_trained(method) else None
     est = {
-        "before": label_free_estimate(before, original.calibration, ref_before, label_shift, critic["before"]),
-        "after": label_free_estimate(after, original.calibration, ref_after, label_shift, critic["after"], floor),
+        "before": label_free_estimate(
+            before, original.calibration, ref_before, label_shift, critic["before"], floor["before"]
+        ),
+        "after": label_free_estimate(
+            after, original.calibration, ref_after, label_shift, critic["after"], floor["after"]
+        ),
     }
     return before, after, est
 

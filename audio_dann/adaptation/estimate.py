@@ -5,7 +5,8 @@ The target is decoded as ``adapt`` decodes it (:func:`~audio_dann.adaptation.tar
 the windows a prepared folder would hold, at most ``max_clips`` of them, a seeded choice), and the
 estimate is the toolkit's :func:`~audio_dann.adaptation.estimators.combined_estimate`, with its lower
 bound: from the critic on the source clips the bundle keeps (:mod:`~audio_dann.adaptation.critic`) and
-the prior bound (unless ``label_shift``); with ``reference`` models, the lowest of their mean agreement,
+the prior bound (unless ``label_shift``), and for a self-trained bundle the floor of
+:mod:`~audio_dann.adaptation.floor`; with ``reference`` models, the lowest of their mean agreement,
 ATC-NE and the prior bound. No label is read, even where the folder has class sub-folders.
 """
 
@@ -23,6 +24,7 @@ from ..nn.outputs import probabilities
 from ..runtime import resolve_device
 from .critic import critic_estimate
 from .estimators import label_free_estimate
+from .floor import stored_floor
 from .references import load_references
 from .target import load_target_clips
 
@@ -63,8 +65,9 @@ def estimate_accuracy(
     )
     probs = probabilities(original.dann.to(dev), clips.x, dev)
     critic = critic_estimate(original.dann, original.source_sample, clips.x, target_files=clips.file_index, device=dev)
+    floor = None if refs else stored_floor(original, probs, clips.x, dev)  # a self-trained bundle's floor
     est = label_free_estimate(
-        probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs], label_shift, critic
+        probs, original.calibration, [probabilities(r.to(dev), clips.x, dev) for r in refs], label_shift, critic, floor
     )
     shares = np.bincount(probs.argmax(1), minlength=len(original.classes)) / len(probs)
     return {

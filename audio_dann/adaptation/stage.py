@@ -8,7 +8,6 @@ probabilities (:func:`ensemble_teacher`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from torch import nn
 from ..nn.classifier import AudioClassifier
 from ..nn.outputs import probabilities
 from .critic import critic_estimate, keep_source_sample
-from .estimators import agreement, agreement_floor, calibrate, label_free_estimate
+from .estimators import agreement, calibrate, label_free_estimate
+from .floor import floor_of, self_trained, starting_state
 from .guard import guard_decision
 from .label_shift import class_shares
 from .methods import AdaptConfig, TargetClips, adapt_network, ensemble_probabilities
-from .methods.adabn import adabn
 from .target import choose_windows
 
 __all__ = ["StagePlan", "LabelledClips", "run_stage", "ensemble_teacher"]
@@ -96,9 +95,13 @@ def run_stage(
     settings = AdaptConfig(epochs=plan.epochs, threshold=plan.threshold, seed=plan.seed, class_shares=shares)
     net, info = adapt_network(model.dann, target, plan.method, settings, device, teacher=teacher)
     guard = (
-        _stage_guard(model.dann, net, x, files, calibration, source_val, device, label_shift) if plan.guard else None
+        _stage_guard(model.dann, net, x, files, calibration, source_val, device, label_shift, plan.method)
+        if plan.guard
+        else None
     )
     if guard is None or guard["kept"] == "adapted":
+        if self_trained(plan.method):  # the estimate's floor reads the network it started from
+            model.before_self_training = starting_state(model.dann)
         model.dann = net
     record = {
         "stage": "train.self_training",
@@ -128,13 +131,6 @@ def _diversity_shares(dann: nn.Module, x, calibration: dict | None, device: torc
     return tuple(float(v) for v in shares["estimate"]) if shares else ()
 
 
-def _adabn_copy(dann: nn.Module, x, device: torch.device) -> nn.Module:
-    """A copy of ``dann`` with the batch-norm statistics of the clips ``x`` (the stage's own first step)."""
-    net = copy.deepcopy(dann)
-    adabn(net, x, device)
-    return net
-
-
 def _probs(dann: nn.Module, x, device: torch.device) -> np.ndarray:
     """Probabilities of ``dann`` for ``x``, run on ``device``; the network goes back where it was."""
     home = next(dann.parameters()).device
@@ -153,6 +149,7 @@ def _stage_guard(
     source_val: LabelledClips,
     device: torch.device,
     label_shift: bool,
+    method: str,
 ) -> dict:
     """The guard for the stage (:func:`~audio_dann.adaptation.guard.guard_decision`): the lower bound of
     the label-free estimate of the network ``before`` against the point estimate ``after``, on the stage's
@@ -163,7 +160,8 @@ def _stage_guard(
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
     sample = keep_source_sample(source_val.x, source_val.y, source_val.files)  # the one the bundle keeps
     probs = {"before": _probs(before, x, device), "after": _probs(after, x, device)}
-    floor = agreement_floor(probs["after"], _probs(_adabn_copy(before, x, device), x, device))
+    # a self-trained network's floor; AdaBN agrees with its own copy, so an AdaBN stage has none
+    floor = floor_of(probs["after"], before, x, device) if self_trained(method) else None
     est = {
         k: label_free_estimate(
             probs[k],

@@ -11,13 +11,15 @@ import torch
 
 from ..adaptation.critic import critic_estimate
 from ..adaptation.estimators import label_free_estimate
+from ..adaptation.floor import stored_floor
 from ..adaptation.references import load_references
 from ..adaptation.target import load_target_clips
 from ..data.scan import Item, scan_input
 from ..errors import ScanError
 from ..files import path_list, shown_paths
 from ..nn.classifier import AudioClassifier, load_model
-from ..runtime import check_amp
+from ..nn.outputs import probabilities
+from ..runtime import check_amp, resolve_device
 from .engine import iter_predictions
 from .metrics import classification_report
 
@@ -93,8 +95,9 @@ def evaluate(
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
     ref_probs = [_reference_windows(r, read, batch_size, workers, device, amp) for r in refs]
-    critic = _critic(model, data, device, workers)
-    est = _estimates(model, np.concatenate(windows), np.concatenate(window_true), ref_probs, label_shift, critic)
+    critic, floor = _critic(model, data, device, workers)
+    floor = None if refs else floor  # with a reference the estimate is the agreement with it
+    est = _estimates(model, np.concatenate(windows), np.concatenate(window_true), ref_probs, label_shift, critic, floor)
     report["estimated_accuracy"] = est
     if refs:
         report["estimated_accuracy"]["reference"] = shown_paths(given)
@@ -114,13 +117,19 @@ def _reference_windows(ref: AudioClassifier, paths: list[str], batch_size: int, 
     return np.concatenate(ref_windows)
 
 
-def _critic(model: AudioClassifier, data: str | Path, device, workers: int | None) -> dict | None:
-    """The estimate's critic on the files of ``data`` (decoded again as ``estimate`` decodes them, labels
-    not read), where the bundle keeps source clips; None otherwise."""
+def _critic(model: AudioClassifier, data: str | Path, device, workers: int | None) -> tuple[dict | None, float | None]:
+    """The estimate's critic and, for a self-trained bundle, its floor (:mod:`audio_dann.adaptation.floor`)
+    on the files of ``data`` (decoded again as ``estimate`` decodes them, labels not read), where the
+    bundle keeps source clips; None otherwise."""
     if not model.source_sample:
-        return None
+        return None, None
     clips = load_target_clips(model.config, [data], workers=workers)  # labels, and files not scored, included
-    return critic_estimate(model.dann, model.source_sample, clips.x, target_files=clips.file_index, device=device)
+    critic = critic_estimate(model.dann, model.source_sample, clips.x, target_files=clips.file_index, device=device)
+    floor = None
+    if model.before_self_training:
+        dev = resolve_device(device)
+        floor = stored_floor(model, probabilities(model.dann.to(dev), clips.x, dev), clips.x, dev)
+    return critic, floor
 
 
 def _estimates(
@@ -130,11 +139,12 @@ def _estimates(
     reference_probs: list[np.ndarray] = (),
     label_shift: bool = False,
     critic: dict | None = None,
+    floor: float | None = None,
 ) -> dict | None:
     """The label-free estimate of window accuracy (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
     from the model's calibration, its ``critic`` and, with references, their agreement with the model; no
     label read), next to the window accuracy the labels give, so the two can be compared."""
-    est = label_free_estimate(probs, model.calibration, reference_probs, label_shift, critic)
+    est = label_free_estimate(probs, model.calibration, reference_probs, label_shift, critic, floor)
     if not est:
         return None
     return {

@@ -39,6 +39,8 @@ class AudioClassifier(nn.Module):
         source_sample: labelled source validation clips (at most 512 float16 log-mels ``x``, class
             indices ``y``, file numbers ``files``) kept by ``train`` for the label-free estimate's critic
             (:mod:`audio_dann.adaptation.critic`); ``None`` for bundles without them.
+        before_self_training: for a model self-training changed (``train``'s stage, ``adapt``), the
+            weights of ``dann`` before it (:mod:`audio_dann.adaptation.floor`); ``None`` otherwise.
     """
 
     def __init__(self, config: Config, classes: list[str], domains: list[str], domain_head: bool = False) -> None:
@@ -54,6 +56,7 @@ class AudioClassifier(nn.Module):
         self.calibration: dict | None = None
         self.adaptation: list[dict] = []
         self.source_sample: dict | None = None
+        self.before_self_training: dict | None = None
 
     def features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(batch, samples) -> (batch, n_mels, frames)`` log-mels."""
@@ -80,6 +83,8 @@ class AudioClassifier(nn.Module):
             meta["adaptation"] = self.adaptation
         if self.source_sample:
             meta["source_sample"] = self.source_sample
+        if self.before_self_training:
+            meta["before_self_training"] = self.before_self_training
         return make_bundle(self.config, self.classes, self.domains, self.state_dict(), **{**meta, **extra})
 
     def save(self, path: str | Path, **extra: Any) -> None:
@@ -105,6 +110,7 @@ class AudioClassifier(nn.Module):
         model.calibration = bundle.get("calibration")
         model.adaptation = list(bundle.get("adaptation") or [])
         model.source_sample = bundle.get("source_sample")
+        model.before_self_training = bundle.get("before_self_training")
         return model
 
 

@@ -11,6 +11,7 @@ import torch
 
 from ..adaptation.critic import critic_estimate
 from ..adaptation.estimators import calibrate, label_free_estimate
+from ..adaptation.floor import stored_floor
 from ..adaptation.stage import LabelledClips, StagePlan, run_stage
 from ..config import Config
 from ..data.store import PreparedData
@@ -84,31 +85,23 @@ def calibrate_and_estimate(
     """The selected model's calibration on source validation clips, and the label-free estimate of its
     accuracy on the unlabelled target pool (:func:`audio_dann.adaptation.estimators.label_free_estimate`,
     with the critic on ``model.source_sample``, and for a model this run's stage self-trained, the floor
-    its guard measured)."""
+    of :mod:`audio_dann.adaptation.floor`)."""
     if len(clips.val_y) == 0:
         return None, None
     calibration = calibrate(probabilities(model.dann.to(device), clips.val_x, device), clips.val_y)
     if clips.pool_x is None or len(clips.pool_x) == 0:
         return calibration, None
     pool_files = np.unique(np.asarray(clips.pool_files), return_inverse=True)[1]
+    probs = probabilities(model.dann, clips.pool_x, device)
     est = label_free_estimate(
-        probabilities(model.dann, clips.pool_x, device),
+        probs,
         calibration,
         [probabilities(r.dann.to(device), clips.pool_x, device) for r in references],
         label_shift,
         critic=critic_estimate(model.dann, model.source_sample, clips.pool_x, target_files=pool_files, device=device),
-        floor=_stage_floor(model),
+        floor=None if references else stored_floor(model, probs, clips.pool_x, device),
     )
     return calibration, {**est, "on": f"{len(clips.pool_x)} unlabelled target training clips; no target label read"}
-
-
-def _stage_floor(model: AudioClassifier) -> float | None:
-    """The agreement floor the guard of this run's self-training stage measured for the model it kept
-    (:func:`~audio_dann.adaptation.estimators.agreement_floor`); None without a kept, guarded stage."""
-    last = model.adaptation[-1] if model.adaptation else {}
-    if last.get("stage") != "train.self_training" or last.get("kept") != "adapted":
-        return None
-    return (last.get("guard") or {}).get("agreement_with_adabn")
 
 
 def run_summary(

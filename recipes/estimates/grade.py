@@ -24,6 +24,7 @@ import torch
 
 from audio_dann.adaptation.critic import critic_estimate, discrepancy_estimate, keep_source_sample
 from audio_dann.adaptation.estimators import combined_estimate, estimate, label_free_estimate
+from audio_dann.adaptation.floor import floor_of, stored_floor
 from audio_dann.adaptation.guard import guard_decision
 from audio_dann.adaptation.methods.adabn import adabn
 from audio_dann.data.store import open_prepared
@@ -192,6 +193,13 @@ def figures(entry: dict, out: dict) -> dict:
         floored = label_free_estimate(probs, model.calibration, critic=critic, floor=row["agreement with AdaBN"])
         row["estimate, floored by agreement"] = floored["value"]
         row["lower bound, floored by agreement"] = floored["lower_bound"]
+    if entry["model"] == "dann":  # DANN's shipped form ends with a self-training stage: its floor, as train gives it
+        floor = _stage_floor(model, entry["run"], pool_x)
+        if floor is not None:
+            row["agreement with AdaBN"] = floor
+            floored = label_free_estimate(probs, model.calibration, critic=critic, floor=floor)
+            row["estimate, floored by agreement"] = floored["value"]
+            row["lower bound, floored by agreement"] = floored["lower_bound"]
     head = model.dann.label_head.fc
     variants = [("as deployed", out["source_z"], p, False) for p in PENALTIES]
     variants += [("source statistics", out["source_z_own"], p, False) for p in PENALTIES]
@@ -209,6 +217,22 @@ def figures(entry: dict, out: dict) -> dict:
         )
         row[f"critic {p}, {name}"] = c["estimate"]
     return row
+
+
+def _stage_floor(model, run: Path, pool_x: torch.Tensor) -> float | None:
+    """The agreement floor of a model ``train``'s self-training stage kept, as ``train`` and ``estimate`` give
+    it: from the network the bundle keeps (runs since it is kept), or for runs before, from that network
+    rebuilt from ``last.pt`` where it is the last step's (the selected step is the last); None otherwise."""
+    probs = probabilities(model.dann, pool_x, "cpu")
+    if model.before_self_training:
+        return stored_floor(model, probs, pool_x, "cpu")
+    last = model.adaptation[-1] if model.adaptation else {}
+    if last.get("stage") != "train.self_training" or last.get("kept") != "adapted":
+        return None
+    summary = json.loads((run / "summary.json").read_text())
+    if not (run / "last.pt").is_file() or summary["selected"]["step"] != summary["final"]["step"]:
+        return None
+    return floor_of(probs, load_checkpoint(run / "last.pt")[0].dann, pool_x, "cpu")
 
 
 def _adabn_sibling(entry: dict) -> Path | None:

@@ -1,0 +1,63 @@
+"""The agreement floor of a self-trained model, measured from the network it started from.
+
+A model that ``train``'s stage or ``adapt`` self-trained (every method but AdaBN) carries the weights
+of the network it started from (``AudioClassifier.before_self_training``). Read with the target's
+batch-norm statistics (AdaBN), that network is a free second model of another kind: the self-trained
+model's agreement with it on the target clips is the floor of its estimate and lower bound
+(:func:`~audio_dann.adaptation.estimators.agreement_floor`, where
+:func:`~audio_dann.adaptation.estimators.floor_applies`). Keeping it in the bundle lets ``estimate``
+and a later ``adapt`` give the figure ``train`` and ``adapt`` gave, on any folder.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.outputs import probabilities
+from .estimators import agreement_floor
+from .methods.adabn import adabn
+
+__all__ = ["adabn_copy", "floor_of", "self_trained", "starting_state", "stored_floor"]
+
+
+def self_trained(method: str) -> bool:
+    """Whether ``method`` self-trains the network (the floor's methods): every method but AdaBN, which
+    only re-estimates batch-norm statistics and agrees with the AdaBN copy by construction."""
+    return method != "adabn"
+
+
+def adabn_copy(dann: nn.Module, x, device: torch.device | str) -> nn.Module:
+    """A copy of ``dann`` with the batch-norm statistics of the clips ``x`` (the stage's own first step)."""
+    device = torch.device(device)
+    net = copy.deepcopy(dann).to(device)
+    adabn(net, x, device)
+    return net
+
+
+def floor_of(probs: np.ndarray, start: nn.Module, x, device: torch.device | str) -> float:
+    """The floor of a model with target probabilities ``probs`` on ``x`` that was self-trained from the
+    network ``start``: its agreement with ``start`` under AdaBN on ``x``. ``start`` is not changed and goes
+    back where it was."""
+    return agreement_floor(probs, probabilities(adabn_copy(start, x, device), x, device))
+
+
+def starting_state(dann: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights to keep as a self-trained model's ``before_self_training`` (CPU copies)."""
+    return {k: v.detach().cpu().clone() for k, v in dann.state_dict().items()}
+
+
+def stored_floor(model, probs: np.ndarray, x, device: torch.device | str) -> float | None:
+    """The floor of the bundle ``model`` (an :class:`~audio_dann.nn.classifier.AudioClassifier`) on the
+    clips ``x`` where its probabilities are ``probs``, from the network its last kept adaptation
+    self-trained it from; None where that adaptation was not a self-training, or the bundle keeps no
+    starting network (bundles written before it was kept). Adaptations a guard undid do not count."""
+    kept = [r for r in model.adaptation if r.get("kept", "adapted") == "adapted"]
+    if not model.before_self_training or not kept or not self_trained(kept[-1].get("method", "adabn")):
+        return None
+    start = copy.deepcopy(model.dann).cpu()
+    start.load_state_dict(model.before_self_training)
+    return floor_of(probs, start, x, device)
