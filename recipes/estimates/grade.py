@@ -300,13 +300,18 @@ def guard_replay(rows: list[dict], before_figure: str, after_figure: str) -> str
 
 
 def shipped(rows: list[dict]) -> list[dict]:
-    """The models a user gets, with the figures their run reports: ``--method dann`` and heart ``train``
-    default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
+    """The models a user gets, with the figures their run reports: ``--method dann`` (its stage's floor
+    included) and heart ``train`` default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
     ``default``, heart ``stage``, both trained without the guard), the one the guard keeps (the source-only
     model's lower bound against the stage's floored estimate), with the floored figures for a kept stage."""
     by = {(r["grid"], r["task"], r["seed"], r["model"]): r for r in rows}
+    floored = lambda r: {  # noqa: E731  the figures train and adapt report for a self-trained model
+        **r,
+        "estimate": r.get("estimate, floored by agreement", r["estimate"]),
+        "lower bound": r.get("lower bound, floored by agreement", r["lower bound"]),
+    }
     out = [
-        {**r, "shipped as": r["model"]}
+        {**floored(r), "shipped as": r["model"]}
         for r in rows
         if r["model"] == "dann" or (r["grid"], r["model"]) == ("heart", "default")
     ]
@@ -314,11 +319,7 @@ def shipped(rows: list[dict]) -> list[dict]:
         before = by.get((grid, task, seed, "source-only"))
         if model not in ("default", "stage") or (grid, model) == ("heart", "default") or before is None:
             continue
-        after = {
-            **stage,
-            "estimate": stage.get("estimate, floored by agreement", stage["estimate"]),
-            "lower bound": stage.get("lower bound, floored by agreement", stage["lower bound"]),
-        }
+        after = floored(stage)
         keep = guard_decision(before["lower bound"], after["estimate"])["kept"]
         name = "stage" if grid == "heart" else "default"
         out.append(
