@@ -425,11 +425,11 @@ def main() -> None:
             + (fsdd_models(args.fsdd) if "fsdd" in args.grids else [])
             + (demo_models(args.demo) if "demo" in args.grids and (args.demo / "runs").is_dir() else [])
         )
-        done = {}
+        done, rows = {}, []
         if args.reuse and args.json.is_file():  # rows already graded (same grids, same code) are kept
             saved = json.loads(args.json.read_text())
             done = {(r["grid"], r["task"], r["model"], r["seed"]): r for r in saved if r["model"] not in args.regrade}
-        rows = []
+            rows = [r for r in saved if r["grid"] not in args.grids]  # the other grids' rows stay in --json
         for e in entries:
             key = tuple(e[k] for k in ("grid", "task", "model", "seed"))
             if key in done:
