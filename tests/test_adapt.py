@@ -455,6 +455,11 @@ def test_a_latent_ensemble_trains_its_members_and_teaches_the_shipped_model(trai
     assert st["ensemble"]["normalisation"] == "latent-bn"  # the default teacher: AdaBN per latent condition
     assert "report_only" not in st["ensemble"]  # no labelled target test clips in this folder
     assert load_model(tmp_path / "e" / "model.pt").adaptation[-1]["ensemble"]["members"][1] == "members/latent2"
+    # a stage after DANN gets no agreement floor (floor_holds): it starts from an adapted network
+    assert (
+        st["guard"]["agreement_with_adabn"] is None and "agreement-adabn" not in s["estimated_target_accuracy"]["all"]
+    )
+    assert load_model(tmp_path / "e" / "model.pt").before_self_training is None
     stamp = (member / "model.pt").stat().st_mtime_ns
     again = train(root / "prep", tmp_path / "e", config=cfg, method="dann", device="cpu", report=False, resume=True)
     assert again == s and (member / "model.pt").stat().st_mtime_ns == stamp  # finished: nothing redone

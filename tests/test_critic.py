@@ -167,3 +167,19 @@ def test_a_self_trained_models_estimate_is_raised_to_its_agreement_floor_and_no_
     with_ref = label_free_estimate(probs, cal, [probs], critic=critic, floor=0.99)  # a reference: no floor
     assert "raised_by" not in with_ref and with_ref["limited_by"] != "critic"
     assert agreement_floor(probs, probs[::-1]) == pytest.approx(0.0)  # every clip of the pair swapped
+
+
+def test_the_floor_holds_only_for_self_training_from_a_network_that_never_saw_the_target():
+    from types import SimpleNamespace
+
+    from audio_dann.adaptation.floor import floor_holds
+    from audio_dann.config import Config, apply_overrides
+
+    model = lambda method, adaptation=(): SimpleNamespace(  # noqa: E731
+        config=apply_overrides(Config(), [f"train.method={method}"]), adaptation=list(adaptation)
+    )
+    assert floor_holds(model("source-only"), "latent-bn") and floor_holds(model("auto"), "shot-file")
+    assert not floor_holds(model("source-only"), "adabn")  # AdaBN agrees with its own copy
+    assert not floor_holds(model("dann"), "shot-file")  # an adapted network: the stage changes few predictions
+    assert not floor_holds(model("auto", [{"method": "latent-bn", "kept": "adapted"}]), "latent-bn")  # adapted before
+    assert floor_holds(model("auto", [{"method": "latent-bn", "kept": "original"}]), "latent-bn")  # undone: as new

@@ -17,7 +17,7 @@ from ..nn.outputs import probabilities
 from ..runtime import resolve_device
 from .critic import critic_estimate
 from .estimators import agreement, label_free_estimate
-from .floor import floor_of, self_trained, starting_state, stored_floor
+from .floor import floor_holds, floor_of, starting_state, stored_floor
 from .guard import guard_decision
 from .methods import DEFAULT_METHOD, METHODS, AdaptConfig, adapt_network
 from .references import load_references
@@ -73,7 +73,7 @@ def adapt(
         decision = guard_decision(est["before"].get("lower_bound"), est["after"].get("value"), enabled=guard)
         final = copy.deepcopy(original).cpu()
         if decision["kept"] == "adapted":  # a later estimate's floor reads the network self-training started from
-            final.before_self_training = starting_state(original.dann) if self_trained(method) else None
+            final.before_self_training = starting_state(original.dann) if floor_holds(original, method) else None
             final.dann = adapted_net.cpu()
         record = {
             "method": method,
@@ -133,7 +133,7 @@ def _before_and_after(original, adapted_net, refs, clips, method, config, dev, l
     floor = {"before": None, "after": None}
     if not refs:  # a self-trained model: its agreement with the network it started from, under AdaBN
         floor["before"] = stored_floor(original, before, clips.x, dev)  # e.g. train's own stage
-        floor["after"] = floor_of(after, original.dann, clips.x, dev) if self_trained(method) else None
+        floor["after"] = floor_of(after, original.dann, clips.x, dev) if floor_holds(original, method) else None
     est = {
         "before": label_free_estimate(
             before, original.calibration, ref_before, label_shift, critic["before"], floor["before"]

@@ -21,7 +21,7 @@ from ..nn.classifier import AudioClassifier
 from ..nn.outputs import probabilities
 from .critic import critic_estimate, keep_source_sample
 from .estimators import agreement, calibrate, label_free_estimate
-from .floor import floor_of, self_trained, starting_state
+from .floor import floor_holds, floor_of, starting_state
 from .guard import guard_decision
 from .label_shift import class_shares
 from .methods import AdaptConfig, TargetClips, adapt_network, ensemble_probabilities
@@ -94,13 +94,14 @@ def run_stage(
     shares = _diversity_shares(model.dann, x, calibration, device) if estimated else ()
     settings = AdaptConfig(epochs=plan.epochs, threshold=plan.threshold, seed=plan.seed, class_shares=shares)
     net, info = adapt_network(model.dann, target, plan.method, settings, device, teacher=teacher)
+    floored = floor_holds(model, plan.method)
     guard = (
-        _stage_guard(model.dann, net, x, files, calibration, source_val, device, label_shift, plan.method)
+        _stage_guard(model.dann, net, x, files, calibration, source_val, device, label_shift, floored)
         if plan.guard
         else None
     )
     if guard is None or guard["kept"] == "adapted":
-        if self_trained(plan.method):  # the estimate's floor reads the network it started from
+        if floored:  # the estimate's floor reads the network it started from
             model.before_self_training = starting_state(model.dann)
         model.dann = net
     record = {
@@ -149,7 +150,7 @@ def _stage_guard(
     source_val: LabelledClips,
     device: torch.device,
     label_shift: bool,
-    method: str,
+    floored: bool,
 ) -> dict:
     """The guard for the stage (:func:`~audio_dann.adaptation.guard.guard_decision`): the lower bound of
     the label-free estimate of the network ``before`` against the point estimate ``after``, on the stage's
@@ -160,8 +161,8 @@ def _stage_guard(
         return {"kept": "adapted", "skipped": "no source validation clips to calibrate the estimate on"}
     sample = keep_source_sample(source_val.x, source_val.y, source_val.files)  # the one the bundle keeps
     probs = {"before": _probs(before, x, device), "after": _probs(after, x, device)}
-    # a self-trained network's floor; AdaBN agrees with its own copy, so an AdaBN stage has none
-    floor = floor_of(probs["after"], before, x, device) if self_trained(method) else None
+    # the floor where it holds (floor_holds: a self-training stage started from a source-only network)
+    floor = floor_of(probs["after"], before, x, device) if floored else None
     est = {
         k: label_free_estimate(
             probs[k],

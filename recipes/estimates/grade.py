@@ -24,7 +24,7 @@ import torch
 
 from audio_dann.adaptation.critic import critic_estimate, discrepancy_estimate, keep_source_sample
 from audio_dann.adaptation.estimators import combined_estimate, estimate, label_free_estimate
-from audio_dann.adaptation.floor import floor_of, stored_floor
+from audio_dann.adaptation.floor import floor_of
 from audio_dann.adaptation.guard import guard_decision
 from audio_dann.adaptation.methods.adabn import adabn
 from audio_dann.data.store import open_prepared
@@ -193,13 +193,10 @@ def figures(entry: dict, out: dict) -> dict:
         floored = label_free_estimate(probs, model.calibration, critic=critic, floor=row["agreement with AdaBN"])
         row["estimate, floored by agreement"] = floored["value"]
         row["lower bound, floored by agreement"] = floored["lower_bound"]
-    if entry["model"] == "dann":  # DANN's shipped form ends with a self-training stage: its floor, as train gives it
-        floor = _stage_floor(model, entry["run"], pool_x)
+    if entry["model"] == "dann":  # DANN's stage: its agreement with the network before it, under AdaBN
+        floor = _stage_floor(model, entry["run"], pool_x)  # measured only: train gives DANN no floor (floor_holds)
         if floor is not None:
             row["agreement with AdaBN"] = floor
-            floored = label_free_estimate(probs, model.calibration, critic=critic, floor=floor)
-            row["estimate, floored by agreement"] = floored["value"]
-            row["lower bound, floored by agreement"] = floored["lower_bound"]
     head = model.dann.label_head.fc
     variants = [("as deployed", out["source_z"], p, False) for p in PENALTIES]
     variants += [("source statistics", out["source_z_own"], p, False) for p in PENALTIES]
@@ -220,12 +217,14 @@ def figures(entry: dict, out: dict) -> dict:
 
 
 def _stage_floor(model, run: Path, pool_x: torch.Tensor) -> float | None:
-    """The agreement floor of a model ``train``'s self-training stage kept, as ``train`` and ``estimate`` give
-    it: from the network the bundle keeps (runs since it is kept), or for runs before, from that network
-    rebuilt from ``last.pt`` where it is the last step's (the selected step is the last); None otherwise."""
+    """A DANN model's agreement with the network before its stage under AdaBN (what the floor would be):
+    from the network the bundle keeps (runs of 2026-12-08), or from that network rebuilt from ``last.pt``
+    where it is the last step's (the selected step is the last); None otherwise."""
     probs = probabilities(model.dann, pool_x, "cpu")
     if model.before_self_training:
-        return stored_floor(model, probs, pool_x, "cpu")
+        start = copy.deepcopy(model.dann)
+        start.load_state_dict(model.before_self_training)
+        return floor_of(probs, start, pool_x, "cpu")
     last = model.adaptation[-1] if model.adaptation else {}
     if last.get("stage") != "train.self_training" or last.get("kept") != "adapted":
         return None
@@ -300,8 +299,7 @@ def guard_replay(rows: list[dict], before_figure: str, after_figure: str) -> str
 
 
 def shipped(rows: list[dict]) -> list[dict]:
-    """The models a user gets, with the figures their run reports: ``--method dann`` (its stage's floor
-    included) and heart ``train`` default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
+    """The models a user gets, with the figures their run reports: ``--method dann`` (no floor) and heart ``train`` default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
     ``default``, heart ``stage``, both trained without the guard), the one the guard keeps (the source-only
     model's lower bound against the stage's floored estimate), with the floored figures for a kept stage."""
     by = {(r["grid"], r["task"], r["seed"], r["model"]): r for r in rows}
