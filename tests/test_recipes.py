@@ -162,3 +162,40 @@ def test_stage_seeds_table_counts_the_runs_under_adabn(monkeypatch):
     lines = stage_seeds.table(rows).splitlines()
     assert lines[2] == "| both | 2 | 3 | 0.733 | 0.783 | 0.650 - 0.950 | 2 |"
     assert lines[3] == "| none | 1 | 1 | 0.700 | 0.900 | 0.900 - 0.900 | 0 |"
+
+
+def test_the_grader_ships_what_the_guard_keeps_with_the_figures_the_run_reports():
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "recipes" / "estimates"))
+    try:
+        spec = importlib.util.spec_from_file_location("grade", ROOT / "recipes" / "estimates" / "grade.py")
+        grade = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(grade)
+    finally:
+        sys.path.remove(str(ROOT / "recipes" / "estimates"))
+    row = lambda task, model, truth, est, low, **kw: {  # noqa: E731
+        "grid": "fsdd",
+        "task": task,
+        "model": model,
+        "seed": 0,
+        "truth": truth,
+        "estimate": est,
+        "lower bound": low,
+        **kw,
+    }
+    rows = [
+        row("A", "source-only", 0.5, 0.5, 0.45),
+        row("A", "default", 0.9, 0.6, 0.3, **{"estimate, floored by agreement": 0.85}),  # the floor lets it ship
+        row("B", "source-only", 0.5, 0.5, 0.45),
+        row("B", "default", 0.4, 0.3, 0.2),  # the guard keeps the source-only model
+        row("B", "dann", 0.8, 0.9, 0.87),  # shipped as it is: its lower bound 7 points above the truth
+    ]
+    ship = {(r["task"], r["shipped as"]): r for r in grade.shipped(rows)}
+    assert set(ship) == {("A", "default (stage kept)"), ("B", "default (source-only kept)"), ("B", "dann")}
+    assert (
+        ship[("A", "default (stage kept)")]["estimate"] == 0.85
+        and ship[("B", "default (source-only kept)")]["truth"] == 0.5
+    )
+    table = grade.must_show(rows).splitlines()
+    assert table[2].startswith("| fsdd | 3 | ") and "| 1 | 1 |" in table[2]  # one bound above the truth, by > 5 points
