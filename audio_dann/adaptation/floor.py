@@ -1,12 +1,13 @@
 """The agreement floor of a self-trained model, measured from the network it started from.
 
-A model that ``train``'s stage or ``adapt`` self-trained (every method but AdaBN) carries the weights
-of the network it started from (``AudioClassifier.before_self_training``). Read with the target's
-batch-norm statistics (AdaBN), that network is a free second model of another kind: the self-trained
-model's agreement with it on the target clips is the floor of its estimate and lower bound
-(:func:`~audio_dann.adaptation.estimators.agreement_floor`, where
-:func:`~audio_dann.adaptation.estimators.floor_applies`). Keeping it in the bundle lets ``estimate``
-and a later ``adapt`` give the figure ``train`` and ``adapt`` gave, on any folder.
+A model that ``train``'s stage or ``adapt`` self-trained (every method but AdaBN) from a network that
+never saw the target (:func:`floor_holds`) carries the weights of that network
+(``AudioClassifier.before_self_training``). Read with the target's batch-norm statistics (AdaBN), it is a
+free second model of another kind: the self-trained model's agreement with it on the target clips is the
+floor of its point estimate (:func:`~audio_dann.adaptation.estimators.agreement_floor`, where
+:func:`~audio_dann.adaptation.estimators.floor_applies`); not of its lower bound, which it overshot on
+synthetic -> real speech. Keeping it in the bundle lets ``estimate``, ``evaluate`` and a later ``adapt``
+give the figure ``train`` and ``adapt`` gave, on any folder.
 """
 
 from __future__ import annotations
