@@ -27,15 +27,13 @@ read off the clips it was fitted on.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn.outputs import model_outputs, take
-from .methods.adabn import adabn
+from .methods.adabn import adabn_copy
 from .target import choose_windows
 
 __all__ = [
@@ -191,8 +189,7 @@ def critic_estimate(
     device = torch.device(device)
     home = next(dann.parameters()).device
     try:
-        own = copy.deepcopy(dann).to(device)
-        adabn(own, sample["x"].float(), device)
+        own = adabn_copy(dann, sample["x"].float(), device)
         zs = model_outputs(own, sample["x"], device)[0]
         zt = model_outputs(dann.to(device), target_x, device)[0]
     finally:

@@ -20,40 +20,26 @@ from torch import nn
 
 from ..nn.outputs import probabilities
 from .estimators import agreement_floor
-from .methods.adabn import adabn
+from .methods.adabn import adabn_copy
 
-__all__ = ["adabn_copy", "floor_of", "floor_holds", "self_trained", "starting_state", "stored_floor"]
-
-
-def self_trained(method: str) -> bool:
-    """Whether ``method`` self-trains the network (the floor's methods): every method but AdaBN, which
-    only re-estimates batch-norm statistics and agrees with the AdaBN copy by construction."""
-    return method != "adabn"
+__all__ = ["floor_holds", "floor_of", "starting_network", "starting_state", "stored_floor"]
 
 
 def floor_holds(model, method: str) -> bool:
     """Whether self-training ``model`` (an :class:`~audio_dann.nn.classifier.AudioClassifier`) with
-    ``method`` earns the floor: a self-training method, started from a network that never saw the target
+    ``method`` earns the floor: a self-training method (not AdaBN, which only re-estimates batch-norm
+    statistics and agrees with its own AdaBN copy), started from a network that never saw the target
     (source-only training, no adaptation kept). The floor counts on the stage correcting more of the
     starting network's mistakes than the two share; from an adapted network (``--method dann``, or a
     bundle adapted before) the stage changes few predictions and the agreement counts the shared mistakes:
     measured 0.935 for a true 0.885 (DANN, FSDD A) and 0.953 for 0.935 (C)."""
     adapted = any(r.get("kept", "adapted") == "adapted" for r in model.adaptation)
-    return self_trained(method) and model.config.train.method != "dann" and not adapted
-
-
-def adabn_copy(dann: nn.Module, x, device: torch.device | str) -> nn.Module:
-    """A copy of ``dann`` with the batch-norm statistics of the clips ``x`` (the stage's own first step)."""
-    device = torch.device(device)
-    net = copy.deepcopy(dann).to(device)
-    adabn(net, x, device)
-    return net
+    return method != "adabn" and model.config.train.method != "dann" and not adapted
 
 
 def floor_of(probs: np.ndarray, start: nn.Module, x, device: torch.device | str) -> float:
     """The floor of a model with target probabilities ``probs`` on ``x`` that was self-trained from the
-    network ``start``: its agreement with ``start`` under AdaBN on ``x``. ``start`` is not changed and goes
-    back where it was."""
+    network ``start``: its agreement with ``start`` under AdaBN on ``x`` (``start`` is left as it was)."""
     return agreement_floor(probs, probabilities(adabn_copy(start, x, device), x, device))
 
 
@@ -62,16 +48,20 @@ def starting_state(dann: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in dann.state_dict().items()}
 
 
-def stored_floor(model, probs: np.ndarray, x, device: torch.device | str) -> float | None:
-    """The floor of the bundle ``model`` (an :class:`~audio_dann.nn.classifier.AudioClassifier`) on the
-    clips ``x`` where its probabilities are ``probs``, from the network its last kept adaptation
-    self-trained it from; None where that adaptation was not a self-training, or the bundle keeps no
-    starting network (bundles written before it was kept). Adaptations a guard undid do not count."""
-    kept = [r for r in model.adaptation if r.get("kept", "adapted") == "adapted"]
-    if not model.before_self_training or not kept or not self_trained(kept[-1].get("method", "adabn")):
-        return None
-    if model.config.train.method == "dann":  # a DANN network's stage: no floor (floor_holds)
+def starting_network(model) -> nn.Module | None:
+    """The network the bundle ``model`` was self-trained from (its ``before_self_training``, on the CPU);
+    None where it keeps none. ``train``'s stage and ``adapt`` keep it exactly when :func:`floor_holds` for
+    the adaptation they keep, and ``adapt`` clears it when it keeps any other, so it belongs to the last
+    kept adaptation."""
+    if not model.before_self_training:
         return None
     start = copy.deepcopy(model.dann).cpu()
     start.load_state_dict(model.before_self_training)
-    return floor_of(probs, start, x, device)
+    return start
+
+
+def stored_floor(model, probs: np.ndarray, x, device: torch.device | str) -> float | None:
+    """The floor of the bundle ``model`` on the clips ``x`` where its probabilities are ``probs``, from
+    :func:`starting_network`; None where it keeps none (no floor, or bundles written before it was kept)."""
+    start = starting_network(model)
+    return None if start is None else floor_of(probs, start, x, device)

@@ -95,8 +95,7 @@ def evaluate(
     if len(by_domain) > 1:
         report["per_domain"] = {d: {"accuracy": float(np.mean(v)), "n": len(v)} for d, v in sorted(by_domain.items())}
     ref_probs = [_reference_windows(r, read, batch_size, workers, device, amp) for r in refs]
-    critic, floor = _critic(model, data, device, workers)
-    floor = None if refs else floor  # with a reference the estimate is the agreement with it
+    critic, floor = _critic_and_floor(model, data, device, workers, floor=not refs)  # a reference sets the figure
     est = _estimates(model, np.concatenate(windows), np.concatenate(window_true), ref_probs, label_shift, critic, floor)
     report["estimated_accuracy"] = est
     if refs:
@@ -117,19 +116,20 @@ def _reference_windows(ref: AudioClassifier, paths: list[str], batch_size: int, 
     return np.concatenate(ref_windows)
 
 
-def _critic(model: AudioClassifier, data: str | Path, device, workers: int | None) -> tuple[dict | None, float | None]:
-    """The estimate's critic and, for a self-trained bundle, its floor (:mod:`audio_dann.adaptation.floor`)
-    on the files of ``data`` (decoded again as ``estimate`` decodes them, labels not read), where the
-    bundle keeps source clips; None otherwise."""
+def _critic_and_floor(
+    model: AudioClassifier, data: str | Path, device, workers: int | None, floor: bool = True
+) -> tuple[dict | None, float | None]:
+    """The estimate's critic and, with ``floor``, a self-trained bundle's floor
+    (:mod:`audio_dann.adaptation.floor`) on the files of ``data`` (decoded again as ``estimate`` decodes
+    them, labels not read), where the bundle keeps source clips; None otherwise."""
     if not model.source_sample:
         return None, None
     clips = load_target_clips(model.config, [data], workers=workers)  # labels, and files not scored, included
     critic = critic_estimate(model.dann, model.source_sample, clips.x, target_files=clips.file_index, device=device)
-    floor = None
-    if model.before_self_training:
-        dev = resolve_device(device)
-        floor = stored_floor(model, probabilities(model.dann.to(dev), clips.x, dev), clips.x, dev)
-    return critic, floor
+    if not (floor and model.before_self_training):
+        return critic, None
+    dev = resolve_device(device)
+    return critic, stored_floor(model, probabilities(model.dann.to(dev), clips.x, dev), clips.x, dev)
 
 
 def _estimates(

@@ -35,12 +35,7 @@ def main() -> None:
     ap.add_argument("--demo", type=Path, default=Path("data/demo_grid"))
     args = ap.parse_args()
     rows = json.loads(args.json.read_text())
-    grids = {r["grid"] for r in rows}
-    entries = (
-        (grade.heart_models(args.heart, grade._physionet_labels(args.physionet)) if "heart" in grids else [])
-        + (grade.fsdd_models(args.fsdd) if "fsdd" in grids else [])
-        + (grade.demo_models(args.demo) if "demo" in grids else [])
-    )
+    entries = grade.grid_models(args, {r["grid"] for r in rows})
     run_of = {(e["grid"], e["task"], e["model"], e["seed"]): e["run"] for e in entries}
     for r in rows:
         run = run_of[(r["grid"], r["task"], r["model"], r["seed"])]
@@ -61,9 +56,7 @@ def main() -> None:
     print("| penalty | models | n | above the truth | above by > 5 points | worst above | mean under |")
     print("|---|---|---|---|---|---|---|")
     for p in args.penalties:
-        with_p = [
-            {**r, "lower bound": r[f"bound {p}"], "lower bound, floored by agreement": r[f"bound {p}"]} for r in rows
-        ]
+        with_p = [{**r, "lower bound": r[f"bound {p}"]} for r in rows]
         ship = grade.shipped(with_p)
         parts = [("shipped, FSDD + heart", [r for r in ship if r["grid"] in ("fsdd", "heart")])]
         parts += [("shipped, demo", [r for r in ship if r["grid"] == "demo"]), ("all", with_p)]

@@ -13,7 +13,6 @@ The pool's labels (from the manifests) grade them: error = estimate - pool windo
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import re
@@ -23,10 +22,10 @@ import numpy as np
 import torch
 
 from audio_dann.adaptation.critic import critic_estimate, discrepancy_estimate, keep_source_sample
-from audio_dann.adaptation.estimators import combined_estimate, estimate, label_free_estimate
-from audio_dann.adaptation.floor import floor_of
+from audio_dann.adaptation.estimators import agreement_floor, combined_estimate, estimate, label_free_estimate
+from audio_dann.adaptation.floor import floor_of, starting_network
 from audio_dann.adaptation.guard import guard_decision
-from audio_dann.adaptation.methods.adabn import adabn
+from audio_dann.adaptation.methods.adabn import adabn_copy
 from audio_dann.data.store import open_prepared
 from audio_dann.nn.classifier import load_checkpoint
 from audio_dann.nn.outputs import model_outputs, probabilities
@@ -110,6 +109,15 @@ def demo_models(work: Path) -> list[dict]:
     return out
 
 
+def grid_models(args: argparse.Namespace, grids) -> list[dict]:
+    """Every finished model of ``grids`` under ``args.heart``, ``args.fsdd`` and ``args.demo``."""
+    return (
+        (heart_models(args.heart, _physionet_labels(args.physionet)) if "heart" in grids else [])
+        + (fsdd_models(args.fsdd) if "fsdd" in grids else [])
+        + (demo_models(args.demo) if "demo" in grids and (args.demo / "runs").is_dir() else [])
+    )
+
+
 def outputs(entry: dict) -> dict:
     """Embeddings, logits and labels on the source validation and target pool windows, and the source
     embeddings with the source's own batch-norm statistics (cached in ``RUN/outputs.npz``)."""
@@ -132,8 +140,7 @@ def outputs(entry: dict) -> dict:
         z, logits = model_outputs(model.dann, x, "cpu")
         if name == "source":
             labels = prep.labels(rows)
-            own = copy.deepcopy(model.dann)  # the network with the source's own batch-norm statistics
-            adabn(own, x, torch.device("cpu"))
+            own = adabn_copy(model.dann, x, "cpu")  # the network with the source's own batch-norm statistics
             saved["source_z_own"] = model_outputs(own, x, "cpu")[0].numpy()
         elif label_of is None:  # the prepared folder's own labels (the demo's labelled field test clips)
             labels = prep.labels(rows)
@@ -187,12 +194,10 @@ def figures(entry: dict, out: dict) -> dict:
     }
     sibling = _adabn_sibling(entry)
     if sibling is not None:  # a stage's model: its agreement with the network before it, under AdaBN
-        other = np.load(sibling)["target_logits"].argmax(1)
-        row["agreement with AdaBN"] = float((probs.argmax(1) == other).mean())
+        row["agreement with AdaBN"] = agreement_floor(probs, np.load(sibling)["target_logits"])
         # the estimate train's stage and adapt give it: raised to that agreement where floor_applies
         floored = label_free_estimate(probs, model.calibration, critic=critic, floor=row["agreement with AdaBN"])
         row["estimate, floored by agreement"] = floored["value"]
-        row["lower bound, floored by agreement"] = floored["lower_bound"]
     if entry["model"] == "dann":  # DANN's stage: its agreement with the network before it, under AdaBN
         floor = _stage_floor(model, entry["run"], pool_x)  # measured only: train gives DANN no floor (floor_holds)
         if floor is not None:
@@ -221,9 +226,8 @@ def _stage_floor(model, run: Path, pool_x: torch.Tensor) -> float | None:
     from the network the bundle keeps (runs of 2026-12-08), or from that network rebuilt from ``last.pt``
     where it is the last step's (the selected step is the last); None otherwise."""
     probs = probabilities(model.dann, pool_x, "cpu")
-    if model.before_self_training:
-        start = copy.deepcopy(model.dann)
-        start.load_state_dict(model.before_self_training)
+    start = starting_network(model)
+    if start is not None:
         return floor_of(probs, start, pool_x, "cpu")
     last = model.adaptation[-1] if model.adaptation else {}
     if last.get("stage") != "train.self_training" or last.get("kept") != "adapted":
@@ -299,15 +303,12 @@ def guard_replay(rows: list[dict], before_figure: str, after_figure: str) -> str
 
 
 def shipped(rows: list[dict]) -> list[dict]:
-    """The models a user gets, with the figures their run reports: ``--method dann`` (no floor) and heart ``train`` default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
+    """The models a user gets, with the figures their run reports: ``--method dann`` (no floor) and heart
+    ``train`` default (``auto``) runs as they are; for each source-only model and its stage (FSDD and demo
     ``default``, heart ``stage``, both trained without the guard), the one the guard keeps (the source-only
-    model's lower bound against the stage's floored estimate), with the floored figures for a kept stage."""
+    model's lower bound against the stage's floored estimate), with the floored estimate for a kept stage."""
     by = {(r["grid"], r["task"], r["seed"], r["model"]): r for r in rows}
-    floored = lambda r: {  # noqa: E731  the figures train and adapt report for a self-trained model
-        **r,
-        "estimate": r.get("estimate, floored by agreement", r["estimate"]),
-        "lower bound": r.get("lower bound, floored by agreement", r["lower bound"]),
-    }
+    floored = lambda r: {**r, "estimate": r.get("estimate, floored by agreement", r["estimate"])}  # noqa: E731
     out = [
         {**floored(r), "shipped as": r["model"]}
         for r in rows
@@ -399,7 +400,6 @@ FIGURES = [
     "prior-bound",
     "agreement with AdaBN",
     "estimate, floored by agreement",
-    "lower bound, floored by agreement",
 ]
 
 
@@ -418,11 +418,7 @@ def main() -> None:
     if args.tables_from:
         rows = json.loads(args.tables_from.read_text())
     else:
-        entries = (
-            (heart_models(args.heart, _physionet_labels(args.physionet)) if "heart" in args.grids else [])
-            + (fsdd_models(args.fsdd) if "fsdd" in args.grids else [])
-            + (demo_models(args.demo) if "demo" in args.grids and (args.demo / "runs").is_dir() else [])
-        )
+        entries = grid_models(args, args.grids)
         done, rows = {}, []
         if args.reuse and args.json.is_file():  # rows already graded (same grids, same code) are kept
             saved = json.loads(args.json.read_text())

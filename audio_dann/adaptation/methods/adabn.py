@@ -4,13 +4,15 @@ starts and ends with it."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
 
 from .base import TargetMethod
 
-__all__ = ["AdaBN", "adabn", "BATCH_NORMS"]
+__all__ = ["AdaBN", "adabn", "adabn_copy", "BATCH_NORMS"]
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -39,6 +41,15 @@ def adabn(dann: nn.Module, x, device: torch.device, batch_size: int = 256) -> No
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
     dann.eval()
+
+
+def adabn_copy(dann: nn.Module, x, device: torch.device | str) -> nn.Module:
+    """A copy of ``dann``, on ``device``, with the batch-norm statistics of the clips ``x``; ``dann`` is
+    left as it was."""
+    device = torch.device(device)
+    net = copy.deepcopy(dann).to(device)
+    adabn(net, x, device)
+    return net
 
 
 class AdaBN(TargetMethod):
